@@ -1,0 +1,89 @@
+package relay
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		done <- c
+	}()
+	c1, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := <-done
+	if c2 == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c1.Close(); c2.Close() })
+	return c1.(*net.TCPConn), c2.(*net.TCPConn)
+}
+
+// TestPipeHalfClose: a client sends a request and half-closes; the reply,
+// sent only after the server saw EOF, must still arrive whole.
+func TestPipeHalfClose(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wrap bool // hide *net.TCPConn so the pooled-buffer path runs
+	}{{"splice", false}, {"buffer", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, relayA := tcpPair(t)
+			relayB, server := tcpPair(t)
+			var a, b io.ReadWriteCloser = relayA, relayB
+			if tc.wrap {
+				a, b = wrapped{relayA}, wrapped{relayB}
+			}
+			done := make(chan error, 1)
+			go func() { _, _, err := Pipe(a, b); done <- err }()
+
+			req := make([]byte, 1<<20)
+			rand.Read(req)
+			go func() {
+				client.Write(req)
+				client.CloseWrite()
+			}()
+			got, err := io.ReadAll(server)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, req) {
+				t.Fatalf("server got %d bytes, want the %d sent", len(got), len(req))
+			}
+			reply := []byte("reply after EOF")
+			server.Write(reply)
+			server.Close()
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			back, err := io.ReadAll(client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(back, reply) {
+				t.Fatalf("client got %q, want %q", back, reply)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Pipe: %v", err)
+			}
+		})
+	}
+}
+
+// wrapped keeps CloseWrite but hides the concrete type.
+type wrapped struct{ *net.TCPConn }
+
+func (w wrapped) Read(p []byte) (int, error)  { return w.TCPConn.Read(p) }
+func (w wrapped) Write(p []byte) (int, error) { return w.TCPConn.Write(p) }

@@ -1,0 +1,272 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxDatagram is the largest UDP payload carried: 65,535 bytes less the
+// 8-byte UDP header (IPv4 allows 65,507; IPv6 65,527).
+const MaxDatagram = 65527
+
+// PacketListener is what a UDPForwarder reads from and answers on: a
+// *net.UDPConn bound to the forward's local address.
+type PacketListener interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	Close() error
+}
+
+// UDPForwarder relays datagrams arriving on a listener to a flow per source
+// address, each flow a datagram connection opened by Dial (through a tunnel,
+// or a plain UDP socket), and sends each flow's replies back to its own
+// source. Idle flows expire; the number of flows is capped. A datagram that
+// cannot be carried (no flow can be opened, or the flow's queue is full) is
+// dropped and counted, never truncated.
+type UDPForwarder struct {
+	// Dial opens the flow for a new source. The returned conn must keep
+	// datagram boundaries: each Write sends one datagram, each Read returns
+	// one. It is called with a context that ends when the forwarder closes.
+	Dial func(ctx context.Context, src netip.AddrPort) (net.Conn, error)
+	// IdleTimeout ends a flow with no datagram either way for this long.
+	// 0 means 60 s.
+	IdleTimeout time.Duration
+	// MaxFlows caps the flows at once; a datagram from a new source past
+	// the cap is dropped. 0 means 1024.
+	MaxFlows int
+	// QueueBytes is how many bytes of datagrams may wait for one flow's
+	// connection (while it opens, or while the tunnel is slower than the
+	// sender). 0 means 1 MiB.
+	QueueBytes int
+	// Logger gets a line per flow opened and closed. nil discards.
+	Logger *slog.Logger
+
+	dropped atomic.Uint64
+	mu      sync.Mutex
+	flows   map[netip.AddrPort]*flow
+	wg      sync.WaitGroup
+}
+
+// Dropped reports how many datagrams were dropped so far.
+func (f *UDPForwarder) Dropped() uint64 { return f.dropped.Load() }
+
+// Flows reports how many flows are open now.
+func (f *UDPForwarder) Flows() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.flows)
+}
+
+type flow struct {
+	src    netip.AddrPort
+	queue  chan []byte
+	queued atomic.Int64 // bytes in queue
+	last  atomic.Int64 // unix nanoseconds of the last datagram either way
+	once  sync.Once
+	done  chan struct{}
+}
+
+func (fl *flow) touch() { fl.last.Store(time.Now().UnixNano()) }
+
+func (fl *flow) close() {
+	fl.once.Do(func() {
+		close(fl.done)
+	})
+}
+
+// Serve reads datagrams from l until ctx ends or l fails, then closes every
+// flow, waits for them and returns. It closes l when ctx ends.
+func (f *UDPForwarder) Serve(ctx context.Context, l PacketListener) error {
+	idle := f.IdleTimeout
+	if idle <= 0 {
+		idle = 60 * time.Second
+	}
+	log := f.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	SetBuffers(l)
+	ctx, cancel := context.WithCancel(ctx)
+	f.mu.Lock()
+	f.flows = make(map[netip.AddrPort]*flow)
+	f.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.expire(ctx, idle, log)
+	}()
+
+	buf := make([]byte, MaxDatagram+1)
+	var err error
+	for {
+		var n int
+		var src netip.AddrPort
+		n, src, err = l.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+				continue
+			}
+			break
+		}
+		if n > MaxDatagram {
+			f.dropped.Add(1)
+			continue
+		}
+		f.deliver(ctx, l, src, buf[:n], log)
+	}
+	cancel()
+	f.mu.Lock()
+	for _, fl := range f.flows {
+		fl.close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+	log.Info("udp: forward closed", "dropped", f.dropped.Load())
+	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// deliver queues one datagram on its source's flow, opening the flow first
+// if it is new.
+func (f *UDPForwarder) deliver(ctx context.Context, l PacketListener, src netip.AddrPort, b []byte, log *slog.Logger) {
+	f.mu.Lock()
+	fl := f.flows[src]
+	if fl == nil {
+		max := f.MaxFlows
+		if max <= 0 {
+			max = 1024
+		}
+		if len(f.flows) >= max {
+			f.mu.Unlock()
+			f.dropped.Add(1)
+			log.Debug("udp: flow cap reached; datagram dropped", "peer", src, "flows", max)
+			return
+		}
+		fl = &flow{src: src, queue: make(chan []byte, queueSlots), done: make(chan struct{})}
+		fl.touch()
+		f.flows[src] = fl
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.run(ctx, l, fl, log)
+		}()
+	}
+	f.mu.Unlock()
+	fl.touch()
+	limit := int64(f.QueueBytes)
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	if fl.queued.Load()+int64(len(b)) > limit {
+		f.dropped.Add(1)
+		return
+	}
+	select {
+	case fl.queue <- append([]byte(nil), b...):
+		fl.queued.Add(int64(len(b)))
+	default:
+		f.dropped.Add(1)
+	}
+}
+
+// queueSlots bounds a flow's queue in datagrams; QueueBytes bounds it in
+// bytes.
+const queueSlots = 4096
+
+// run dials a flow, then sends its queue and returns its replies until it
+// is closed (idle, or the forwarder stops) or its connection fails.
+func (f *UDPForwarder) run(ctx context.Context, l PacketListener, fl *flow, log *slog.Logger) {
+	defer func() {
+		f.mu.Lock()
+		if f.flows[fl.src] == fl {
+			delete(f.flows, fl.src)
+		}
+		f.mu.Unlock()
+		fl.close()
+	}()
+	conn, err := f.Dial(ctx, fl.src)
+	if err != nil {
+		n := len(fl.queue)
+		f.dropped.Add(uint64(n))
+		log.Info("udp: cannot open flow; datagrams dropped", "peer", fl.src, "err", err, "dropped", n)
+		return
+	}
+	log.Debug("udp: flow open", "peer", fl.src)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, MaxDatagram)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				fl.close()
+				return
+			}
+			fl.touch()
+			l.WriteToUDPAddrPort(buf[:n], fl.src)
+		}
+	}()
+	for {
+		select {
+		case <-fl.done:
+			conn.Close()
+			wg.Wait()
+			log.Debug("udp: flow closed", "peer", fl.src)
+			return
+		case b := <-fl.queue:
+			fl.queued.Add(-int64(len(b)))
+			if _, err := conn.Write(b); err != nil {
+				f.dropped.Add(1)
+			}
+		}
+	}
+}
+
+// expire closes flows idle for longer than idle.
+func (f *UDPForwarder) expire(ctx context.Context, idle time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(min(idle/4, 5*time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			f.mu.Lock()
+			for _, fl := range f.flows {
+				if now.Sub(time.Unix(0, fl.last.Load())) > idle {
+					fl.close()
+				}
+			}
+			f.mu.Unlock()
+		}
+	}
+}
+
+// socketBuffer is the kernel buffer asked for on UDP sockets: a burst of
+// datagrams waits there while the relay catches up. The kernel caps it at
+// net.core.rmem_max / wmem_max.
+const socketBuffer = 4 << 20
+
+// SetBuffers asks for large kernel send and receive buffers on a UDP
+// socket, best effort.
+func SetBuffers(c any) {
+	if b, ok := c.(interface{ SetReadBuffer(int) error }); ok {
+		b.SetReadBuffer(socketBuffer)
+	}
+	if b, ok := c.(interface{ SetWriteBuffer(int) error }); ok {
+		b.SetWriteBuffer(socketBuffer)
+	}
+}
