@@ -157,10 +157,14 @@ func (k *KnownHosts) verify(hostname string, remote net.Addr, key ssh.PublicKey)
 			w.Filename, w.Line, w.Key.Type(), host, k.path)
 	}
 	if k.mode != HostKeyAcceptNew {
+		h, p, err := net.SplitHostPort(hostname)
+		if err != nil {
+			h, p = hostname, "22"
+		}
 		return fmt.Errorf("%w: %s (%s key %s) is not in %s. "+
 			"Compare the fingerprint with the server's, then connect once with --host-key-check accept-new, "+
-			"or add it with: ssh-keyscan -p PORT HOST >> %s",
-			ErrHostKeyUnknown, hostname, key.Type(), ssh.FingerprintSHA256(key), k.path, k.path)
+			"or add it with: ssh-keyscan -p %s %s >> %s",
+			ErrHostKeyUnknown, hostname, key.Type(), ssh.FingerprintSHA256(key), k.path, p, h, k.path)
 	}
 	if err := k.appendLine(knownhosts.Line([]string{host}, key)); err != nil {
 		return err

@@ -67,9 +67,9 @@ type flow struct {
 	src    netip.AddrPort
 	queue  chan []byte
 	queued atomic.Int64 // bytes in queue
-	last  atomic.Int64 // unix nanoseconds of the last datagram either way
-	once  sync.Once
-	done  chan struct{}
+	last   atomic.Int64 // unix nanoseconds of the last datagram either way
+	once   sync.Once
+	done   chan struct{}
 }
 
 func (fl *flow) touch() { fl.last.Store(time.Now().UnixNano()) }

@@ -1,0 +1,113 @@
+// Package cli is pinhole's command line: one file per subcommand, each with
+// its own flag.FlagSet. Main is the whole program; cmd/pinhole only wires
+// signals and the exit code to it.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// command is one subcommand: run parses args and does the work until ctx ends.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, env *env, args []string) error
+}
+
+// env is what every subcommand gets from Main.
+type env struct {
+	stdout io.Writer
+	stderr io.Writer
+	log    *slog.Logger
+}
+
+func commands() []command {
+	return []command{
+		{"server", "run an SSH-protocol server that only forwards ports", runServer},
+		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect},
+		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy},
+	}
+}
+
+// errUsage marks an error that already printed its usage text.
+var errUsage = errors.New("usage")
+
+// Main runs pinhole with args (without the program name) and returns the
+// process exit code: 0 on success, 1 on failure, 2 on bad usage.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{
+		stdout: stdout,
+		stderr: stderr,
+		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, e, args[1:])
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		default:
+			fmt.Fprintf(stderr, "pinhole %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "pinhole: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString("usage: pinhole <command> [flags]\n\ncommands:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+	}
+	b.WriteString("\nRun 'pinhole <command> -h' for a command's flags.\n")
+	io.WriteString(w, b.String())
+}
+
+// parseFlags is fs.Parse with the error the flag package has already
+// printed (with the usage text) turned into errUsage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return errUsage
+	}
+	return err
+}
+
+// parseInterspersed parses flags that may come before and after positional
+// arguments, as OpenSSH allows ("pinhole connect host -L 8080:db:5432").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

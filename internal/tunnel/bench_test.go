@@ -1,0 +1,66 @@
+package tunnel_test
+
+import (
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/spec"
+)
+
+// benchUDP sets up an echo server behind a -L/udp forward.
+func benchUDP(b *testing.B) string {
+	echo := udpEcho(b)
+	clientKey := newSigner(b)
+	srv := startServer(b, nil, newSigner(b), keySet(b, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(b, srv.addr, srv.hostKey.PublicKey(), clientKey)
+	cfg.Logger = nil
+	cfg.UDPMaxFlows = 1 << 20 // BenchmarkUDPNewFlow opens a flow per round
+	port := echo.LocalAddr().(*net.UDPAddr).Port
+	cfg.Local = []spec.Forward{mustParse(b, spec.Local, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d/udp", port))}
+	c := dialClient(b, cfg)
+	return c.LocalAddrs()[0].String()
+}
+
+// BenchmarkUDPRoundTrip: one 64-byte request and its reply on an
+// established flow through -L/udp.
+func BenchmarkUDPRoundTrip(b *testing.B) {
+	c := dialUDP(b, benchUDP(b))
+	p := make([]byte, 64)
+	if err := roundTrip(c, p); err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 2048)
+	b.ResetTimer()
+	for b.Loop() {
+		c.Write(p)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkUDPNewFlow: the first datagram of a new flow (a new source
+// port) and its reply: the channel-open round trip one channel per flow
+// costs.
+func BenchmarkUDPNewFlow(b *testing.B) {
+	addr := benchUDP(b)
+	ua, _ := net.ResolveUDPAddr("udp", addr)
+	p := make([]byte, 64)
+	buf := make([]byte, 2048)
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := net.DialUDP("udp", nil, ua)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Write(p)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

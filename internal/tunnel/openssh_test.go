@@ -1,0 +1,181 @@
+package tunnel_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/sshtest"
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
+)
+
+// pinholeForSSH runs a pinhole server that lets key in, and returns the
+// options for the real ssh client to reach it.
+func pinholeForSSH(t *testing.T, keyOptions string) (*server, *sshtest.Key) {
+	t.Helper()
+	key := sshtest.NewKey(t, t.TempDir(), "client")
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine(keyOptions, key.Public)))
+	return srv, key
+}
+
+func sshOptions(srv *server, key *sshtest.Key, args ...string) sshtest.SSHOptions {
+	return sshtest.SSHOptions{
+		Addr:       srv.addr,
+		User:       "tester",
+		Key:        key,
+		KnownHosts: knownhosts.Line([]string{srv.addr}, srv.hostKey.PublicKey()) + "\n",
+		Args:       args,
+	}
+}
+
+// TestOpenSSHLocalToPinhole is path 1: OpenSSH ssh -N -L → pinhole server.
+func TestOpenSSHLocalToPinhole(t *testing.T) {
+	sshtest.Need(t, sshtest.SSHPath)
+	target := streamtest.NewTarget(t)
+	srv, key := pinholeForSSH(t, "")
+	_, port := sshtest.StartSSHForward(t, sshOptions(srv, key), func(p int) []string {
+		return []string{"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", p, target.Port())}
+	}, nil)
+	checkPath(t, fmt.Sprintf("127.0.0.1:%d", port))
+}
+
+// TestOpenSSHRemoteToPinhole is path 2: OpenSSH ssh -N -R → pinhole server,
+// with port 0 so the server picks and ssh prints the port.
+func TestOpenSSHRemoteToPinhole(t *testing.T) {
+	sshtest.Need(t, sshtest.SSHPath)
+	target := streamtest.NewTarget(t)
+	srv, key := pinholeForSSH(t, "")
+	p := sshtest.StartSSH(t, sshOptions(srv, key, "-R", fmt.Sprintf("0:127.0.0.1:%d", target.Port())))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	port, err := p.WaitAllocatedPort(ctx)
+	if err != nil {
+		t.Fatalf("ssh -R 0: %v; stderr:\n%s", err, p.Stderr())
+	}
+	checkPath(t, fmt.Sprintf("127.0.0.1:%d", port))
+}
+
+// TestOpenSSHPermitOpenRefusal: ssh -L to a target outside permitopen gets
+// OpenSSH's usual "administratively prohibited" line, and its allowed -L
+// keeps working.
+func TestOpenSSHPermitOpenRefusal(t *testing.T) {
+	sshtest.Need(t, sshtest.SSHPath)
+	target := streamtest.NewTarget(t)
+	other := streamtest.NewTarget(t)
+	srv, key := pinholeForSSH(t, fmt.Sprintf(`permitopen="127.0.0.1:%d"`, target.Port()))
+	var refused int
+	p, port := sshtest.StartSSHForward(t, sshOptions(srv, key), func(p int) []string {
+		refused = p + 1
+		if refused > 65535 {
+			refused = p - 1
+		}
+		return []string{
+			"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", p, target.Port()),
+			"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", refused, other.Port()),
+		}
+	}, nil)
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", refused))
+	if err != nil {
+		t.Fatalf("the second -L is not listening: %v", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, _ := conn.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("a -L outside permitopen carried data")
+	}
+	conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := p.WaitStderr(ctx, "administratively prohibited"); err != nil {
+		t.Fatalf("ssh did not print the refusal: %v; stderr:\n%s", err, p.Stderr())
+	}
+	if err := streamtest.Many(ctx, 20, 4<<10, tcpDialer(fmt.Sprintf("127.0.0.1:%d", port))); err != nil {
+		t.Fatalf("the allowed -L beside the refused one: %v", err)
+	}
+}
+
+// sshdClient is a pinhole client config for a real sshd.
+func sshdClient(t *testing.T, d *sshtest.SSHD, key *sshtest.Key) tunnel.ClientConfig {
+	cfg := clientConfig(t, d.Addr, d.HostKey.Public, key.Signer)
+	cfg.User = d.User
+	return cfg
+}
+
+// TestPinholeToOpenSSHD is path 3: pinhole connect → OpenSSH sshd, -L and -R.
+func TestPinholeToOpenSSHD(t *testing.T) {
+	target := streamtest.NewTarget(t)
+	key := sshtest.NewKey(t, t.TempDir(), "client")
+	d := sshtest.StartSSHD(t, sshtest.SSHDConfig{AuthorizedKeys: key.AuthorizedLine})
+	cfg := sshdClient(t, d, key)
+	cfg.Local = []spec.Forward{mustParse(t, spec.Local, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", target.Port()))}
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, fmt.Sprintf("0:127.0.0.1:%d", target.Port()))}
+	c := dialClient(t, cfg)
+	if c.UDP() {
+		t.Fatal("a stock sshd reported as speaking pinhole's UDP extension")
+	}
+	t.Run("L", func(t *testing.T) { checkPath(t, c.LocalAddrs()[0].String()) })
+	t.Run("R", func(t *testing.T) {
+		_, port, err := net.SplitHostPort(c.RemoteAddrs()[0])
+		if err != nil {
+			t.Fatalf("-R not bound: %q", c.RemoteAddrs())
+		}
+		checkPath(t, net.JoinHostPort("127.0.0.1", port))
+	})
+}
+
+// TestOpenSSHDRefusals: sshd's permitopen refusal reaches the pinhole
+// client as ErrProhibited; a /udp forward against a stock sshd fails at
+// start saying why, and beside a TCP forward it is only skipped.
+func TestOpenSSHDRefusals(t *testing.T) {
+	target := streamtest.NewTarget(t)
+	key := sshtest.NewKey(t, t.TempDir(), "client")
+	d := sshtest.StartSSHD(t, sshtest.SSHDConfig{
+		AuthorizedKeys: fmt.Sprintf(`permitopen="127.0.0.1:%d" `, target.Port()) + key.AuthorizedLine,
+	})
+
+	t.Run("permitopen", func(t *testing.T) {
+		c := dialClient(t, sshdClient(t, d, key))
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if _, err := c.DialContext(ctx, "tcp", "127.0.0.1:9"); !errors.Is(err, tunnel.ErrProhibited) {
+			t.Fatalf("open outside sshd's permitopen: %v; want ErrProhibited", err)
+		}
+		conn, err := c.DialContext(ctx, "tcp", target.Addr())
+		if err != nil {
+			t.Fatalf("open inside permitopen after a refusal: %v", err)
+		}
+		defer conn.Close()
+		if err := streamtest.Exchange(ctx, conn, 9, 1<<20, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("udp only", func(t *testing.T) {
+		cfg := sshdClient(t, d, key)
+		cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:127.0.0.1:53/udp")}
+		_, err := tunnel.Dial(context.Background(), cfg)
+		if !errors.Is(err, tunnel.ErrNoUDP) || !strings.Contains(err.Error(), "pinhole server") {
+			t.Fatalf("Dial with only a /udp forward to a stock sshd: %v; want ErrNoUDP naming pinhole server", err)
+		}
+	})
+	t.Run("udp beside tcp", func(t *testing.T) {
+		cfg := sshdClient(t, d, key)
+		cfg.UDPOptional = true
+		cfg.Local = []spec.Forward{
+			mustParse(t, spec.Local, "127.0.0.1:0:127.0.0.1:53/udp"),
+			mustParse(t, spec.Local, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", target.Port())),
+		}
+		c := dialClient(t, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := streamtest.Many(ctx, 4, 4<<10, tcpDialer(c.LocalAddrs()[1].String())); err != nil {
+			t.Fatalf("TCP -L beside a skipped /udp one: %v", err)
+		}
+	})
+}

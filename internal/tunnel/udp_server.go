@@ -1,0 +1,130 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/pinhole-dev/pinhole/internal/relay"
+)
+
+// directUDP serves a direct-udp@pinhole channel (-L .../udp and SOCKS5 UDP
+// ASSOCIATE): check permitopen, open a connected UDP socket to the target,
+// relay datagrams.
+func (sc *serverConn) directUDP(ctx context.Context, nc ssh.NewChannel) {
+	var p channelOpen
+	if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
+		nc.Reject(ssh.ConnectionFailed, "malformed "+chanDirectUDP+" request")
+		return
+	}
+	target := p.target()
+	if p.Port > 65535 || sc.opts == nil || !sc.opts.AllowOpen(p.Host, int(p.Port)) {
+		sc.log.Info("refused to open", "raddr", target, "proto", "udp", "reason", "permitopen")
+		nc.Reject(ssh.Prohibited, "udp to "+target+" is not allowed for this key (permitopen or no-port-forwarding in authorized_keys)")
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	udp, err := sc.srv.cfg.Dial(dctx, "udp", target)
+	cancel()
+	if err != nil {
+		sc.log.Info("udp connect failed", "raddr", target, "err", err)
+		nc.Reject(ssh.ConnectionFailed, dialReason(err))
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		udp.Close()
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	stop := context.AfterFunc(ctx, func() { ch.Close() })
+	defer stop()
+	pipeDatagrams(newDatagramConn(ch, udp.LocalAddr(), udp.RemoteAddr()), udp)
+}
+
+// udpListener is one udp-forward@pinhole: a UDP socket on the server whose
+// flows come back to the client as forwarded-udp@pinhole channels.
+type udpListener struct {
+	pc     *net.UDPConn
+	cancel context.CancelFunc
+	fwd    *relay.UDPForwarder
+	once   sync.Once
+}
+
+func (ul *udpListener) close() {
+	ul.once.Do(func() {
+		ul.cancel()
+		ul.pc.Close()
+	})
+}
+
+// listenUDP serves a udp-forward@pinhole request like listen serves
+// tcpip-forward, and returns the port to report for port 0.
+func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
+	var fr forwardRequest
+	if err := ssh.Unmarshal(payload, &fr); err != nil {
+		return 0, fmt.Errorf("malformed %s request: %w", reqUDPForward, err)
+	}
+	if fr.BindPort > 65535 {
+		return 0, fmt.Errorf("port %d is out of range", fr.BindPort)
+	}
+	where := net.JoinHostPort(fr.BindHost, strconv.Itoa(int(fr.BindPort)))
+	if sc.opts == nil || !sc.opts.AllowListen(fr.BindHost, int(fr.BindPort)) {
+		return 0, fmt.Errorf("listening on %s/udp is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", where)
+	}
+	addr := net.JoinHostPort(sc.srv.bindHost(fr.BindHost), strconv.Itoa(int(fr.BindPort)))
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return 0, fmt.Errorf("cannot listen on %s/udp: %w", addr, err)
+	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return 0, fmt.Errorf("cannot listen on %s/udp: %w", addr, err)
+	}
+	bound := pc.LocalAddr().(*net.UDPAddr)
+	ctx, cancel := context.WithCancel(sc.srv.ctx)
+	ul := &udpListener{pc: pc, cancel: cancel}
+	ul.fwd = &relay.UDPForwarder{
+		IdleTimeout: sc.srv.cfg.UDPIdleTimeout,
+		MaxFlows:    sc.srv.cfg.UDPMaxFlows,
+		Logger:      sc.log,
+		Dial: func(ctx context.Context, src netip.AddrPort) (net.Conn, error) {
+			p := channelOpen{Host: fr.BindHost, Port: uint32(bound.Port), OriginHost: src.Addr().Unmap().String(), OriginPort: uint32(src.Port())}
+			ch, reqs, err := sc.conn.OpenChannel(chanForwardedUDP, ssh.Marshal(p))
+			if err != nil {
+				return nil, err
+			}
+			go ssh.DiscardRequests(reqs)
+			return newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)), nil
+		},
+	}
+	key := fr
+	if fr.BindPort == 0 {
+		key.BindPort = uint32(bound.Port)
+	}
+	sc.mu.Lock()
+	if sc.forwards == nil {
+		sc.mu.Unlock()
+		cancel()
+		pc.Close()
+		return 0, fmt.Errorf("connection is closing")
+	}
+	sc.udpForwards[key] = ul
+	sc.mu.Unlock()
+	sc.log.Info("remote udp forward listening", "laddr", bound.String(), "requested", where)
+	sc.wg.Add(1)
+	go func() {
+		defer sc.wg.Done()
+		ul.fwd.Serve(ctx, pc)
+	}()
+	if fr.BindPort == 0 {
+		return uint32(bound.Port), nil
+	}
+	return 0, nil
+}

@@ -1,0 +1,145 @@
+// Package tunnel is pinhole's SSH glue: a server that only forwards ports
+// (direct-tcpip, tcpip-forward, forwarded-tcpip) and a client that keeps its
+// -L and -R forwards alive across reconnects. Both speak plain SSH
+// (RFC 4254), so either end may be OpenSSH.
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// Channel and request names from RFC 4254 and OpenSSH's PROTOCOL file.
+const (
+	chanDirectTCPIP    = "direct-tcpip"
+	chanForwardedTCPIP = "forwarded-tcpip"
+	chanSession        = "session"
+	reqTCPIPForward    = "tcpip-forward"
+	reqCancelForward   = "cancel-tcpip-forward"
+	reqKeepalive       = "keepalive@openssh.com"
+)
+
+// versionPrefix starts the SSH version string pinhole sends; a server that
+// sees it may add a reason to a refused tcpip-forward (docs/protocol.md).
+const versionPrefix = "SSH-2.0-pinhole"
+
+// channelOpen is the payload of direct-tcpip and forwarded-tcpip channel
+// opens (RFC 4254 7.2): the address to connect to (direct) or that was
+// connected (forwarded), then the originator.
+type channelOpen struct {
+	Host       string
+	Port       uint32
+	OriginHost string
+	OriginPort uint32
+}
+
+// forwardRequest is the payload of tcpip-forward and cancel-tcpip-forward.
+type forwardRequest struct {
+	BindHost string
+	BindPort uint32
+}
+
+// forwardReply answers a tcpip-forward for port 0 with the bound port.
+type forwardReply struct {
+	Port uint32
+}
+
+func (p channelOpen) target() string {
+	return net.JoinHostPort(p.Host, strconv.FormatUint(uint64(p.Port), 10))
+}
+
+func (p channelOpen) origin() string {
+	return net.JoinHostPort(p.OriginHost, strconv.FormatUint(uint64(p.OriginPort), 10))
+}
+
+// hostPort splits a net.Addr into what channelOpen carries.
+func hostPort(a net.Addr) (string, uint32) {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String(), uint32(ta.Port)
+	}
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String(), 0
+	}
+	p, _ := strconv.ParseUint(port, 10, 16)
+	return host, uint32(p)
+}
+
+// dialReason turns a failed dial into OpenSSH's open-failure words: the
+// strerror text ("Connection refused") that ssh prints after "open failed".
+func dialReason(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		s := errno.Error()
+		return strings.ToUpper(s[:1]) + s[1:]
+	}
+	return err.Error()
+}
+
+// ForwardError is a remote forward the server refused. Reason is the
+// server's text when it gave one (pinhole servers do), else empty.
+type ForwardError struct {
+	Spec   string
+	Reason string
+}
+
+func (e *ForwardError) Error() string {
+	if e.Reason == "" {
+		return fmt.Sprintf("tunnel: the server refused remote forward -R %s (it gives no reason: check its permitlisten, GatewayPorts and whether the port is free there)", e.Spec)
+	}
+	return fmt.Sprintf("tunnel: the server refused remote forward -R %s: %s", e.Spec, e.Reason)
+}
+
+// ErrProhibited is wrapped by an OpenError the server refused by policy
+// (permitopen, no-port-forwarding), not because the target failed.
+var ErrProhibited = errors.New("tunnel: not allowed by the server")
+
+// OpenError is a stream the server would not open. It unwraps to
+// ErrProhibited for a policy refusal, and for a failed connect to the errno
+// the server's words name (syscall.ECONNREFUSED for "Connection refused",
+// ...) so callers such as the SOCKS server can answer precisely.
+type OpenError struct {
+	Target  string
+	Reason  ssh.RejectionReason
+	Message string
+}
+
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("tunnel: the server could not open %s: %s (%s)", e.Target, e.Message, e.Reason)
+}
+
+func (e *OpenError) Unwrap() error {
+	if e.Reason == ssh.Prohibited {
+		return ErrProhibited
+	}
+	m := strings.ToLower(e.Message)
+	switch {
+	case strings.Contains(m, "refused"):
+		return syscall.ECONNREFUSED
+	case strings.Contains(m, "no route"), strings.Contains(m, "host unreachable"):
+		return syscall.EHOSTUNREACH
+	case strings.Contains(m, "network is unreachable"):
+		return syscall.ENETUNREACH
+	case strings.Contains(m, "timed out"), strings.Contains(m, "timeout"):
+		return syscall.ETIMEDOUT
+	case strings.Contains(m, "no such host"), strings.Contains(m, "not known"), strings.Contains(m, "name resolution"), strings.Contains(m, "getaddrinfo"):
+		return &net.DNSError{Err: e.Message, Name: e.Target, IsNotFound: true}
+	}
+	return nil
+}
+
+// openError turns a failed channel open into an OpenError when the server
+// answered, or wraps the transport error.
+func openError(target string, err error) error {
+	var oce *ssh.OpenChannelError
+	if errors.As(err, &oce) {
+		return &OpenError{Target: target, Reason: oce.Reason, Message: oce.Message}
+	}
+	return fmt.Errorf("tunnel: open a stream to %s: %w", target, err)
+}
