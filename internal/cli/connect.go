@@ -152,7 +152,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		}
 	}()
 	for _, f := range dynamic.list {
-		addr := localBind(f)
+		addr := f.ListenAddr()
 		if err := socks.CheckOpen(addr, creds != nil); err != nil && !*open {
 			return err
 		}
@@ -242,19 +242,6 @@ func splitDestination(dest string) (userName, host string) {
 		userName, dest = dest[:i], dest[i+1:]
 	}
 	return userName, strings.TrimSuffix(strings.TrimPrefix(dest, "["), "]")
-}
-
-// localBind is where a -L or -D forward listens: loopback unless a bind
-// address was given, as ssh does without GatewayPorts.
-func localBind(f spec.Forward) string {
-	host := f.BindHost
-	switch host {
-	case "":
-		host = "127.0.0.1"
-	case "*":
-		host = ""
-	}
-	return net.JoinHostPort(host, strconv.Itoa(int(f.BindPort)))
 }
 
 // proxyCredentials reads --proxy-auth and --proxy-auth-file; nil means no

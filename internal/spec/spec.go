@@ -357,6 +357,20 @@ func (f Forward) BindAddr() string {
 	return net.JoinHostPort(f.BindHost, strconv.Itoa(int(f.BindPort)))
 }
 
+// ListenAddr is the address a -L or -D forward listens on here, as ssh
+// does without GatewayPorts: 127.0.0.1 when no bind address was given, all
+// addresses for "*", else the bind address.
+func (f Forward) ListenAddr() string {
+	host := f.BindHost
+	switch host {
+	case "":
+		host = "127.0.0.1"
+	case "*":
+		host = ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(f.BindPort)))
+}
+
 // Target returns net.JoinHostPort of Host and HostPort.
 func (f Forward) Target() string {
 	return net.JoinHostPort(f.Host, strconv.Itoa(int(f.HostPort)))

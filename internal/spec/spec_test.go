@@ -193,3 +193,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestListenAddr(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"8080:db:5432", "127.0.0.1:8080"},
+		{"*:8080:db:5432", ":8080"},
+		{":8080:db:5432", ":8080"},
+		{"[::1]:8080:db:5432", "[::1]:8080"},
+		{"localhost:0:db:5432", "localhost:0"},
+	} {
+		f, err := Parse(Local, tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.ListenAddr(); got != tc.want {
+			t.Errorf("Parse(Local, %q).ListenAddr() = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -186,19 +186,6 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	return c, nil
 }
 
-// localBindAddr is where a -L forward listens: loopback unless a bind
-// address was given, as ssh does without GatewayPorts.
-func localBindAddr(f spec.Forward) string {
-	host := f.BindHost
-	switch host {
-	case "":
-		host = "127.0.0.1"
-	case "*":
-		host = ""
-	}
-	return net.JoinHostPort(host, strconv.Itoa(int(f.BindPort)))
-}
-
 // remoteBindHost is what a tcpip-forward asks for, as OpenSSH's ssh sends
 // it: "localhost" when no bind address was given, "" for "*".
 func remoteBindHost(f spec.Forward) string {

@@ -576,37 +576,49 @@ func (rl *remoteListener) forward(c net.Conn) {
 	rl.sc.log.Debug("forwarded connection closed", "laddr", rl.key, "raddr", c.RemoteAddr().String(), "bytes_up", up, "bytes_down", down, "err", err)
 }
 
-// direct serves a direct-tcpip channel (ssh -L, ssh -D): check permitopen,
-// dial, then relay.
+// direct serves a direct-tcpip channel (ssh -L, ssh -D): check
+// permitopen, dial, then relay.
 func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
+	ch, c, target, ok := sc.openTarget(ctx, nc, "tcp")
+	if !ok {
+		return
+	}
+	up, down, err := relay.Pipe(ch, c)
+	sc.log.Debug("direct-tcpip closed", "raddr", target, "bytes_up", up, "bytes_down", down, "err", err)
+}
+
+// openTarget serves the common part of direct-tcpip and
+// direct-udp@pinhole: parse the payload, check permitopen, dial the target
+// over network and accept the channel, or reject it with OpenSSH's reason
+// codes. ok is false when the channel was rejected.
+func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network string) (ch ssh.Channel, c net.Conn, target string, ok bool) {
 	var p channelOpen
 	if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
-		nc.Reject(ssh.ConnectionFailed, "malformed direct-tcpip request")
-		return
+		nc.Reject(ssh.ConnectionFailed, "malformed "+nc.ChannelType()+" request")
+		return nil, nil, "", false
 	}
-	target := p.target()
+	target = p.target()
 	if p.Port > 65535 || sc.opts == nil || !sc.opts.AllowOpen(p.Host, int(p.Port)) {
-		sc.log.Info("refused to open", "raddr", target, "reason", "permitopen")
-		nc.Reject(ssh.Prohibited, "open to "+target+" is not allowed for this key (permitopen or no-port-forwarding in authorized_keys)")
-		return
+		sc.log.Info("refused to open", "raddr", target, "proto", network, "reason", "permitopen")
+		nc.Reject(ssh.Prohibited, "connecting to "+target+"/"+network+" is not allowed for this key (permitopen or no-port-forwarding in authorized_keys)")
+		return nil, nil, "", false
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := sc.srv.cfg.Dial(dctx, "tcp", target)
+	c, err := sc.srv.cfg.Dial(dctx, network, target)
 	cancel()
 	if err != nil {
-		sc.log.Info("connect failed", "raddr", target, "err", err)
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
-		return
+		return nil, nil, "", false
 	}
 	ch, reqs, err := nc.Accept()
 	if err != nil {
 		c.Close()
-		return
+		return nil, nil, "", false
 	}
 	go ssh.DiscardRequests(reqs)
-	sc.log.Debug("direct-tcpip open", "raddr", target, "origin", p.origin())
-	up, down, err := relay.Pipe(ch, c)
-	sc.log.Debug("direct-tcpip closed", "raddr", target, "bytes_up", up, "bytes_down", down, "err", err)
+	sc.log.Debug("channel open", "type", nc.ChannelType(), "raddr", target, "origin", p.origin())
+	return ch, c, target, true
 }
 
 // session answers "ssh host" without -N: a short text, no shell. The

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,4 +247,164 @@ func TestServerRestart(t *testing.T) {
 		}
 	}
 	t.Logf("-L and -R work again %v after the server came back", time.Since(back))
+}
+
+// TestRemoteForwardOwnership: a port one client's -R holds is refused to
+// another client with a reason, and is freed when its client goes.
+func TestRemoteForwardOwnership(t *testing.T) {
+	target := streamtest.NewTarget(t)
+	keyA, keyB := newSigner(t), newSigner(t)
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", keyA.PublicKey())+authorizedLine("", keyB.PublicKey())))
+	cfg := clientConfig(t, srv.addr, srv.hostKey.PublicKey(), keyA)
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, fmt.Sprintf("0:127.0.0.1:%d", target.Port()))}
+	a := dialClient(t, cfg)
+	_, port, err := net.SplitHostPort(a.RemoteAddrs()[0])
+	if err != nil {
+		t.Fatalf("-R not bound: %q", a.RemoteAddrs())
+	}
+	p, _ := strconv.Atoi(port)
+
+	// Client B asks for the same port with a raw request, to read the reason.
+	b, err := ssh.Dial("tcp", srv.addr, &ssh.ClientConfig{
+		User:            "b",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(keyB)},
+		HostKeyCallback: ssh.FixedHostKey(srv.hostKey.PublicKey()),
+		ClientVersion:   "SSH-2.0-pinhole_test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	req := ssh.Marshal(struct {
+		Host string
+		Port uint32
+	}{"localhost", uint32(p)})
+	ok, reason, err := b.SendRequest("tcpip-forward", true, req)
+	if err != nil || ok || !strings.Contains(string(reason), "another client") {
+		t.Fatalf("second client asking for a held port: ok=%v reason=%q err=%v; want a refusal naming another client", ok, reason, err)
+	}
+
+	a.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			break // closed with its client
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("port %s still accepts 5 s after its client left", port)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ok, reason, err = b.SendRequest("tcpip-forward", true, req)
+	if err != nil || !ok {
+		t.Fatalf("asking for the freed port: ok=%v reason=%q err=%v", ok, reason, err)
+	}
+}
+
+// blackhole relays TCP to target until freeze, after which the connections
+// it has stay open but carry nothing: a dead path without a FIN or RST.
+// Connections made after freeze work.
+type blackhole struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	live  []*atomic.Bool // per connection: frozen
+	conns []net.Conn
+}
+
+func newBlackhole(t *testing.T, target string) *blackhole {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{ln: ln}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			frozen := new(atomic.Bool)
+			b.mu.Lock()
+			b.conns = append(b.conns, c, s)
+			b.live = append(b.live, frozen)
+			b.mu.Unlock()
+			go swallowOrCopy(s, c, frozen)
+			go swallowOrCopy(c, s, frozen)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, c := range b.conns {
+			c.Close()
+		}
+	})
+	return b
+}
+
+func swallowOrCopy(dst, src net.Conn, frozen *atomic.Bool) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		if frozen.Load() {
+			continue
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// freeze silences every connection made so far.
+func (b *blackhole) freeze() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.live {
+		f.Store(true)
+	}
+}
+
+// TestDeadPeer: when the path to the server goes silent (no FIN, no RST),
+// keepalives notice and the client reconnects, -L working again.
+func TestDeadPeer(t *testing.T) {
+	target := streamtest.NewTarget(t)
+	clientKey := newSigner(t)
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", clientKey.PublicKey())))
+	hole := newBlackhole(t, srv.addr)
+	cfg := clientConfig(t, hole.ln.Addr().String(), srv.hostKey.PublicKey(), clientKey)
+	cfg.KeepaliveInterval = 300 * time.Millisecond
+	cfg.Local = []spec.Forward{mustParse(t, spec.Local, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", target.Port()))}
+	c := dialClient(t, cfg)
+	local := c.LocalAddrs()[0].String()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := streamtest.Many(ctx, 2, 1<<10, tcpDialer(local)); err != nil {
+		t.Fatal(err)
+	}
+	hole.freeze()
+	frozeAt := time.Now()
+	var err error
+	for time.Since(frozeAt) < 15*time.Second {
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		err = streamtest.Many(sctx, 2, 1<<10, tcpDialer(local))
+		scancel()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("-L still fails %v after the path went silent: %v", time.Since(frozeAt), err)
+	}
+	t.Logf("-L works again %v after the path went silent", time.Since(frozeAt))
 }

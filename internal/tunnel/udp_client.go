@@ -15,7 +15,7 @@ import (
 // so that a taken port fails Dial at once.
 func (c *Client) bindLocals() error {
 	for _, f := range c.cfg.Local {
-		addr := localBindAddr(f)
+		addr := f.ListenAddr()
 		if f.Proto == spec.UDP {
 			ua, err := net.ResolveUDPAddr("udp", addr)
 			if err != nil {

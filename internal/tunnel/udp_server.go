@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -18,31 +17,10 @@ import (
 // ASSOCIATE): check permitopen, open a connected UDP socket to the target,
 // relay datagrams.
 func (sc *serverConn) directUDP(ctx context.Context, nc ssh.NewChannel) {
-	var p channelOpen
-	if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
-		nc.Reject(ssh.ConnectionFailed, "malformed "+chanDirectUDP+" request")
+	ch, udp, _, ok := sc.openTarget(ctx, nc, "udp")
+	if !ok {
 		return
 	}
-	target := p.target()
-	if p.Port > 65535 || sc.opts == nil || !sc.opts.AllowOpen(p.Host, int(p.Port)) {
-		sc.log.Info("refused to open", "raddr", target, "proto", "udp", "reason", "permitopen")
-		nc.Reject(ssh.Prohibited, "udp to "+target+" is not allowed for this key (permitopen or no-port-forwarding in authorized_keys)")
-		return
-	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	udp, err := sc.srv.cfg.Dial(dctx, "udp", target)
-	cancel()
-	if err != nil {
-		sc.log.Info("udp connect failed", "raddr", target, "err", err)
-		nc.Reject(ssh.ConnectionFailed, dialReason(err))
-		return
-	}
-	ch, reqs, err := nc.Accept()
-	if err != nil {
-		udp.Close()
-		return
-	}
-	go ssh.DiscardRequests(reqs)
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
 	pipeDatagrams(newDatagramConn(ch, udp.LocalAddr(), udp.RemoteAddr()), udp)
