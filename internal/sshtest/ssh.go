@@ -26,6 +26,10 @@ type SSHOptions struct {
 	Key        *Key   // the only identity ssh offers; required
 	KnownHosts string // the whole known_hosts file ssh checks the server against
 	Args       []string
+	// Session runs ssh without -N: it opens a session and asks for a shell,
+	// or runs Command when that is set. ssh gets -T (no pty).
+	Session bool
+	Command []string
 }
 
 // SSHProc is a running ssh client.
@@ -45,6 +49,7 @@ type SSHProc struct {
 //	    -o ExitOnForwardFailure=yes -o ServerAliveInterval=5
 //	    -o IdentitiesOnly=yes -i KEY -p PORT -l USER ARGS... HOST
 //
+// With o.Session, -T replaces -N and o.Command follows the host.
 // It does not wait for ssh to log in. ssh is killed when the test ends,
 // and its stderr written to the test's log if the test failed. StartSSH
 // skips the test when ssh is not installed.
@@ -69,8 +74,12 @@ func StartSSH(t testing.TB, o SSHOptions) *SSHProc {
 	if err := os.WriteFile(knownHosts, []byte(o.KnownHosts), 0o600); err != nil {
 		t.Fatalf("sshtest: %v", err)
 	}
+	mode := "-N"
+	if o.Session {
+		mode = "-T"
+	}
 	args := []string{
-		"-N", "-F", "none",
+		mode, "-F", "none",
 		"-o", "BatchMode=yes",
 		"-o", "StrictHostKeyChecking=yes",
 		"-o", "UserKnownHostsFile=" + knownHosts,
@@ -84,6 +93,9 @@ func StartSSH(t testing.TB, o SSHOptions) *SSHProc {
 	}
 	args = append(args, o.Args...)
 	args = append(args, host)
+	if o.Session {
+		args = append(args, o.Command...)
+	}
 
 	p := &SSHProc{stderr: newOutput(), done: make(chan struct{})}
 	p.cmd = exec.Command(SSHPath, args...)

@@ -179,3 +179,38 @@ func TestOpenSSHDRefusals(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenSSHSession: plain "ssh host" gets a text saying what the server
+// is for and stays connected; a command, scp or sftp is refused.
+func TestOpenSSHSession(t *testing.T) {
+	sshtest.Need(t, sshtest.SSHPath)
+	srv, key := pinholeForSSH(t, "")
+	t.Run("shell", func(t *testing.T) {
+		o := sshOptions(srv, key)
+		o.Session = true
+		p := sshtest.StartSSH(t, o)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if err := p.WaitStderr(ctx, "only forwards ports; there is no shell here"); err != nil {
+			t.Fatalf("ssh without -N: %v; output:\n%s", err, p.Stderr())
+		}
+		select {
+		case <-p.Done():
+			t.Fatalf("ssh left right after the text; output:\n%s", p.Stderr())
+		case <-time.After(500 * time.Millisecond):
+		}
+	})
+	t.Run("command", func(t *testing.T) {
+		o := sshOptions(srv, key)
+		o.Session, o.Command = true, []string{"echo", "hello"}
+		p := sshtest.StartSSH(t, o)
+		select {
+		case <-p.Done():
+		case <-time.After(15 * time.Second):
+			t.Fatal("ssh with a command did not exit")
+		}
+		if p.Wait() == nil || strings.Contains(p.Stderr(), "hello") || !strings.Contains(p.Stderr(), "runs no commands") {
+			t.Fatalf("ssh host echo hello: %v; want a failure that says no commands run; output:\n%s", p.Wait(), p.Stderr())
+		}
+	})
+}
