@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -62,5 +63,47 @@ func BenchmarkUDPNewFlow(b *testing.B) {
 			b.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// BenchmarkTCPThroughput: one stream through -L, pinhole client to
+// pinhole server in this process, to a sink. b.SetBytes makes go test
+// print MB/s. Profile with -cpuprofile.
+func BenchmarkTCPThroughput(b *testing.B) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	clientKey := newSigner(b)
+	srv := startServer(b, nil, newSigner(b), keySet(b, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(b, srv.addr, srv.hostKey.PublicKey(), clientKey)
+	cfg.Logger = nil
+	cfg.Local = []spec.Forward{mustParse(b, spec.Local, "127.0.0.1:0:"+sink.Addr().String())}
+	c := dialClient(b, cfg)
+	conn, err := net.Dial("tcp", c.LocalAddrs()[0].String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := conn.Write(buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -312,7 +312,7 @@ func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	sc, chans, reqs, err := ssh.NewClientConn(nc, c.cfg.Addr, c.sshCfg)
+	sc, chans, reqs, err := ssh.NewClientConn(newBufferedConn(nc), c.cfg.Addr, c.sshCfg)
 	if !stop() || err != nil {
 		nc.Close()
 		if err == nil {

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"bufio"
 	"net"
 	"os"
 	"sync"
@@ -87,3 +88,22 @@ type addrString struct{ s string }
 
 func (a addrString) Network() string { return "tcp" }
 func (a addrString) String() string  { return a.s }
+
+// readBufSize is how much one read(2) on the SSH connection may take in.
+// x/crypto reads through a 4 KiB bufio.Reader and reads a 32 KiB packet
+// mostly straight from the socket, in pieces; a larger buffer below it
+// turns several read(2) calls per packet into one per several packets.
+const readBufSize = 128 << 10
+
+// bufferedConn is the TCP connection under an SSH transport, with a large
+// read buffer.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func newBufferedConn(c net.Conn) *bufferedConn {
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, readBufSize)}
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

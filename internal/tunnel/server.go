@@ -265,7 +265,7 @@ func (s *Server) Close() error {
 func (s *Server) handshake(c net.Conn) {
 	peer := c.RemoteAddr().String()
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	conn, chans, reqs, err := ssh.NewServerConn(c, s.sshCfg)
+	conn, chans, reqs, err := ssh.NewServerConn(newBufferedConn(c), s.sshCfg)
 	if err != nil {
 		c.Close()
 		if !errors.Is(err, io.EOF) {
