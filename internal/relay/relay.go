@@ -73,17 +73,67 @@ func copyHalf(dst io.Writer, src io.Reader, shut func()) (int64, error) {
 	return n, nil
 }
 
+// idleBufSize is what a direction holds while it waits for data;
+// drainedBelow is the read size under which the big buffer goes back.
+const (
+	idleBufSize  = 512
+	drainedBelow = 4 << 10
+)
+
 // Copy copies src to dst until EOF. Between two TCP connections it is io.Copy,
-// so Linux splices the bytes in the kernel; otherwise it uses a pooled buffer.
+// so Linux splices the bytes in the kernel. Otherwise it waits for data with
+// a small buffer and takes a 32 KiB one from a pool only while data keeps
+// coming, so an idle connection holds 512 bytes per direction, not 32 KiB.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
 	if _, ok := dst.(*net.TCPConn); ok {
 		if _, ok := src.(*net.TCPConn); ok {
 			return io.Copy(dst, src)
 		}
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	return io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *bp)
+	var (
+		written int64
+		small   = make([]byte, idleBufSize)
+		big     *[]byte // from bufPool while data moves
+	)
+	defer func() {
+		if big != nil {
+			bufPool.Put(big)
+		}
+	}()
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			written += int64(w)
+			if werr != nil {
+				return written, werr
+			}
+			if w != n {
+				return written, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+		// A full small read means more is waiting: take the big buffer. A
+		// read far short of it means the source has drained: give it back
+		// before waiting. (Under load TCP reads often come back a little
+		// short; flipping on every one of those costs throughput.)
+		switch {
+		case big == nil && n == len(buf):
+			big = bufPool.Get().(*[]byte)
+		case big != nil && n < drainedBelow:
+			bufPool.Put(big)
+			big = nil
+		}
+	}
 }
 
 // onlyWriter and onlyReader hide ReadFrom and WriteTo so io.CopyBuffer uses

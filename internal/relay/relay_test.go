@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -87,3 +88,39 @@ type wrapped struct{ *net.TCPConn }
 
 func (w wrapped) Read(p []byte) (int, error)  { return w.TCPConn.Read(p) }
 func (w wrapped) Write(p []byte) (int, error) { return w.TCPConn.Write(p) }
+
+// chunkReader returns its data in reads of the given sizes, in turn.
+type chunkReader struct {
+	data  []byte
+	sizes []int
+	i     int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(r.sizes[r.i%len(r.sizes)], len(p), len(r.data))
+	r.i++
+	copy(p, r.data[:n])
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// TestCopyBufferSwitch: however the reads come, small or full, every byte
+// arrives in order as the copy moves between its idle and big buffers.
+func TestCopyBufferSwitch(t *testing.T) {
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	for _, sizes := range [][]int{
+		{1}, {idleBufSize}, {idleBufSize, bufSize, 100}, {bufSize}, {idleBufSize, drainedBelow - 1, bufSize, 7},
+	} {
+		t.Run(fmt.Sprint(sizes), func(t *testing.T) {
+			var out bytes.Buffer
+			n, err := Copy(&out, &chunkReader{data: data, sizes: sizes})
+			if err != nil || n != int64(len(data)) || !bytes.Equal(out.Bytes(), data) {
+				t.Fatalf("Copy = %d, %v; bytes equal: %v", n, err, bytes.Equal(out.Bytes(), data))
+			}
+		})
+	}
+}
