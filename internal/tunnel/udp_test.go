@@ -2,7 +2,9 @@ package tunnel_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
 // udpEcho answers every datagram with the same bytes, until the test ends.
@@ -205,5 +208,34 @@ func TestUDPBurst(t *testing.T) {
 	t.Logf("%d of %d datagrams came back (%.2f%%)", received, sent, 100*float64(received)/float64(sent))
 	if received*100 < sent*99 {
 		t.Fatalf("only %d of %d datagrams came back; want at least 99%%", received, sent)
+	}
+}
+
+// TestUDPPermits: permitopen and permitlisten govern /udp forwards as they
+// do TCP ones.
+func TestUDPPermits(t *testing.T) {
+	echo := udpEcho(t)
+	port := echo.LocalAddr().(*net.UDPAddr).Port
+	clientKey := newSigner(t)
+	opts := `permitopen="127.0.0.1:1",permitlisten="127.0.0.1:*"`
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine(opts, clientKey.PublicKey())))
+	cfg := clientConfig(t, srv.addr, srv.hostKey.PublicKey(), clientKey)
+	cfg.Remote = []spec.Forward{
+		mustParse(t, spec.Remote, fmt.Sprintf("0:127.0.0.1:%d/udp", port)),           // asks for "localhost": refused
+		mustParse(t, spec.Remote, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d/udp", port)), // allowed
+	}
+	c := dialClient(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.DialUDP(ctx, echo.LocalAddr().String()); !errors.Is(err, tunnel.ErrProhibited) {
+		t.Fatalf("udp to a target outside permitopen: %v; want ErrProhibited", err)
+	}
+	remotes := c.RemoteAddrs()
+	if remotes[0] != "" || remotes[1] == "" {
+		t.Fatalf("remote udp forwards %q; want the first refused, the second bound", remotes)
+	}
+	_, rport, _ := net.SplitHostPort(remotes[1])
+	if err := roundTrip(dialUDP(t, net.JoinHostPort("127.0.0.1", rport)), []byte("allowed")); err != nil {
+		t.Fatalf("the allowed -R/udp: %v", err)
 	}
 }
