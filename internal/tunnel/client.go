@@ -90,7 +90,7 @@ type Client struct {
 	udp    atomic.Bool    // the server speaks pinhole's UDP extension
 
 	mu      sync.Mutex
-	conn    *ssh.Client   // nil while disconnected
+	conn    *link         // nil while disconnected
 	up      chan struct{} // closed while conn != nil
 	remotes []string      // per Remote forward: where the server listens, "" if not now
 	err     error         // why the client stopped
@@ -265,7 +265,7 @@ func (c *Client) closeListeners() {
 	}
 }
 
-func (c *Client) setConn(conn *ssh.Client) {
+func (c *Client) setConn(conn *link) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.conn = conn
@@ -281,7 +281,7 @@ func (c *Client) setConn(conn *ssh.Client) {
 
 // current returns the live connection, waiting for a reconnect while ctx
 // allows.
-func (c *Client) current(ctx context.Context) (*ssh.Client, error) {
+func (c *Client) current(ctx context.Context) (*link, error) {
 	for {
 		c.mu.Lock()
 		conn, up := c.conn, c.up
@@ -301,7 +301,7 @@ func (c *Client) current(ctx context.Context) (*ssh.Client, error) {
 
 // connect dials the server, runs the handshake and asks for the remote
 // forwards.
-func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
+func (c *Client) connect(ctx context.Context) (*link, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
 	nc, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
@@ -334,20 +334,22 @@ func (c *Client) connect(ctx context.Context) (*ssh.Client, error) {
 	if udp {
 		forwardedUDP = conn.HandleChannelOpen(chanForwardedUDP)
 	}
+	l := &link{Client: conn}
+	l.ctx, l.cancel = context.WithCancel(c.ctx)
 	table := c.requestRemotes(conn)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.serveForwarded(forwarded, table, false)
+		c.serveForwarded(l, forwarded, table, false)
 	}()
 	if forwardedUDP != nil {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			c.serveForwarded(forwardedUDP, table, true)
+			c.serveForwarded(l, forwardedUDP, table, true)
 		}()
 	}
-	return conn, nil
+	return l, nil
 }
 
 // ErrNoUDP means the server is not pinhole and so cannot carry UDP.
@@ -362,6 +364,14 @@ func (c *Client) hasUDP() bool {
 		}
 	}
 	return false
+}
+
+// link is one SSH connection to the server. Its ctx ends when the
+// connection does, and with it every stream it carried.
+type link struct {
+	*ssh.Client
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // FatalError is an error the client does not retry: the host key is wrong
@@ -501,7 +511,7 @@ func (t *syncTable) lookup(proto spec.Proto, host string, port uint32) (spec.For
 
 // serveForwarded connects each forwarded-tcpip (or forwarded-udp@pinhole)
 // channel to its -R target, until the connection closes.
-func (c *Client) serveForwarded(in <-chan ssh.NewChannel, t *syncTable, udp bool) {
+func (c *Client) serveForwarded(l *link, in <-chan ssh.NewChannel, t *syncTable, udp bool) {
 	proto := spec.TCP
 	if udp {
 		proto = spec.UDP
@@ -520,12 +530,12 @@ func (c *Client) serveForwarded(in <-chan ssh.NewChannel, t *syncTable, udp bool
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			c.forwardIn(nc, p, f)
+			c.forwardIn(l, nc, p, f)
 		}()
 	}
 }
 
-func (c *Client) forwardIn(nc ssh.NewChannel, p channelOpen, f spec.Forward) {
+func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, f spec.Forward) {
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	d := net.Dialer{}
 	conn, err := d.DialContext(ctx, f.Proto.String(), f.Target())
@@ -541,9 +551,9 @@ func (c *Client) forwardIn(nc ssh.NewChannel, p channelOpen, f spec.Forward) {
 		return
 	}
 	go ssh.DiscardRequests(reqs)
+	stop := context.AfterFunc(l.ctx, func() { conn.Close() })
+	defer stop()
 	if f.Proto == spec.UDP {
-		stop := context.AfterFunc(c.ctx, func() { ch.Close() })
-		defer stop()
 		pipeDatagrams(newDatagramConn(ch, conn.LocalAddr(), conn.RemoteAddr()), conn)
 		return
 	}
@@ -572,21 +582,26 @@ func (c *Client) serveLocal(ln net.Listener, f spec.Forward) {
 
 func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.StreamWait)
-	ch, err := c.open(ctx, chanDirectTCPIP, f.Host, f.HostPort, conn.RemoteAddr())
+	ch, l, err := c.open(ctx, chanDirectTCPIP, f.Host, f.HostPort, conn.RemoteAddr())
 	cancel()
 	if err != nil {
 		c.log.Info("local forward failed", "laddr", conn.LocalAddr().String(), "raddr", f.Target(), "err", err)
 		conn.Close()
 		return
 	}
+	// The stream ends with its SSH connection, even if the local side
+	// would keep a half-closed connection open.
+	stop := context.AfterFunc(l.ctx, func() { conn.Close() })
+	defer stop()
 	relay.Pipe(conn, ch)
 }
 
-// open opens a direct-tcpip channel to host:port on the current connection.
-func (c *Client) open(ctx context.Context, chanType, host string, port uint16, origin net.Addr) (ssh.Channel, error) {
+// open opens a channel of chanType to host:port on the current
+// connection, and returns it with that connection.
+func (c *Client) open(ctx context.Context, chanType, host string, port uint16, origin net.Addr) (ssh.Channel, *link, error) {
 	conn, err := c.current(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := channelOpen{Host: host, Port: uint32(port)}
 	if origin != nil {
@@ -607,16 +622,16 @@ func (c *Client) open(ctx context.Context, chanType, host string, port uint16, o
 	select {
 	case r := <-res:
 		if r.err != nil {
-			return nil, openError(p.target(), r.err)
+			return nil, nil, openError(p.target(), r.err)
 		}
-		return r.ch, nil
+		return r.ch, conn, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-res; r.ch != nil {
 				r.ch.Close()
 			}
 		}()
-		return nil, fmt.Errorf("tunnel: open %s: %w", p.target(), ctx.Err())
+		return nil, nil, fmt.Errorf("tunnel: open %s: %w", p.target(), ctx.Err())
 	}
 }
 
@@ -637,7 +652,7 @@ func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Con
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: dial %q: bad port", addr)
 	}
-	ch, err := c.open(ctx, chanDirectTCPIP, host, uint16(port), nil)
+	ch, _, err := c.open(ctx, chanDirectTCPIP, host, uint16(port), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -645,11 +660,12 @@ func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Con
 }
 
 // maintain watches the connection and reconnects when it drops.
-func (c *Client) maintain(conn *ssh.Client) {
+func (c *Client) maintain(conn *link) {
 	for {
 		kctx, kcancel := context.WithCancel(c.ctx)
 		go keepalive(kctx, conn, c.cfg.KeepaliveInterval, c.cfg.KeepaliveCountMax, c.log)
 		err := conn.Wait()
+		conn.cancel()
 		kcancel()
 		c.setConn(nil)
 		if c.ctx.Err() != nil {

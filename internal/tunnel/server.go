@@ -303,6 +303,7 @@ func (s *Server) handshake(c net.Conn) {
 // serverConn is one authenticated client connection.
 type serverConn struct {
 	srv     *Server
+	ctx     context.Context // ends with the connection
 	conn    *ssh.ServerConn
 	opts    *auth.Options
 	pinhole bool // the client is pinhole: refusals may carry a reason
@@ -316,6 +317,7 @@ type serverConn struct {
 
 func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
 	ctx, cancel := context.WithCancel(sc.srv.ctx)
+	sc.ctx = ctx
 	sc.wg.Add(2)
 	go func() {
 		defer sc.wg.Done()
@@ -572,6 +574,8 @@ func (rl *remoteListener) forward(c net.Conn) {
 		return
 	}
 	go ssh.DiscardRequests(reqs)
+	stop := context.AfterFunc(rl.sc.ctx, func() { c.Close() })
+	defer stop()
 	up, down, err := relay.Pipe(c, ch)
 	rl.sc.log.Debug("forwarded connection closed", "laddr", rl.key, "raddr", c.RemoteAddr().String(), "bytes_up", up, "bytes_down", down, "err", err)
 }
@@ -583,6 +587,10 @@ func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
 	if !ok {
 		return
 	}
+	// When the SSH connection dies the channel only reads EOF; close the
+	// target too, or a target that ignores EOF would keep it half open.
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	up, down, err := relay.Pipe(ch, c)
 	sc.log.Debug("direct-tcpip closed", "raddr", target, "bytes_up", up, "bytes_down", down, "err", err)
 }

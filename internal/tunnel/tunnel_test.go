@@ -408,3 +408,47 @@ func TestDeadPeer(t *testing.T) {
 	}
 	t.Logf("-L works again %v after the path went silent", time.Since(frozeAt))
 }
+
+// TestStreamsEndWithConnection: when the SSH connection goes, the server
+// closes its side of every stream, even toward a target that would keep
+// a half-closed connection open forever.
+func TestStreamsEndWithConnection(t *testing.T) {
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("x")) // then ignores EOF: never reads, never closes
+			accepted <- c
+		}
+	}()
+	clientKey := newSigner(t)
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(t, srv.addr, srv.hostKey.PublicKey(), clientKey)
+	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+sink.Addr().String())}
+	c := dialClient(t, cfg)
+	var held []net.Conn
+	for range 3 {
+		conn, err := net.Dial("tcp", c.LocalAddrs()[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Read(make([]byte, 1))
+		held = append(held, <-accepted)
+	}
+	c.Close()
+	for i, tc := range held {
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := tc.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
+			t.Fatalf("target connection %d still open 5 s after the SSH connection went (%v)", i, err)
+		}
+	}
+}

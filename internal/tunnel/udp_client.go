@@ -103,7 +103,7 @@ func (c *Client) dialUDP(ctx context.Context, host string, port uint16, origin n
 	if !c.udp.Load() {
 		return nil, ErrNoUDP
 	}
-	ch, err := c.open(ctx, chanDirectUDP, host, port, origin)
+	ch, _, err := c.open(ctx, chanDirectUDP, host, port, origin)
 	if err != nil {
 		return nil, err
 	}
