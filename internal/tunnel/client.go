@@ -550,7 +550,7 @@ func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, f spec.For
 		conn.Close()
 		return
 	}
-	go ssh.DiscardRequests(reqs)
+	ignoreRequests(reqs)
 	stop := context.AfterFunc(l.ctx, func() { conn.Close() })
 	defer stop()
 	if f.Proto == spec.UDP {
@@ -592,8 +592,12 @@ func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
 	// The stream ends with its SSH connection, even if the local side
 	// would keep a half-closed connection open.
 	stop := context.AfterFunc(l.ctx, func() { conn.Close() })
-	defer stop()
-	relay.Pipe(conn, ch)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer stop()
+		relay.Pipe(conn, ch)
+	}()
 }
 
 // open opens a channel of chanType to host:port on the current
@@ -615,7 +619,7 @@ func (c *Client) open(ctx context.Context, chanType, host string, port uint16, o
 	go func() {
 		ch, reqs, err := conn.OpenChannel(chanType, ssh.Marshal(p))
 		if err == nil {
-			go ssh.DiscardRequests(reqs)
+			ignoreRequests(reqs)
 		}
 		res <- result{ch, err}
 	}()

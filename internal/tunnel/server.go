@@ -573,7 +573,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 		c.Close()
 		return
 	}
-	go ssh.DiscardRequests(reqs)
+	ignoreRequests(reqs)
 	stop := context.AfterFunc(rl.sc.ctx, func() { c.Close() })
 	defer stop()
 	up, down, err := relay.Pipe(c, ch)
@@ -590,9 +590,13 @@ func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
 	// When the SSH connection dies the channel only reads EOF; close the
 	// target too, or a target that ignores EOF would keep it half open.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	up, down, err := relay.Pipe(ch, c)
-	sc.log.Debug("direct-tcpip closed", "raddr", target, "bytes_up", up, "bytes_down", down, "err", err)
+	sc.wg.Add(1)
+	go func() {
+		defer sc.wg.Done()
+		defer stop()
+		up, down, err := relay.Pipe(ch, c)
+		sc.log.Debug("direct-tcpip closed", "raddr", target, "bytes_up", up, "bytes_down", down, "err", err)
+	}()
 }
 
 // openTarget serves the common part of direct-tcpip and
@@ -624,7 +628,7 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 		c.Close()
 		return nil, nil, "", false
 	}
-	go ssh.DiscardRequests(reqs)
+	ignoreRequests(reqs)
 	sc.log.Debug("channel open", "type", nc.ChannelType(), "raddr", target, "origin", p.origin())
 	return ch, c, target, true
 }

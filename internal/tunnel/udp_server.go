@@ -78,7 +78,7 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 			if err != nil {
 				return nil, err
 			}
-			go ssh.DiscardRequests(reqs)
+			ignoreRequests(reqs)
 			return newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)), nil
 		},
 	}

@@ -143,3 +143,11 @@ func openError(target string, err error) error {
 	}
 	return fmt.Errorf("tunnel: open a stream to %s: %w", target, err)
 }
+
+// ignoreRequests leaves a stream channel's requests unread. Nobody sends
+// requests on direct-tcpip, forwarded-tcpip or pinhole's UDP channels
+// (OpenSSH and x/crypto send none), and a goroutine to drain them costs
+// each idle stream a few kilobytes of stack on both ends. x/crypto buffers
+// 16 such requests per channel; a peer that sends more stalls only its own
+// connection, which keepalives then close.
+func ignoreRequests(<-chan *ssh.Request) {}
