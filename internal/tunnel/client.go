@@ -16,7 +16,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
-	"github.com/pinhole-dev/pinhole/internal/relay"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 )
 
@@ -551,13 +550,13 @@ func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, f spec.For
 		return
 	}
 	ignoreRequests(reqs)
-	stop := context.AfterFunc(l.ctx, func() { conn.Close() })
-	defer stop()
 	if f.Proto == spec.UDP {
+		stop := context.AfterFunc(l.ctx, func() { conn.Close() })
+		defer stop()
 		pipeDatagrams(newDatagramConn(ch, conn.LocalAddr(), conn.RemoteAddr()), conn)
 		return
 	}
-	relay.Pipe(ch, conn)
+	pipe(l.ctx, &c.wg, conn, ch)
 }
 
 // serveLocal accepts on a -L listener until it is closed.
@@ -589,15 +588,7 @@ func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
 		conn.Close()
 		return
 	}
-	// The stream ends with its SSH connection, even if the local side
-	// would keep a half-closed connection open.
-	stop := context.AfterFunc(l.ctx, func() { conn.Close() })
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		defer stop()
-		relay.Pipe(conn, ch)
-	}()
+	pipe(l.ctx, &c.wg, conn, ch)
 }
 
 // open opens a channel of chanType to host:port on the current

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
-	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
 // GatewayPorts says which address a remote forward listens on, with sshd's
@@ -574,29 +573,17 @@ func (rl *remoteListener) forward(c net.Conn) {
 		return
 	}
 	ignoreRequests(reqs)
-	stop := context.AfterFunc(rl.sc.ctx, func() { c.Close() })
-	defer stop()
-	up, down, err := relay.Pipe(c, ch)
-	rl.sc.log.Debug("forwarded connection closed", "laddr", rl.key, "raddr", c.RemoteAddr().String(), "bytes_up", up, "bytes_down", down, "err", err)
+	pipe(rl.sc.ctx, &rl.sc.wg, c, ch)
 }
 
 // direct serves a direct-tcpip channel (ssh -L, ssh -D): check
 // permitopen, dial, then relay.
 func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
-	ch, c, target, ok := sc.openTarget(ctx, nc, "tcp")
+	ch, c, _, ok := sc.openTarget(ctx, nc, "tcp")
 	if !ok {
 		return
 	}
-	// When the SSH connection dies the channel only reads EOF; close the
-	// target too, or a target that ignores EOF would keep it half open.
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	sc.wg.Add(1)
-	go func() {
-		defer sc.wg.Done()
-		defer stop()
-		up, down, err := relay.Pipe(ch, c)
-		sc.log.Debug("direct-tcpip closed", "raddr", target, "bytes_up", up, "bytes_down", down, "err", err)
-	}()
+	pipe(ctx, &sc.wg, c, ch)
 }
 
 // openTarget serves the common part of direct-tcpip and

@@ -5,14 +5,18 @@
 package tunnel
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
 // Channel and request names from RFC 4254 and OpenSSH's PROTOCOL file.
@@ -151,3 +155,18 @@ func openError(target string, err error) error {
 // 16 such requests per channel; a peer that sends more stalls only its own
 // connection, which keepalives then close.
 func ignoreRequests(<-chan *ssh.Request) {}
+
+// pipe relays conn and ch in fresh goroutines counted by wg, so the stacks
+// that sit idle with the stream start small instead of keeping whatever
+// the dial or channel open grew. When ctx (the stream's SSH connection)
+// ends first, conn is closed: the channel then only reads EOF, and a peer
+// that ignores EOF would otherwise keep the stream half open forever.
+func pipe(ctx context.Context, wg *sync.WaitGroup, conn net.Conn, ch ssh.Channel) {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer stop()
+		relay.Pipe(conn, ch)
+	}()
+}
