@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,6 +106,71 @@ func BenchmarkTCPThroughput(b *testing.B) {
 	for b.Loop() {
 		if _, err := conn.Write(buf); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIdleConnMemory holds 2,000 idle connections through -L, both
+// pinhole ends in this process, and reports the Go heap and stacks in use
+// per connection (the probe's own sockets included). Run it with
+// -benchtime 1x: each round holds its own 2,000.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const n = 2000
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	var mu sync.Mutex
+	var far []net.Conn
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("x")) // proves the path end to end, then idles
+			mu.Lock()
+			far = append(far, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range far {
+			c.Close()
+		}
+	}()
+	clientKey := newSigner(b)
+	srv := startServer(b, nil, newSigner(b), keySet(b, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(b, srv.addr, srv.hostKey.PublicKey(), clientKey)
+	cfg.Logger = nil
+	cfg.Local = []spec.Forward{mustParse(b, spec.Local, "127.0.0.1:0:"+sink.Addr().String())}
+	c := dialClient(b, cfg)
+	for b.Loop() {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		heap, stack := ms.HeapInuse, ms.StackInuse
+		conns := make([]net.Conn, 0, n)
+		for range n {
+			conn, err := net.Dial("tcp", c.LocalAddrs()[0].String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := conn.Read(make([]byte, 1)); err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, conn)
+		}
+		time.Sleep(500 * time.Millisecond)
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapInuse-heap)/n/1000, "heap-kB/conn")
+		b.ReportMetric(float64(ms.StackInuse-stack)/n/1000, "stack-kB/conn")
+		for _, conn := range conns {
+			conn.Close()
 		}
 	}
 }
