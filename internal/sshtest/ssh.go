@@ -99,6 +99,7 @@ func StartSSH(t testing.TB, o SSHOptions) *SSHProc {
 
 	p := &SSHProc{stderr: newOutput(), done: make(chan struct{})}
 	p.cmd = exec.Command(SSHPath, args...)
+	dieWithTest(p.cmd)
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
 	p.cmd.WaitDelay = 5 * time.Second // in case a child of ssh holds its stderr

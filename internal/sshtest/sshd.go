@@ -259,6 +259,7 @@ func (s *SSHD) start(port int, deadline time.Time) (bool, string) {
 	defer stderr.Close()
 	cmd := exec.Command(SSHDPath, "-D", "-E", s.LogFile, "-f", s.ConfigFile,
 		"-o", "ListenAddress=127.0.0.1:"+strconv.Itoa(port))
+	dieWithTest(cmd)
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
