@@ -4,12 +4,17 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh/knownhosts"
+
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/sshtest"
 )
 
 // benchUDP sets up an echo server behind a -L/udp forward.
@@ -171,6 +176,54 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 		b.ReportMetric(float64(ms.StackInuse-stack)/n/1000, "stack-kB/conn")
 		for _, conn := range conns {
 			conn.Close()
+		}
+	}
+}
+
+// BenchmarkOpenSSHToPinhole: one stream from OpenSSH's ssh -L into a
+// pinhole server in this process, to a sink here: the server's receive
+// path, which is where x/crypto is slow. Profile with -cpuprofile.
+// BENCH_SSH_ARGS adds ssh flags, e.g. "-c aes128-gcm@openssh.com" (OpenSSH
+// picks chacha20-poly1305 first, which x/crypto runs in generic Go).
+func BenchmarkOpenSSHToPinhole(b *testing.B) {
+	sshtest.Need(b, sshtest.SSHPath)
+	sink, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	key := sshtest.NewKey(b, b.TempDir(), "client")
+	srv := startServer(b, nil, newSigner(b), keySet(b, authorizedLine("", key.Public)))
+	o := sshtest.SSHOptions{
+		Addr: srv.addr, User: "bench", Key: key, Args: strings.Fields(os.Getenv("BENCH_SSH_ARGS")),
+		KnownHosts: knownhosts.Line([]string{srv.addr}, srv.hostKey.PublicKey()) + "\n",
+	}
+	_, port := sshtest.StartSSHForward(b, o, func(p int) []string {
+		return []string{"-L", fmt.Sprintf("127.0.0.1:%d:%s", p, sink.Addr())}
+	}, nil)
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	buf := make([]byte, 1<<20)
+	b.SetBytes(int64(len(buf)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := conn.Write(buf); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
