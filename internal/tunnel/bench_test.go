@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +33,7 @@ func benchUDP(b *testing.B) string {
 }
 
 // BenchmarkUDPRoundTrip: one 64-byte request and its reply on an
-// established flow through -L/udp.
+// established flow through -L/udp; reports the p50 and p99 round trip.
 func BenchmarkUDPRoundTrip(b *testing.B) {
 	c := dialUDP(b, benchUDP(b))
 	p := make([]byte, 64)
@@ -40,14 +41,20 @@ func BenchmarkUDPRoundTrip(b *testing.B) {
 		b.Fatal(err)
 	}
 	buf := make([]byte, 2048)
+	var rtts []time.Duration
 	b.ResetTimer()
 	for b.Loop() {
+		began := time.Now()
 		c.Write(p)
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		if _, err := c.Read(buf); err != nil {
 			b.Fatal(err)
 		}
+		rtts = append(rtts, time.Since(began))
 	}
+	slices.Sort(rtts)
+	b.ReportMetric(float64(rtts[len(rtts)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(rtts[len(rtts)*99/100].Microseconds()), "p99-µs")
 }
 
 // BenchmarkUDPNewFlow: the first datagram of a new flow (a new source
