@@ -196,7 +196,7 @@ func (hs *handshake) httpForward(req *http.Request) (keep bool, err error) {
 	}
 	resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
 	resp.Close = !keep
-	bw := bufio.NewWriterSize(hs.c, copyBufferSize)
+	bw := bufio.NewWriterSize(hs.c, 32<<10)
 	resp.Body = &flushingBody{r: resp.Body, w: bw}
 	// Hide bufio.Writer.ReadFrom, which reads into the very buffer that
 	// flushingBody flushes.

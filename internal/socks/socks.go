@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
 // ErrNotAllowed is what a Dial function wraps when policy forbids the
@@ -278,7 +280,7 @@ func (hs *handshake) relay(t net.Conn, addr string) error {
 			return fmt.Errorf("socks: writing to %s: %w", addr, err)
 		}
 	}
-	up, down := pipe(hs.c, t)
+	up, down, _ := relay.Pipe(hs.c, t)
 	hs.s.logger().Debug("socks: relay done", "peer", hs.c.RemoteAddr(), "raddr", addr, "bytes", up+down)
 	return nil
 }

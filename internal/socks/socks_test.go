@@ -113,7 +113,7 @@ func exchange(c net.Conn, send []byte) ([32]byte, error) {
 	go func() {
 		_, err := c.Write(send)
 		if err == nil {
-			err = c.(closeWriter).CloseWrite()
+			err = c.(interface{ CloseWrite() error }).CloseWrite()
 		}
 		werr <- err
 	}()
