@@ -80,15 +80,13 @@ func BenchmarkUDPNewFlow(b *testing.B) {
 	}
 }
 
-// BenchmarkTCPThroughput: one stream through -L, pinhole client to
-// pinhole server in this process, to a sink. b.SetBytes makes go test
-// print MB/s. Profile with -cpuprofile.
-func BenchmarkTCPThroughput(b *testing.B) {
+// discardSink listens on loopback and reads every connection to its end.
+func discardSink(b *testing.B) net.Listener {
 	sink, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sink.Close()
+	b.Cleanup(func() { sink.Close() })
 	go func() {
 		for {
 			c, err := sink.Accept()
@@ -101,6 +99,14 @@ func BenchmarkTCPThroughput(b *testing.B) {
 			}()
 		}
 	}()
+	return sink
+}
+
+// BenchmarkTCPThroughput: one stream through -L, pinhole client to
+// pinhole server in this process, to a sink. b.SetBytes makes go test
+// print MB/s. Profile with -cpuprofile.
+func BenchmarkTCPThroughput(b *testing.B) {
+	sink := discardSink(b)
 	clientKey := newSigner(b)
 	srv := startServer(b, nil, newSigner(b), keySet(b, authorizedLine("", clientKey.PublicKey())))
 	cfg := clientConfig(b, srv.addr, srv.hostKey.PublicKey(), clientKey)
@@ -194,23 +200,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 // picks chacha20-poly1305 first, which x/crypto runs in generic Go).
 func BenchmarkOpenSSHToPinhole(b *testing.B) {
 	sshtest.Need(b, sshtest.SSHPath)
-	sink, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sink.Close()
-	go func() {
-		for {
-			c, err := sink.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
+	sink := discardSink(b)
 	key := sshtest.NewKey(b, b.TempDir(), "client")
 	srv := startServer(b, nil, newSigner(b), keySet(b, authorizedLine("", key.Public)))
 	o := sshtest.SSHOptions{
