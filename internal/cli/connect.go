@@ -216,7 +216,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	}
 	errc := make(chan error, len(proxies))
 	for i, ln := range proxies {
-		ps := &socks.Server{Dial: dial, Logger: e.log}
+		ps := &socks.Server{Dial: dial, DialUDP: client.DialUDP, NoUDP: !client.UDP(), UDPIdleTimeout: *udpIdle, Logger: e.log}
 		if creds != nil {
 			ps.Credentials = creds
 		}

@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,4 +141,98 @@ func TestDynamicThroughOpenSSHD(t *testing.T) {
 	c := start(t, "connect", "-p", fmt.Sprint(d.Port), "-i", key.PrivateFile, "--known-hosts", known, "-D", "0", d.User+"@127.0.0.1")
 	addr := c.waitLine(t, `-D \S+: SOCKS4/4a/5 and HTTP proxy on (\S+),`)[1]
 	curlThrough(t, addr, byIP, byName, body)
+}
+
+// socks5UDP asks the -D proxy at addr for a UDP association and, when it
+// is granted, sends one datagram to dst through it and returns the reply's
+// payload. code is the association's reply code.
+func socks5UDP(t *testing.T, addr, dst string, payload []byte) (code byte, reply []byte) {
+	t.Helper()
+	ctrl, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	ctrl.SetDeadline(time.Now().Add(10 * time.Second))
+	ctrl.Write([]byte{5, 1, 0})
+	buf := make([]byte, 70000)
+	if _, err := io.ReadFull(ctrl, buf[:2]); err != nil {
+		t.Fatal(err)
+	}
+	ctrl.Write([]byte{5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	if _, err := io.ReadFull(ctrl, buf[:10]); err != nil {
+		t.Fatal(err)
+	}
+	if buf[1] != 0 {
+		return buf[1], nil
+	}
+	relay := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4([4]byte(buf[4:8])), binary.BigEndian.Uint16(buf[8:10])))
+	pc, err := net.DialUDP("udp", nil, relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	dstAddr := netip.MustParseAddrPort(dst)
+	hdr := append([]byte{0, 0, 0, 1}, dstAddr.Addr().AsSlice()...)
+	hdr = binary.BigEndian.AppendUint16(hdr, dstAddr.Port())
+	for try := 0; try < 5; try++ {
+		pc.Write(append(hdr, payload...))
+		pc.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := pc.Read(buf)
+		if err == nil && n >= len(hdr) {
+			if !bytes.Equal(buf[:len(hdr)], hdr) {
+				t.Fatalf("reply header %x, want %x (the destination as the source)", buf[:len(hdr)], hdr)
+			}
+			return 0, buf[len(hdr):n]
+		}
+	}
+	t.Fatalf("no reply through the UDP association")
+	return 0, nil
+}
+
+func udpEchoForCLI(t *testing.T) string {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// TestDynamicUDPAssociate: SOCKS5 UDP ASSOCIATE through -D is carried by
+// pinhole's UDP extension to a pinhole server; a stock sshd cannot carry it
+// and the proxy says "command not supported".
+func TestDynamicUDPAssociate(t *testing.T) {
+	echo := udpEchoForCLI(t)
+	_, port, _ := net.SplitHostPort(echo)
+	w := newWorld(t, `permitopen="127.0.0.1:`+port+`"`)
+	c := start(t, w.connectArgs("-D", "0")...)
+	addr := c.waitLine(t, `-D \S+: SOCKS4/4a/5 and HTTP proxy on (\S+),`)[1]
+	big := bytes.Repeat([]byte{7}, 60000)
+	if code, got := socks5UDP(t, addr, echo, big); code != 0 || !bytes.Equal(got, big) {
+		t.Fatalf("UDP ASSOCIATE through pinhole server: code %#x, %d bytes back; want the 60000 sent", code, len(got))
+	}
+
+	dir := t.TempDir()
+	key := sshtest.NewKey(t, dir, "client")
+	d := sshtest.StartSSHD(t, sshtest.SSHDConfig{AuthorizedKeys: key.AuthorizedLine})
+	known := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(known, []byte(d.KnownHostsLine()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := start(t, "connect", "-p", fmt.Sprint(d.Port), "-i", key.PrivateFile, "--known-hosts", known, "-D", "0", d.User+"@127.0.0.1")
+	saddr := s.waitLine(t, `-D \S+: SOCKS4/4a/5 and HTTP proxy on (\S+),`)[1]
+	if code, _ := socks5UDP(t, saddr, echo, []byte("x")); code != 0x07 {
+		t.Fatalf("UDP ASSOCIATE through a stock sshd: code %#x, want 0x07 command not supported", code)
+	}
 }

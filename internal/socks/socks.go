@@ -68,6 +68,19 @@ type Server struct {
 	// one that is silent or slow is dropped. 0 means 10 s.
 	HandshakeTimeout time.Duration
 
+	// DialUDP opens a datagram flow to addr ("host:port", the host
+	// resolved by DialUDP) for SOCKS5 UDP ASSOCIATE: each Write sends one
+	// datagram, each Read returns one. nil means a plain UDP socket.
+	DialUDP func(ctx context.Context, addr string) (net.Conn, error)
+
+	// NoUDP answers UDP ASSOCIATE with "command not supported", for a
+	// path that cannot carry UDP (a tunnel through a stock sshd).
+	NoUDP bool
+
+	// UDPIdleTimeout ends an association's flow to one destination after
+	// this long without a datagram. 0 means 60 s.
+	UDPIdleTimeout time.Duration
+
 	// Logger receives one debug record per connection. nil means discard.
 	Logger *slog.Logger
 

@@ -82,7 +82,7 @@ func readSOCKS5UserPass(r *bufio.Reader) (user, password string, err error) {
 }
 
 // readLenString reads a string prefixed by its one-byte length.
-func readLenString(r *bufio.Reader) (string, error) {
+func readLenString(r byteReader) (string, error) {
 	n, err := r.ReadByte()
 	if err != nil {
 		return "", err
@@ -94,55 +94,78 @@ func readLenString(r *bufio.Reader) (string, error) {
 	return string(b), nil
 }
 
+// byteReader is what the SOCKS5 parsers read from: a *bufio.Reader over
+// the client's connection, or a *bytes.Reader over a UDP datagram.
+type byteReader interface {
+	io.Reader
+	io.ByteReader
+}
+
 // readSOCKS5Request reads a request: command and destination. An error
 // that the client should hear about is a *replyError.
 func readSOCKS5Request(r *bufio.Reader) (socks5Request, error) {
-	var hdr [4]byte
+	var hdr [3]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return socks5Request{}, fmt.Errorf("socks: reading SOCKS5 request: %w", err)
 	}
 	if hdr[0] != socks5Version {
 		return socks5Request{}, &replyError{repGeneralFailure, fmt.Sprintf("SOCKS5 request version %d, want 5", hdr[0])}
 	}
+	addr, err := readSOCKS5Addr(r)
+	if err != nil {
+		return socks5Request{}, err
+	}
+	return socks5Request{cmd: hdr[1], addr: addr}, nil
+}
+
+// readSOCKS5Addr reads ATYP, DST.ADDR and DST.PORT and returns host:port,
+// the host an IP literal or a checked name.
+func readSOCKS5Addr(r byteReader) (string, error) {
+	atyp, err := r.ReadByte()
+	if err != nil {
+		return "", fmt.Errorf("socks: reading SOCKS5 address type: %w", err)
+	}
 	var host string
-	switch hdr[3] {
+	switch atyp {
 	case atypIPv4:
 		var ip [4]byte
 		if _, err := io.ReadFull(r, ip[:]); err != nil {
-			return socks5Request{}, fmt.Errorf("socks: reading SOCKS5 address: %w", err)
+			return "", fmt.Errorf("socks: reading SOCKS5 address: %w", err)
 		}
 		host = netip.AddrFrom4(ip).String()
 	case atypIPv6:
 		var ip [16]byte
 		if _, err := io.ReadFull(r, ip[:]); err != nil {
-			return socks5Request{}, fmt.Errorf("socks: reading SOCKS5 address: %w", err)
+			return "", fmt.Errorf("socks: reading SOCKS5 address: %w", err)
 		}
 		host = netip.AddrFrom16(ip).String()
 	case atypDomain:
 		name, err := readLenString(r)
 		if err != nil {
-			return socks5Request{}, fmt.Errorf("socks: reading SOCKS5 host name: %w", err)
+			return "", fmt.Errorf("socks: reading SOCKS5 host name: %w", err)
 		}
 		if host, err = checkHostName(name); err != nil {
-			return socks5Request{}, &replyError{repGeneralFailure, err.Error()}
+			return "", &replyError{repGeneralFailure, err.Error()}
 		}
 	default:
-		return socks5Request{}, &replyError{repAddressUnsupported, fmt.Sprintf("SOCKS5 address type %d not supported", hdr[3])}
+		return "", &replyError{repAddressUnsupported, fmt.Sprintf("SOCKS5 address type %d not supported", atyp)}
 	}
 	var port [2]byte
 	if _, err := io.ReadFull(r, port[:]); err != nil {
-		return socks5Request{}, fmt.Errorf("socks: reading SOCKS5 port: %w", err)
+		return "", fmt.Errorf("socks: reading SOCKS5 port: %w", err)
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(port[:]))))
-	return socks5Request{cmd: hdr[1], addr: addr}, nil
+	return net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(port[:])))), nil
 }
 
 // appendSOCKS5Reply appends a reply with code rep and bound address bnd,
 // which may be nil.
 func appendSOCKS5Reply(b []byte, rep byte, bnd net.Addr) []byte {
 	ap := netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
-	if ta, ok := bnd.(*net.TCPAddr); ok {
-		ap = ta.AddrPort()
+	switch a := bnd.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
 	}
 	ip := ap.Addr().Unmap()
 	b = append(b, socks5Version, rep, 0)
@@ -209,9 +232,10 @@ func (hs *handshake) socks5() error {
 			return fmt.Errorf("socks: writing to client: %w", err)
 		}
 		return hs.relay(t, req.addr)
-	case cmdBind, cmdUDPAssociate:
-		// UDP ASSOCIATE will be answered here once datagrams can be
-		// carried; BIND has no use through a tunnel.
+	case cmdUDPAssociate:
+		return hs.udpAssociate(req.addr)
+	case cmdBind:
+		// BIND has no use through a tunnel.
 		fallthrough
 	default:
 		hs.c.Write(appendSOCKS5Reply(nil, repCommandUnsupported, nil))

@@ -422,7 +422,6 @@ func TestUnsupported(t *testing.T) {
 		want []byte // the reply's first bytes
 	}{
 		{"bind", []byte{5, 1, 0, 5, cmdBind, 0, 1, 127, 0, 0, 1, 0, 80}, []byte{5, 0, 5, repCommandUnsupported}},
-		{"udpassociate", []byte{5, 1, 0, 5, cmdUDPAssociate, 0, 1, 0, 0, 0, 0, 0, 0}, []byte{5, 0, 5, repCommandUnsupported}},
 		{"atyp", []byte{5, 1, 0, 5, cmdConnect, 0, 9, 0, 0}, []byte{5, 0, 5, repAddressUnsupported}},
 		{"nomethod", []byte{5, 1, 0x80}, []byte{5, methodNoAcceptable}},
 		{"socks4bind", []byte{4, cmdBind, 0, 80, 127, 0, 0, 1, 0}, []byte{0, socks4Rejected}},
