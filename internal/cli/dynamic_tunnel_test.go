@@ -190,30 +190,11 @@ func socks5UDP(t *testing.T, addr, dst string, payload []byte) (code byte, reply
 	return 0, nil
 }
 
-func udpEchoForCLI(t *testing.T) string {
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr().String()
-}
-
 // TestDynamicUDPAssociate: SOCKS5 UDP ASSOCIATE through -D is carried by
 // pinhole's UDP extension to a pinhole server; a stock sshd cannot carry it
 // and the proxy says "command not supported".
 func TestDynamicUDPAssociate(t *testing.T) {
-	echo := udpEchoForCLI(t)
+	echo := streamtest.NewUDPEcho(t).LocalAddr().String()
 	_, port, _ := net.SplitHostPort(echo)
 	w := newWorld(t, `permitopen="127.0.0.1:`+port+`"`)
 	c := start(t, w.connectArgs("-D", "0")...)

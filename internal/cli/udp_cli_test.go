@@ -10,26 +10,13 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
 // TestConnectUDP: -L/udp through pinhole server carries a datagram there
 // and back.
 func TestConnectUDP(t *testing.T) {
-	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := echo.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
+	echo := streamtest.NewUDPEcho(t)
 	w := newWorld(t, "")
 	c := start(t, w.connectArgs("-L", "0:"+echo.LocalAddr().String()+"/udp")...)
 	local := c.waitLine(t, `-L \S+/udp: listening on (\S+),`)[1]

@@ -7,28 +7,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-)
 
-// udpEcho answers every datagram with its bytes.
-func udpEcho(t *testing.T) *net.UDPConn {
-	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { pc.Close() })
-	return pc
-}
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
+)
 
 // startForwarder relays a new loopback UDP socket to target with plain UDP.
 func startForwarder(t *testing.T, f *UDPForwarder, target string) string {
@@ -77,7 +58,7 @@ func ask(c *net.UDPConn, p []byte, timeout time.Duration) []byte {
 }
 
 func TestUDPForwarderReplies(t *testing.T) {
-	echo := udpEcho(t)
+	echo := streamtest.NewUDPEcho(t)
 	f := &UDPForwarder{}
 	addr := startForwarder(t, f, echo.LocalAddr().String())
 	a, b := client(t, addr), client(t, addr)
@@ -99,7 +80,7 @@ func TestUDPForwarderReplies(t *testing.T) {
 }
 
 func TestUDPForwarderIdleAndCap(t *testing.T) {
-	echo := udpEcho(t)
+	echo := streamtest.NewUDPEcho(t)
 	f := &UDPForwarder{IdleTimeout: 200 * time.Millisecond, MaxFlows: 2}
 	addr := startForwarder(t, f, echo.LocalAddr().String())
 	a, b, c := client(t, addr), client(t, addr), client(t, addr)

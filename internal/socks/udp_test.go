@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
 // udpClient is a SOCKS5 UDP ASSOCIATE client, as RFC 1928 section 7 has
@@ -66,28 +68,8 @@ func (c *udpClient) ask(dst string, payload []byte, timeout time.Duration) (stri
 	return from, data, err
 }
 
-func udpEcho(t *testing.T) *net.UDPConn {
-	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { pc.Close() })
-	return pc
-}
-
 func TestUDPAssociate(t *testing.T) {
-	echoA, echoB := udpEcho(t), udpEcho(t)
+	echoA, echoB := streamtest.NewUDPEcho(t), streamtest.NewUDPEcho(t)
 	byIP := echoA.LocalAddr().String()
 	byName := fmt.Sprintf("localhost:%d", echoB.LocalAddr().(*net.UDPAddr).Port)
 	addr := startServer(t, &Server{})

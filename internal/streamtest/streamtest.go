@@ -564,3 +564,32 @@ func serveEcho(conn net.Conn) error {
 	}
 	return nil
 }
+
+// NewUDPEcho answers every datagram sent to it (on 127.0.0.1) with the
+// same bytes, with 4 MiB socket buffers, until the test ends.
+func NewUDPEcho(tb testing.TB) *net.UDPConn {
+	tb.Helper()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatalf("streamtest: %v", err)
+	}
+	pc.SetReadBuffer(4 << 20)
+	pc.SetWriteBuffer(4 << 20)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	tb.Cleanup(func() {
+		pc.Close()
+		<-done
+	})
+	return pc
+}

@@ -16,11 +16,12 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
 // benchUDP sets up an echo server behind a -L/udp forward.
 func benchUDP(b *testing.B) string {
-	echo := udpEcho(b)
+	echo := streamtest.NewUDPEcho(b)
 	clientKey := newSigner(b)
 	srv := startServer(b, nil, newSigner(b), keySet(b, authorizedLine("", clientKey.PublicKey())))
 	cfg := clientConfig(b, srv.addr, srv.hostKey.PublicKey(), clientKey)

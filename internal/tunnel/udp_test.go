@@ -14,33 +14,9 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
-
-// udpEcho answers every datagram with the same bytes, until the test ends.
-func udpEcho(t testing.TB) *net.UDPConn {
-	t.Helper()
-	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc.SetReadBuffer(4 << 20)
-	pc.SetWriteBuffer(4 << 20)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
-	return pc
-}
 
 // udpTunnel starts a pinhole server and a client with one -L/udp and one
 // -R/udp forward to target, and returns the two addresses to send to.
@@ -105,7 +81,7 @@ func roundTrip(c *net.UDPConn, p []byte) error {
 // TestUDPRequestResponse: datagrams of every size up to 60,000 bytes go
 // through -L/udp and -R/udp and come back whole.
 func TestUDPRequestResponse(t *testing.T) {
-	echo := udpEcho(t)
+	echo := streamtest.NewUDPEcho(t)
 	local, remote := udpTunnel(t, echo)
 	for _, addr := range []struct{ name, addr string }{{"L", local}, {"R", remote}} {
 		t.Run(addr.name, func(t *testing.T) {
@@ -133,7 +109,7 @@ func TestUDPRequestResponse(t *testing.T) {
 // the test that way).
 func TestUDPBurst(t *testing.T) {
 	const flows, perFlow, window = 8, 1250, 64
-	echo := udpEcho(t)
+	echo := streamtest.NewUDPEcho(t)
 	local, _ := udpTunnel(t, echo)
 	if os.Getenv("DIRECT") != "" {
 		local = echo.LocalAddr().String()
@@ -214,7 +190,7 @@ func TestUDPBurst(t *testing.T) {
 // TestUDPPermits: permitopen and permitlisten govern /udp forwards as they
 // do TCP ones.
 func TestUDPPermits(t *testing.T) {
-	echo := udpEcho(t)
+	echo := streamtest.NewUDPEcho(t)
 	port := echo.LocalAddr().(*net.UDPAddr).Port
 	clientKey := newSigner(t)
 	opts := `permitopen="127.0.0.1:1",permitlisten="127.0.0.1:*"`
