@@ -85,14 +85,23 @@ func usage(w io.Writer) {
 	io.WriteString(w, b.String())
 }
 
-// parseFlags is fs.Parse with the error the flag package has already
-// printed (with the usage text) turned into errUsage.
+// parseFlags is fs.Parse, except that a bad flag gets its one-line error
+// and a pointer to -h instead of the whole usage text, and is returned as
+// errUsage (exit status 2). -h prints the usage and returns flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	usage := fs.Usage
+	fs.Usage = func() {}
 	err := fs.Parse(args)
-	if err != nil && !errors.Is(err, flag.ErrHelp) {
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		usage()
+		return err
+	case err != nil:
+		fmt.Fprintf(fs.Output(), "run '%s -h' for the flags\n", fs.Name())
 		return errUsage
 	}
-	return err
+	return nil
 }
 
 // parseInterspersed parses flags that may come before and after positional
