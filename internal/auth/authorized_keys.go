@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
 // AuthorizedKey is one usable line of an authorized_keys file.

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
 // newSigner returns a fresh ed25519 signer.

@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
 // LoadOrCreateHostKey reads the server's OpenSSH private key from path or,

@@ -9,8 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/agent"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh/agent"
 )
 
 // defaultIdentities are tried, in order, in ~/.ssh when no identity file

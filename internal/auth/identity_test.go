@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
 // writeKey writes a new ed25519 private key to dir/name, encrypted with

@@ -11,8 +11,8 @@ import (
 	"slices"
 	"sync"
 
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 )
 
 // HostKeyMode says what to do with a server's host key.

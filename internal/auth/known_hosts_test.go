@@ -14,8 +14,8 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 )
 
 var testRemote = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2222}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader at once.

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"

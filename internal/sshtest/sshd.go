@@ -28,7 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh/knownhosts"
+	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 )
 
 // The programs sshtest runs.

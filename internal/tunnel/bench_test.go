@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh/knownhosts"
+	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/spec"

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
 // keepalive sends keepalive@openssh.com every interval and closes conn when

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"sync"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/relay"
 )

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"syscall"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/relay"
 )
