@@ -573,6 +573,12 @@ func NewUDPEcho(tb testing.TB) *net.UDPConn {
 	if err != nil {
 		tb.Fatalf("streamtest: %v", err)
 	}
+	return NewUDPEchoConn(tb, pc)
+}
+
+// NewUDPEchoConn is NewUDPEcho on pc, which it owns from then on: for a
+// socket somewhere other than loopback, such as one in a network namespace.
+func NewUDPEchoConn(tb testing.TB, pc *net.UDPConn) *net.UDPConn {
 	pc.SetReadBuffer(4 << 20)
 	pc.SetWriteBuffer(4 << 20)
 	done := make(chan struct{})
