@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,21 +30,31 @@ type Key struct {
 // dir/name.pub, with name as the comment.
 func NewKey(t testing.TB, dir, name string) *Key {
 	t.Helper()
+	k, err := WriteKey(dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// WriteKey is NewKey for a program that is not a test (the benchmark
+// command): it returns the error instead of failing a test.
+func WriteKey(dir, name string) (*Key, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		t.Fatalf("sshtest: generating key %s: %v", name, err)
+		return nil, fmt.Errorf("sshtest: generating key %s: %w", name, err)
 	}
 	signer, err := ssh.NewSignerFromKey(priv)
 	if err != nil {
-		t.Fatalf("sshtest: key %s: %v", name, err)
+		return nil, fmt.Errorf("sshtest: key %s: %w", name, err)
 	}
 	sshPub, err := ssh.NewPublicKey(pub)
 	if err != nil {
-		t.Fatalf("sshtest: key %s: %v", name, err)
+		return nil, fmt.Errorf("sshtest: key %s: %w", name, err)
 	}
 	block, err := ssh.MarshalPrivateKey(priv, name)
 	if err != nil {
-		t.Fatalf("sshtest: key %s: %v", name, err)
+		return nil, fmt.Errorf("sshtest: key %s: %w", name, err)
 	}
 	k := &Key{
 		Signer:         signer,
@@ -53,10 +64,10 @@ func NewKey(t testing.TB, dir, name string) *Key {
 		AuthorizedLine: strings.TrimSuffix(string(ssh.MarshalAuthorizedKey(sshPub)), "\n") + " " + name + "\n",
 	}
 	if err := os.WriteFile(k.PrivateFile, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatalf("sshtest: %v", err)
+		return nil, fmt.Errorf("sshtest: %w", err)
 	}
 	if err := os.WriteFile(k.PublicFile, []byte(k.AuthorizedLine), 0o644); err != nil {
-		t.Fatalf("sshtest: %v", err)
+		return nil, fmt.Errorf("sshtest: %w", err)
 	}
-	return k
+	return k, nil
 }

@@ -59,42 +59,13 @@ func StartSSH(t testing.TB, o SSHOptions) *SSHProc {
 	if o.Key == nil {
 		t.Fatal("sshtest: StartSSH needs SSHOptions.Key")
 	}
-	host, port, err := net.SplitHostPort(o.Addr)
-	if err != nil {
-		t.Fatalf("sshtest: SSHOptions.Addr %q: %v", o.Addr, err)
-	}
-	if o.User == "" {
-		u, err := user.Current()
-		if err != nil {
-			t.Fatalf("sshtest: who runs this test: %v", err)
-		}
-		o.User = u.Username
-	}
 	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
 	if err := os.WriteFile(knownHosts, []byte(o.KnownHosts), 0o600); err != nil {
 		t.Fatalf("sshtest: %v", err)
 	}
-	mode := "-N"
-	if o.Session {
-		mode = "-T"
-	}
-	args := []string{
-		mode, "-F", "none",
-		"-o", "BatchMode=yes",
-		"-o", "StrictHostKeyChecking=yes",
-		"-o", "UserKnownHostsFile=" + knownHosts,
-		"-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "ExitOnForwardFailure=yes",
-		"-o", "ServerAliveInterval=5",
-		"-o", "IdentitiesOnly=yes",
-		"-i", o.Key.PrivateFile,
-		"-p", port,
-		"-l", o.User,
-	}
-	args = append(args, o.Args...)
-	args = append(args, host)
-	if o.Session {
-		args = append(args, o.Command...)
+	args, err := o.CommandArgs(knownHosts)
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	p := &SSHProc{stderr: newOutput(), done: make(chan struct{})}
@@ -117,6 +88,50 @@ func StartSSH(t testing.TB, o SSHOptions) *SSHProc {
 		}
 	})
 	return p
+}
+
+// CommandArgs returns the arguments StartSSH runs ssh with, program name
+// left out, for a program that is not a test (the benchmark command):
+// knownHostsFile is where the caller has written o.KnownHosts. o.Key must
+// be set.
+func (o SSHOptions) CommandArgs(knownHostsFile string) ([]string, error) {
+	if o.Key == nil {
+		return nil, errors.New("sshtest: SSHOptions.Key is needed to run ssh")
+	}
+	host, port, err := net.SplitHostPort(o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("sshtest: SSHOptions.Addr %q: %w", o.Addr, err)
+	}
+	if o.User == "" {
+		u, err := user.Current()
+		if err != nil {
+			return nil, fmt.Errorf("sshtest: who runs ssh: %w", err)
+		}
+		o.User = u.Username
+	}
+	mode := "-N"
+	if o.Session {
+		mode = "-T"
+	}
+	args := []string{
+		mode, "-F", "none",
+		"-o", "BatchMode=yes",
+		"-o", "StrictHostKeyChecking=yes",
+		"-o", "UserKnownHostsFile=" + knownHostsFile,
+		"-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "ExitOnForwardFailure=yes",
+		"-o", "ServerAliveInterval=5",
+		"-o", "IdentitiesOnly=yes",
+		"-i", o.Key.PrivateFile,
+		"-p", port,
+		"-l", o.User,
+	}
+	args = append(args, o.Args...)
+	args = append(args, host)
+	if o.Session {
+		args = append(args, o.Command...)
+	}
+	return args, nil
 }
 
 // Pid returns ssh's process id.

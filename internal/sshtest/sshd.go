@@ -16,6 +16,7 @@ package sshtest
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -96,6 +97,10 @@ type SSHDConfig struct {
 	// they override them (sshd keeps the first value of a keyword); a Match
 	// line and everything after it go at the end, as sshd requires.
 	Extra []string
+
+	// RandomPort picks the port for each try to start sshd on; nil means
+	// the package's RandomPort.
+	RandomPort func() int
 }
 
 // SSHD is a running sshd that listens on 127.0.0.1 only.
@@ -132,10 +137,29 @@ type SSHD struct {
 func StartSSHD(t testing.TB, cfg SSHDConfig) *SSHD {
 	t.Helper()
 	Need(t, SSHDPath)
-	dir := t.TempDir()
+	s, err := LaunchSSHD(t.TempDir(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("sshtest: the log of sshd on %s:\n%s", s.Addr, s.Log())
+		}
+	})
+	return s
+}
+
+// LaunchSSHD is StartSSHD for a program that is not a test (the benchmark
+// command): it writes its files to dir, returns an error where StartSSHD
+// would fail the test, and leaves stopping sshd to the caller.
+func LaunchSSHD(dir string, cfg SSHDConfig) (*SSHD, error) {
+	if msg := missing([]string{SSHDPath}); msg != "" {
+		return nil, errors.New(msg)
+	}
 	u, err := user.Current()
 	if err != nil {
-		t.Fatalf("sshtest: who runs this test: %v", err)
+		return nil, fmt.Errorf("sshtest: who runs this program: %w", err)
 	}
 	root := os.Geteuid() == 0
 	if root {
@@ -143,11 +167,15 @@ func StartSSHD(t testing.TB, cfg SSHDConfig) *SSHD {
 		// makes it at boot through systemd-tmpfiles, which a container
 		// may not run.
 		if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-			t.Fatalf("sshtest: %v", err)
+			return nil, fmt.Errorf("sshtest: %w", err)
 		}
 	}
+	hostKey, err := WriteKey(dir, "ssh_host_ed25519_key")
+	if err != nil {
+		return nil, err
+	}
 	s := &SSHD{
-		HostKey:    NewKey(t, dir, "ssh_host_ed25519_key"),
+		HostKey:    hostKey,
 		User:       u.Username,
 		Dir:        dir,
 		ConfigFile: filepath.Join(dir, "sshd_config"),
@@ -155,7 +183,7 @@ func StartSSHD(t testing.TB, cfg SSHDConfig) *SSHD {
 	}
 	authorizedKeys := filepath.Join(dir, "authorized_keys")
 	if err := os.WriteFile(authorizedKeys, []byte(cfg.AuthorizedKeys), 0o600); err != nil {
-		t.Fatalf("sshtest: %v", err)
+		return nil, fmt.Errorf("sshtest: %w", err)
 	}
 	own := []string{
 		"HostKey " + s.HostKey.PrivateFile,
@@ -181,45 +209,42 @@ func StartSSHD(t testing.TB, cfg SSHDConfig) *SSHD {
 	// to log in; tests fail logins from 127.0.0.1 on purpose.
 	penalties := "PerSourcePenalties no"
 	if err := s.writeConfig(cfg.Extra, append(own, penalties)); err != nil {
-		t.Fatalf("sshtest: %v", err)
+		return nil, fmt.Errorf("sshtest: %w", err)
 	}
 	if out, err := exec.Command(SSHDPath, "-t", "-f", s.ConfigFile).CombinedOutput(); err != nil {
 		if !bytes.Contains(out, []byte("PerSourcePenalties")) {
-			t.Fatalf("sshtest: sshd rejects its config %s: %v\n%s", s.ConfigFile, err, out)
+			return nil, fmt.Errorf("sshtest: sshd rejects its config %s: %w\n%s", s.ConfigFile, err, out)
 		}
 		// An older sshd, which does not know the option nor need it.
 		if err := s.writeConfig(cfg.Extra, own); err != nil {
-			t.Fatalf("sshtest: %v", err)
+			return nil, fmt.Errorf("sshtest: %w", err)
 		}
 		if out, err := exec.Command(SSHDPath, "-t", "-f", s.ConfigFile).CombinedOutput(); err != nil {
-			t.Fatalf("sshtest: sshd rejects its config %s: %v\n%s", s.ConfigFile, err, out)
+			return nil, fmt.Errorf("sshtest: sshd rejects its config %s: %w\n%s", s.ConfigFile, err, out)
 		}
 	}
 
+	randomPort := cfg.RandomPort
+	if randomPort == nil {
+		randomPort = RandomPort
+	}
 	const tries = 10
 	deadline := time.Now().Add(10 * time.Second)
 	for range tries {
-		port := RandomPort()
+		port := randomPort()
 		if accepts(port) {
 			continue // another program has it
 		}
 		switch ok, log := s.start(port, deadline); {
 		case ok:
-			t.Cleanup(func() {
-				s.Stop()
-				if t.Failed() {
-					t.Logf("sshtest: the log of sshd on %s:\n%s", s.Addr, s.Log())
-				}
-			})
-			return s
+			return s, nil
 		case strings.Contains(log, "Address already in use"):
 			continue
 		default:
-			t.Fatalf("sshtest: sshd did not start on 127.0.0.1:%d; its log:\n%s", port, log)
+			return nil, fmt.Errorf("sshtest: sshd did not start on 127.0.0.1:%d; its log:\n%s", port, log)
 		}
 	}
-	t.Fatalf("sshtest: sshd found no free port in %d tries; its last log:\n%s", tries, s.Log())
-	return nil
+	return nil, fmt.Errorf("sshtest: sshd found no free port in %d tries; its last log:\n%s", tries, s.Log())
 }
 
 func (s *SSHD) writeConfig(extra, own []string) error {
