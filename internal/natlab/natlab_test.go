@@ -1,0 +1,215 @@
+package natlab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestParseRedirects(t *testing.T) {
+	for _, tc := range []struct {
+		name, ruleset string
+		want          []Redirect
+	}{
+		{"miniupnpd 2.3.1", `table inet filter {
+	chain prerouting_miniupnpd {
+		iif "wan0" @nh,72,8 0x6 th dport 18080 dnat ip to 192.168.77.2:8080
+		iif "wan0" @nh,72,8 0x11 th dport 18081 dnat ip to 192.168.77.2:8081
+	}
+	chain postrouting_miniupnpd {
+		ip saddr 192.168.77.2 ip daddr 11.22.33.2 @nh,72,8 0x6 th sport 8080 th dport 18080 snat ip to 11.22.33.1:18080
+	}
+}`, []Redirect{
+			{"tcp", 18080, netip.MustParseAddrPort("192.168.77.2:8080")},
+			{"udp", 18081, netip.MustParseAddrPort("192.168.77.2:8081")},
+		}},
+		{"other spellings", `
+		meta l4proto udp udp dport 5000 dnat to 10.0.0.2:53
+		tcp dport 443 dnat ip to 10.0.0.3:8443
+		ip protocol tcp th dport 22 dnat to 10.0.0.4:2222`, []Redirect{
+			{"udp", 5000, netip.MustParseAddrPort("10.0.0.2:53")},
+			{"tcp", 443, netip.MustParseAddrPort("10.0.0.3:8443")},
+			{"tcp", 22, netip.MustParseAddrPort("10.0.0.4:2222")},
+		}},
+		{"not whole", `
+		th dport 18080 dnat ip to 192.168.77.2:8080
+		@nh,72,8 0x6 dnat ip to 192.168.77.2:8080
+		@nh,72,8 0x6 th dport 99999 dnat ip to 192.168.77.2:8080
+		@nh,72,8 0x6 th dport 1 dnat ip to 192.168.77.2
+		@nh,72,8 0x6 th dport 1 dnat ip to
+		oifname "wan0" masquerade`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ParseRedirects(tc.ruleset); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMiniupnpdConf(t *testing.T) {
+	conf := miniupnpdConf(Config{MinLifetime: 30 * time.Second, Extra: []string{"enable_upnp=no"}})
+	for _, want := range []string{"ext_ifname=wan0\n", "listening_ip=lan0\n", "min_lifetime=30\n", "enable_upnp=no\nallow 1024-65535 192.168.77.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("miniupnpd.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if !strings.Contains(miniupnpdConf(Config{}), "min_lifetime=10\n") {
+		t.Errorf("zero Config: want min_lifetime=10:\n%s", miniupnpdConf(Config{}))
+	}
+}
+
+// TestLab: Debian's own clients, upnpc (UPnP IGD) and natpmpc (NAT-PMP),
+// map ports from the LAN host; a TCP and a UDP service on the LAN host are
+// then reached from the internet host through the router's WAN address,
+// the router's ruleset holds the dnat, and after the clients delete their
+// mappings the dnat is gone and the internet host is turned away.
+func TestLab(t *testing.T) {
+	lab := New(t, Config{})
+	need(t, "upnpc", "natpmpc")
+	ctx := testContext(t)
+	tcpPort, udpPort := lab.ServeTCP(t), lab.ServeUDP(t)
+
+	for i, tc := range []struct {
+		client, proto string
+	}{
+		{"upnpc", "tcp"}, {"upnpc", "udp"}, {"natpmpc", "tcp"}, {"natpmpc", "udp"},
+	} {
+		t.Run(tc.client+"/"+tc.proto, func(t *testing.T) {
+			internal, reach := tcpPort, lab.ReachTCP
+			if tc.proto == "udp" {
+				internal, reach = udpPort, lab.ReachUDP
+			}
+			external := uint16(20000 + i)
+			wan := netip.AddrPortFrom(WANAddr, external)
+			add, del := clientArgs(tc.client, tc.proto, internal, external)
+
+			if err := reach(ctx, wan); err == nil {
+				t.Fatalf("%s reached before any mapping", wan)
+			}
+			out, err := lab.Output(ctx, lab.LAN, tc.client, add...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s %s:\n%s", tc.client, strings.Join(add, " "), out)
+			want := Redirect{tc.proto, external, netip.AddrPortFrom(LANAddr, internal)}
+			if !hasRedirect(t, lab, want) {
+				t.Fatalf("the router has no dnat %v after %s", want, tc.client)
+			}
+			if err := reach(ctx, wan); err != nil {
+				t.Fatalf("after %s: %v", tc.client, err)
+			}
+			if tc.client == "upnpc" {
+				list, err := lab.Output(ctx, lab.LAN, "upnpc", "-u", RootDescURL, "-l")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if line := fmt.Sprintf("%s %d->%s", strings.ToUpper(tc.proto), external, want.Internal); !strings.Contains(list, line) {
+					t.Errorf("upnpc -l does not list %q:\n%s", line, list)
+				}
+			}
+
+			if _, err := lab.Output(ctx, lab.LAN, tc.client, del...); err != nil {
+				t.Fatal(err)
+			}
+			if hasRedirect(t, lab, want) {
+				t.Fatalf("the router still has dnat %v after %s deleted it", want, tc.client)
+			}
+			if err := reach(ctx, wan); err == nil {
+				t.Fatalf("%s still reached after %s deleted the mapping", wan, tc.client)
+			}
+		})
+	}
+}
+
+// clientArgs returns the arguments that make client map external to the
+// LAN host's internal port, and that delete that mapping.
+func clientArgs(client, proto string, internal, external uint16) (add, del []string) {
+	in, ex := fmt.Sprint(internal), fmt.Sprint(external)
+	if client == "upnpc" {
+		p := strings.ToUpper(proto)
+		return []string{"-u", RootDescURL, "-a", LANAddr.String(), in, ex, p, "60"},
+			[]string{"-u", RootDescURL, "-d", ex, p}
+	}
+	gw := GatewayAddr.String()
+	return []string{"-g", gw, "-a", ex, in, proto, "60"},
+		[]string{"-g", gw, "-a", ex, in, proto, "0"}
+}
+
+func hasRedirect(t *testing.T, lab *Lab, want Redirect) bool {
+	t.Helper()
+	rs, err := lab.Redirects(testContext(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Contains(rs, want)
+}
+
+func need(t *testing.T, programs ...string) {
+	t.Helper()
+	for _, p := range programs {
+		if _, err := LookPath(p); err != nil {
+			pkg := map[string]string{"upnpc": "miniupnpc"}[p]
+			if pkg == "" {
+				pkg = p
+			}
+			t.Skipf("natlab: skipping: %s not found (install %s, or run scripts/test which installs it)", p, pkg)
+		}
+	}
+}
+
+// TestLabsApartAndCleanedUp: two labs at once get namespaces of their own,
+// each works, and once the test that made them ends their namespaces are
+// gone and miniupnpd has exited.
+func TestLabsApartAndCleanedUp(t *testing.T) {
+	Need(t)
+	var labs []*Lab
+	t.Run("two labs", func(t *testing.T) {
+		a, b := New(t, Config{}), New(t, Config{})
+		labs = append(labs, a, b)
+		if a.LAN == b.LAN || a.Router == b.Router || a.Internet == b.Internet {
+			t.Fatalf("two labs share namespace names: %+v %+v", a, b)
+		}
+		ctx := testContext(t)
+		for _, lab := range labs {
+			port := lab.ServeTCP(t)
+			// The LAN host reaches its own service, and the internet
+			// host cannot reach the LAN host's private address at all.
+			conn, err := Dial(ctx, lab.LAN, "tcp4", netip.AddrPortFrom(LANAddr, port).String())
+			if err != nil {
+				t.Fatalf("lab %s: %v", lab.LAN, err)
+			}
+			conn.Close()
+			if conn, err := Dial(ctx, lab.Internet, "tcp4", netip.AddrPortFrom(LANAddr, port).String()); err == nil {
+				conn.Close()
+				t.Fatalf("lab %s: the internet host reached the LAN host's private address", lab.LAN)
+			}
+		}
+	})
+	if len(labs) != 2 {
+		t.FailNow()
+	}
+	for _, lab := range labs {
+		for _, ns := range []string{lab.LAN, lab.Router, lab.Internet} {
+			if _, err := os.Stat(filepath.Join("/run/netns", ns)); !os.IsNotExist(err) {
+				t.Errorf("namespace %s still there after its test ended (%v)", ns, err)
+			}
+		}
+		if err := syscall.Kill(lab.MiniupnpdPid, 0); err != syscall.ESRCH {
+			t.Errorf("miniupnpd (pid %d) still there after its test ended (%v)", lab.MiniupnpdPid, err)
+		}
+	}
+}
