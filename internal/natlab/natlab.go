@@ -124,17 +124,25 @@ func Need(t testing.TB) (ip, nft string) {
 	if os.Geteuid() != 0 {
 		t.Skip("natlab: skipping: the router lab needs root (network namespaces, nftables); CI runs it as root")
 	}
-	paths := make([]string, 3)
-	for i, prog := range []struct{ name, pkg string }{
-		{"ip", "iproute2"}, {"nft", "nftables"}, {"miniupnpd", "miniupnpd"},
-	} {
-		p, err := LookPath(prog.name)
-		if err != nil {
-			t.Skipf("natlab: skipping: %s not found (install %s, or run scripts/test which installs it)", prog.name, prog.pkg)
+	NeedPrograms(t, "ip", "nft", "miniupnpd")
+	ip, _ = LookPath("ip")
+	nft, _ = LookPath("nft")
+	return ip, nft
+}
+
+// NeedPrograms skips the test unless every one of programs is installed
+// (found by LookPath), saying which Debian package to install.
+func NeedPrograms(t testing.TB, programs ...string) {
+	t.Helper()
+	for _, p := range programs {
+		if _, err := LookPath(p); err != nil {
+			pkg := map[string]string{"ip": "iproute2", "nft": "nftables", "upnpc": "miniupnpc", "ssh": "openssh-client"}[p]
+			if pkg == "" {
+				pkg = p
+			}
+			t.Skipf("natlab: skipping: %s not found (install %s, or run scripts/test which installs it)", p, pkg)
 		}
-		paths[i] = p
 	}
-	return paths[0], paths[1]
 }
 
 // LookPath finds a program in PATH, then in /usr/sbin and /sbin, where

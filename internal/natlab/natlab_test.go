@@ -79,7 +79,7 @@ func TestMiniupnpdConf(t *testing.T) {
 // mappings the dnat is gone and the internet host is turned away.
 func TestLab(t *testing.T) {
 	lab := New(t, Config{})
-	need(t, "upnpc", "natpmpc")
+	NeedPrograms(t, "upnpc", "natpmpc")
 	ctx := testContext(t)
 	tcpPort, udpPort := lab.ServeTCP(t), lab.ServeUDP(t)
 
@@ -156,19 +156,6 @@ func hasRedirect(t *testing.T, lab *Lab, want Redirect) bool {
 		t.Fatal(err)
 	}
 	return slices.Contains(rs, want)
-}
-
-func need(t *testing.T, programs ...string) {
-	t.Helper()
-	for _, p := range programs {
-		if _, err := LookPath(p); err != nil {
-			pkg := map[string]string{"upnpc": "miniupnpc"}[p]
-			if pkg == "" {
-				pkg = p
-			}
-			t.Skipf("natlab: skipping: %s not found (install %s, or run scripts/test which installs it)", p, pkg)
-		}
-	}
 }
 
 // TestLabsApartAndCleanedUp: two labs at once get namespaces of their own,
