@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -198,5 +199,49 @@ func TestLabsApartAndCleanedUp(t *testing.T) {
 		if err := syscall.Kill(lab.MiniupnpdPid, 0); err != syscall.ESRCH {
 			t.Errorf("miniupnpd (pid %d) still there after its test ended (%v)", lab.MiniupnpdPid, err)
 		}
+	}
+}
+
+func TestMatchLine(t *testing.T) {
+	rx := regexp.MustCompile(`^(\d+\.\d+\.\d+\.\d+):(\d+)$`)
+	for _, tc := range []struct {
+		text string
+		all  bool
+		want string // the whole match, "" for none
+	}{
+		{"11.22.33.1:30000\n", false, "11.22.33.1:30000"},
+		{"log\n11.22.33.1:30000\r\nmore\n", false, "11.22.33.1:30000"},
+		{"11.22.33.1:3", false, ""}, // half written: the port may go on
+		{"11.22.33.1:3", true, "11.22.33.1:3"},
+		{"no\n", true, ""},
+	} {
+		m := matchLine(rx, tc.text, tc.all)
+		if got := strings.Join(m[:min(len(m), 1)], ""); got != tc.want {
+			t.Errorf("matchLine(%q, all=%v) = %q, want %q", tc.text, tc.all, got, tc.want)
+		}
+	}
+}
+
+// TestProc: a program started in a namespace runs there, its lines are
+// waited for whole, and its exit code is kept.
+func TestProc(t *testing.T) {
+	lab := New(t, Config{})
+	ctx := testContext(t)
+	p := lab.Start(t, lab.Internet, "sh", "-c", `ip -4 -o addr show dev eth0; printf 'half'; sleep 0.3; printf ' line\n'; echo oops >&2; exit 3`)
+	if _, err := p.WaitStdout(ctx, regexp.QuoteMeta(InternetAddr.String()+"/24")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := p.WaitStdout(ctx, `^half(.*)$`)
+	if err != nil || m[1] != " line" {
+		t.Fatalf("WaitStdout(^half(.*)$) = %q, %v; want the line once whole", m, err)
+	}
+	if _, err := p.WaitStderr(ctx, `^oops$`); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.ExitCode(); code != 3 {
+		t.Errorf("exit code %d, want 3", code)
+	}
+	if _, err := p.WaitStdout(ctx, `never`); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Errorf("WaitStdout for a line that never comes from an exited program: %v", err)
 	}
 }

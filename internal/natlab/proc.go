@@ -103,8 +103,10 @@ func (p *Proc) Terminate(grace time.Duration) bool {
 }
 
 // WaitStdout waits for a whole line of stdout that matches the regular
-// expression re and returns its submatches (the whole line first). It gives
-// up when the program exits without writing one, or when ctx ends.
+// expression re and returns what regexp.FindStringSubmatch returns for it:
+// the text re matched, then its groups. A line counts only once it is
+// whole, so `^\S+$` is not fooled by a line half written. It gives up
+// when the program exits without writing one, or when ctx ends.
 func (p *Proc) WaitStdout(ctx context.Context, re string) ([]string, error) {
 	return p.wait(ctx, p.stdout, "stdout", re)
 }
