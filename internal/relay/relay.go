@@ -10,8 +10,9 @@ import (
 	"sync"
 )
 
-// bufSize is the copy buffer size: one SSH channel packet.
-const bufSize = 32 << 10
+// bufSize is the copy buffer size: one SSH channel packet as pinhole's
+// SSH fork accepts them (128 KiB; a peer that takes 32 KiB gets four).
+const bufSize = 128 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
@@ -82,8 +83,8 @@ const (
 
 // Copy copies src to dst until EOF. Between two TCP connections it is io.Copy,
 // so Linux splices the bytes in the kernel. Otherwise it waits for data with
-// a small buffer and takes a 32 KiB one from a pool only while data keeps
-// coming, so an idle connection holds 512 bytes per direction, not 32 KiB.
+// a small buffer and takes a 128 KiB one from a pool only while data keeps
+// coming, so an idle connection holds 512 bytes per direction, not 128 KiB.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
 	if _, ok := dst.(*net.TCPConn); ok {
 		if _, ok := src.(*net.TCPConn); ok {

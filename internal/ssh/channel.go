@@ -16,12 +16,23 @@ import (
 
 const (
 	minPacketLength = 9
-	// channelMaxPacket contains the maximum number of bytes that will be
-	// sent in a single packet. As per RFC 4253, section 6.1, 32k is also
-	// the minimum.
-	channelMaxPacket = 1 << 15
-	// We follow OpenSSH here.
-	channelWindowSize = 64 * channelMaxPacket
+	// channelMaxPacket is the largest data payload we accept in one
+	// packet, announced to the peer when a channel opens. Upstream uses
+	// 32 KiB (the minimum of RFC 4253, section 6.1); pinhole's fork
+	// announces 128 KiB so that a peer which honours it (pinhole, and
+	// OpenSSH when it has that much to send) makes a quarter of the
+	// packets, each decrypted, dispatched and handed over once. The
+	// transport still caps whole packets at maxPacket (256 KiB).
+	channelMaxPacket = 128 << 10
+	// channelWindowSize is OpenSSH's window, 2 MiB, kept when the packet
+	// size grew.
+	channelWindowSize = 2 << 20
+	// windowAdjustEvery is how much must be read from a channel before a
+	// window adjustment goes back: an eighth of the window (pinhole's fork;
+	// upstream sent one whenever more than 96 KiB was in flight, which
+	// during a bulk transfer was after every Read). The peer always has at
+	// least seven eighths of the window to send into.
+	windowAdjustEvery = channelWindowSize / 8
 )
 
 // NewChannel represents an incoming request to a channel. It must either be
@@ -372,8 +383,7 @@ func (c *channel) adjustWindow(adj uint32) error {
 	// exceed the initial window setting, we don't worry about overflow.
 	c.myConsumed += adj
 	var sendAdj uint32
-	if (channelWindowSize-c.myWindow > 3*channelMaxPacket) ||
-		(c.myWindow < channelWindowSize/2) {
+	if c.myConsumed >= windowAdjustEvery {
 		sendAdj = c.myConsumed
 		c.myConsumed = 0
 		c.myWindow += sendAdj

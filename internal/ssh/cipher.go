@@ -337,24 +337,27 @@ func (c *gcmCipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader
 		padding += packetSizeMultiple
 	}
 
+	// The whole packet (length, padding length, payload, padding, tag) is
+	// built in c.buf and sealed in place, so that it reaches w in one
+	// Write: one write(2) per packet where upstream made two (pinhole's
+	// fork).
 	length := uint32(len(packet) + int(padding) + 1)
-	binary.BigEndian.PutUint32(c.prefix[:], length)
-	if _, err := w.Write(c.prefix[:]); err != nil {
-		return err
-	}
-
-	if cap(c.buf) < int(length) {
-		c.buf = make([]byte, length)
+	total := 4 + int(length) + gcmTagSize
+	if cap(c.buf) < total {
+		c.buf = make([]byte, total)
 	} else {
-		c.buf = c.buf[:length]
+		c.buf = c.buf[:total]
 	}
+	binary.BigEndian.PutUint32(c.buf, length)
+	copy(c.prefix[:], c.buf[:4])
 
-	c.buf[0] = padding
-	copy(c.buf[1:], packet)
-	if _, err := io.ReadFull(rand, c.buf[1+len(packet):]); err != nil {
+	body := c.buf[4 : 4+length]
+	body[0] = padding
+	copy(body[1:], packet)
+	if _, err := io.ReadFull(rand, body[1+len(packet):]); err != nil {
 		return err
 	}
-	c.buf = c.aead.Seal(c.buf[:0], c.iv, c.buf, c.prefix[:])
+	c.aead.Seal(body[:0], c.iv, body, c.prefix[:])
 	if _, err := w.Write(c.buf); err != nil {
 		return err
 	}
