@@ -18,6 +18,13 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 // closeWriter is a connection that can stop sending while it still reads:
 // *net.TCPConn, *net.UnixConn and ssh.Channel all are.
+// tcpWriter is a source that delivers itself into a TCP connection better
+// than a loop of Read and Write: pinhole's SSH channels write arriving data
+// into the socket from the connection's read loop (internal/ssh/sink.go).
+type tcpWriter interface {
+	WriteToTCP(*net.TCPConn) (int64, error)
+}
+
 type closeWriter interface {
 	CloseWrite() error
 }
@@ -86,9 +93,12 @@ const (
 // a small buffer and takes a 128 KiB one from a pool only while data keeps
 // coming, so an idle connection holds 512 bytes per direction, not 128 KiB.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
-	if _, ok := dst.(*net.TCPConn); ok {
+	if tcp, ok := dst.(*net.TCPConn); ok {
 		if _, ok := src.(*net.TCPConn); ok {
 			return io.Copy(dst, src)
+		}
+		if d, ok := src.(tcpWriter); ok {
+			return d.WriteToTCP(tcp)
 		}
 	}
 	var (

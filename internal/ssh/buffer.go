@@ -20,6 +20,9 @@ type buffer struct {
 	tail *element // the buffer that will be read last
 
 	closed bool
+
+	// woken is set by wake (pinhole's, for sink.go).
+	woken bool
 }
 
 // An element represents a single link in a linked list.
@@ -94,4 +97,48 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 		b.Cond.Wait()
 	}
 	return
+}
+
+// The methods below are pinhole's, for sink.go.
+
+// empty reports whether nothing waits to be read.
+func (b *buffer) empty() bool {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	return len(b.head.buf) == 0 && b.head == b.tail
+}
+
+// wake makes a waitData that is waiting return, with or without data.
+func (b *buffer) wake() {
+	b.Cond.L.Lock()
+	b.woken = true
+	b.Cond.Signal()
+	b.Cond.L.Unlock()
+}
+
+// waitData waits until there is data to take, the buffer is closed, or wake
+// was called, and reports whether it is closed.
+func (b *buffer) waitData() (closed bool, err error) {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	for !b.woken && !b.closed && len(b.head.buf) == 0 && b.head == b.tail {
+		b.Cond.Wait()
+	}
+	b.woken = false
+	return b.closed, nil
+}
+
+// takeAll takes everything that waits, in order, leaving the buffer empty.
+func (b *buffer) takeAll() [][]byte {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	var out [][]byte
+	for e := b.head; e != nil; e = e.next {
+		if len(e.buf) > 0 {
+			out = append(out, e.buf)
+		}
+	}
+	e := new(element)
+	b.head, b.tail = e, e
+	return out
 }

@@ -232,6 +232,10 @@ type channel struct {
 	// save allocations during writes.
 	packetPool map[uint32][]byte
 
+	// sink, when set, is where the read loop writes arriving data
+	// (pinhole's fork: see sink.go).
+	sink sinkPointer
+
 	// closeOnce guards close so it is idempotent: closing the internal Go
 	// channels (msg, incomingRequests) more than once would panic.
 	closeOnce sync.Once
@@ -371,7 +375,7 @@ func (ch *channel) handleData(packet []byte) error {
 		if err := ch.adjustWindow(length); err != nil && err != io.EOF {
 			return err
 		}
-	} else {
+	} else if !ch.deliver(data) {
 		ch.pending.write(data)
 	}
 	return nil
