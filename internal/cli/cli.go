@@ -32,6 +32,7 @@ func commands() []command {
 		{"server", "run an SSH-protocol server that only forwards ports", runServer},
 		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect},
 		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy},
+		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap},
 	}
 }
 

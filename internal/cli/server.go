@@ -28,6 +28,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	keepalive := fs.Duration("keepalive", 15*time.Second, "ask idle clients whether they are alive this often (0 turns it off)")
 	udpIdle := fs.Duration("udp-idle", 60*time.Second, "end a remote UDP forward's flow after this long without a datagram")
 	udpFlows := fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per remote /udp forward")
+	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
+	var mf mapFlags
+	mf.register(fs, "map-")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: pinhole server [flags]\n\nAn SSH-protocol server that only forwards ports: any ssh client can use -L, -R and -D through it.\n\n")
 		fs.PrintDefaults()
@@ -41,6 +44,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		return errUsage
 	}
 	gp, err := tunnel.ParseGatewayPorts(*gateway)
+	if err != nil {
+		return err
+	}
+	mapCfg, err := mf.config(e)
 	if err != nil {
 		return err
 	}
@@ -96,6 +103,11 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "pinhole server: generated a new host key in %s\n", *hostKey)
 	}
 	printServerBanner(e, ln.Addr(), signer.PublicKey(), *authKeys)
+	unmap := func() {}
+	if *mapPort {
+		unmap = serverMap(ctx, e, ln.Addr(), mapCfg)
+	}
+	defer unmap()
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -142,14 +154,20 @@ func printServerBanner(e *env, addr net.Addr, key ssh.PublicKey, authKeys string
 			host = h
 		}
 	}
-	name := "USER"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
 	fmt.Fprintf(e.stdout, "pinhole server: listening on %s\n", addr)
 	fmt.Fprintf(e.stdout, "pinhole server: host key %s %s\n", key.Type(), ssh.FingerprintSHA256(key))
 	fmt.Fprintf(e.stdout, "pinhole server: keys allowed in: %s\n", authKeys)
 	fmt.Fprintf(e.stdout, "pinhole server: from another machine, expose its local port 3000 here as port 8080 with:\n")
-	fmt.Fprintf(e.stdout, "  ssh -N -p %d -R 8080:localhost:3000 %s@%s\n", port, name, host)
+	fmt.Fprintf(e.stdout, "  %s\n", sshExample(port, host))
 	fmt.Fprintf(e.stdout, "pinhole server: check that the fingerprint ssh shows on first connect is the one above\n")
+}
+
+// sshExample is the ssh command line that exposes a local port 3000 as
+// port 8080 of the server at host:port.
+func sshExample(port int, host string) string {
+	name := "USER"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	return fmt.Sprintf("ssh -N -p %d -R 8080:localhost:3000 %s@%s", port, name, host)
 }

@@ -539,18 +539,19 @@ func (c *Client) Probe(ctx context.Context) ([]ProbeResult, error) {
 }
 
 // Delete removes a mapping left behind (by a process that was killed, for
-// instance) with every configured protocol that answers. req.ExternalPort
-// zero means the same as the internal port.
-func (c *Client) Delete(ctx context.Context, req Request) error {
+// instance) with the first configured protocol, in the order of
+// preference, that answers and removes it, and returns that protocol.
+// req.ExternalPort zero means the same as the internal port.
+func (c *Client) Delete(ctx context.Context, req Request) (Method, error) {
 	if err := req.check(); err != nil {
-		return err
+		return "", err
 	}
 	if req.ExternalPort == 0 {
 		req.ExternalPort = req.InternalPort
 	}
 	gw, err := c.gateway()
 	if err != nil {
-		return err
+		return "", err
 	}
 	var tried []attempt
 	for _, ch := range c.probeAll(ctx, gw, false) {
@@ -561,12 +562,15 @@ func (c *Client) Delete(ctx context.Context, req Request) error {
 			cancel()
 			if a.err == nil {
 				c.log.Info("portmap: removed", "method", a.method, "proto", req.Proto, "external_port", req.ExternalPort, "internal_port", req.InternalPort)
-				return nil
+				return a.method, nil
 			}
 		}
 		tried = append(tried, a)
 	}
-	return &NoMethodError{Gateway: gw.addr, Tried: triedErrors(tried)}
+	if len(tried) == 1 {
+		return "", tried[0].err
+	}
+	return "", &NoMethodError{Gateway: gw.addr, Tried: triedErrors(tried)}
 }
 
 // Entry is one mapping the router lists.

@@ -491,13 +491,13 @@ func TestListAndDelete(t *testing.T) {
 		t.Errorf("entry 0 = %+v", e)
 	}
 
-	if err := c.Delete(ctx, Request{Proto: TCP, InternalPort: 8080, ExternalPort: 18080}); err != nil {
-		t.Fatal(err)
+	if m, err := c.Delete(ctx, Request{Proto: TCP, InternalPort: 8080, ExternalPort: 18080}); err != nil || m != UPnP {
+		t.Fatalf("Delete = %v, %v; want upnp, nil", m, err)
 	}
 	if ms := g.Mappings(); len(ms) != 1 || ms[0].External != 27015 {
 		t.Errorf("after Delete the router has %+v", ms)
 	}
-	if err := c.Delete(ctx, Request{Proto: TCP, InternalPort: 8080, ExternalPort: 18080}); !errors.Is(err, ErrNoSuchMapping) {
+	if _, err := c.Delete(ctx, Request{Proto: TCP, InternalPort: 8080, ExternalPort: 18080}); !errors.Is(err, ErrNoSuchMapping) {
 		t.Errorf("deleting again: %v, want ErrNoSuchMapping", err)
 	}
 
@@ -516,7 +516,7 @@ func TestNATPMPDelete(t *testing.T) {
 	}
 	// As a new process would: a fresh client, no Mapping in hand.
 	c2, _ := client(t, g, NATPMP)
-	if err := c2.Delete(ctx, Request{Proto: UDP, InternalPort: 5353}); err != nil {
+	if _, err := c2.Delete(ctx, Request{Proto: UDP, InternalPort: 5353}); err != nil {
 		t.Fatal(err)
 	}
 	if ms := g.Mappings(); len(ms) != 0 {
