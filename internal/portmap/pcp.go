@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/netip"
@@ -243,9 +244,21 @@ func (p *pcp) add(ctx context.Context, gw gateway, req Request, prev *mapping) (
 	}
 	m.setLease(time.Now(), granted)
 	m.release = func(ctx context.Context) error {
-		ctx, cancel := p.c.withTimeout(ctx)
+		dctx, cancel := p.c.withTimeout(ctx)
 		defer cancel()
-		_, err := p.request(ctx, gw, "delete", pcpMapRequest(gw.local, st.nonce, req.Proto, req.InternalPort, 0, 0, false))
+		_, err := p.request(dctx, gw, "delete", pcpMapRequest(gw.local, st.nonce, req.Proto, req.InternalPort, 0, 0, false))
+		if errors.Is(err, ErrNotAuthorized) {
+			// miniupnpd refuses the deletion when another mapping of
+			// the same internal port (another nonce, or NAT-PMP's)
+			// comes first in its table. UPnP deletes by external
+			// port; try it before leaving the mapping to its lease.
+			uctx, cancel := p.c.withTimeout(ctx)
+			defer cancel()
+			if uerr := p.c.protos[UPnP].remove(uctx, gw, Request{Proto: req.Proto, ExternalPort: m.external.Port()}); uerr == nil {
+				p.c.log.Info("portmap: the router refused to remove the PCP mapping (another mapping of the same internal port comes first); removed it with UPnP instead", "external", m.external)
+				return nil
+			}
+		}
 		return err
 	}
 	if err := checkWanted(ctx, m, prev); err != nil {

@@ -523,3 +523,30 @@ func TestNATPMPDelete(t *testing.T) {
 		t.Errorf("after Delete the router has %+v", ms)
 	}
 }
+
+// TestPCPReleaseBehindAnother: miniupnpd refuses a PCP deletion when an
+// older mapping of the same internal port (here NAT-PMP's) comes first;
+// Release then removes the PCP mapping by its external port with UPnP.
+func TestPCPReleaseBehindAnother(t *testing.T) {
+	g := portmaptest.Start(t, portmaptest.Config{})
+	ctx := testContext(t)
+	pmp, _ := client(t, g, NATPMP)
+	first, err := pmp.Map(ctx, Request{Proto: UDP, InternalPort: 9000, ExternalPort: 19000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, logs := client(t, g, PCP)
+	m, err := c.Map(ctx, Request{Proto: UDP, InternalPort: 9000, ExternalPort: 29000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Release(ctx); err != nil {
+		t.Fatalf("Release: %v\nlog:\n%s", err, logs)
+	}
+	if ms := g.Mappings(); len(ms) != 1 || ms[0].External != first.External().Port() {
+		t.Errorf("router has %+v, want only the NAT-PMP mapping", ms)
+	}
+	if !strings.Contains(logs.String(), "removed it with UPnP") {
+		t.Errorf("the log does not say UPnP removed it:\n%s", logs)
+	}
+}

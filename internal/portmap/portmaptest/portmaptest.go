@@ -58,6 +58,7 @@ type Mapping struct {
 	Expires     time.Time     // zero if permanent
 	Description string
 	nonce       [12]byte
+	seq         int // order of creation
 }
 
 // Gateway is a running fake router.
@@ -83,6 +84,7 @@ type Gateway struct {
 	down     bool
 	failNext map[string]int // method -> code for its next map request
 	log      []string
+	seq      int // of the last mapping made
 }
 
 // MiniUPnPdDescription is an IGD v1 description laid out as miniupnpd
@@ -202,7 +204,18 @@ func (g *Gateway) FailNext(method string, code int) {
 func (g *Gateway) Add(m Mapping) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.table[key(m.Proto, m.External)] = &m
+	g.store(&m)
+}
+
+// store puts m in the table. g.mu held.
+func (g *Gateway) store(m *Mapping) {
+	if old, ok := g.table[key(m.Proto, m.External)]; ok {
+		m.seq = old.seq // a renewal keeps its place
+	} else {
+		g.seq++
+		m.seq = g.seq
+	}
+	g.table[key(m.Proto, m.External)] = m
 }
 
 func key(proto string, ext uint16) string { return proto + "/" + strconv.Itoa(int(ext)) }
@@ -235,13 +248,14 @@ func (g *Gateway) grant(secs uint32) time.Duration {
 	return d
 }
 
-// place finds the external port for a new mapping of client: its own
-// existing one, the suggested one if free, else the next free one. With
-// strict, a suggested port held by another is a failure (0).
-func (g *Gateway) place(proto string, client netip.AddrPort, suggested uint16, strict bool) (uint16, *Mapping) {
+// place finds the external port for a new mapping of client: an existing
+// one of client's that same says is the same mapping, else the suggested
+// one if free, else the next free one. With strict, a suggested port held
+// by another is a failure (0).
+func (g *Gateway) place(proto string, client netip.AddrPort, suggested uint16, strict bool, same func(*Mapping) bool) (uint16, *Mapping) {
 	g.expire()
 	for _, m := range g.table {
-		if m.Proto == proto && m.Internal == client {
+		if m.Proto == proto && m.Internal == client && same(m) {
 			return m.External, m
 		}
 	}
@@ -346,16 +360,13 @@ func (g *Gateway) natpmp(req []byte, from netip.AddrPort) []byte {
 			delete(g.failNext, "natpmp")
 			return reply(uint16(code), 16)
 		}
-		port, old := g.place(proto, client, eport, false)
+		port, _ := g.place(proto, client, eport, false, func(*Mapping) bool { return true })
 		if port == 0 {
 			return reply(4, 16)
 		}
 		granted := g.grant(life)
 		m := &Mapping{Method: "natpmp", Proto: proto, External: port, Internal: client, Lifetime: granted, Expires: time.Now().Add(granted), Description: "NAT-PMP"}
-		if old != nil {
-			delete(g.table, key(proto, old.External))
-		}
-		g.table[key(proto, port)] = m
+		g.store(m)
 		binary.BigEndian.PutUint16(b[10:12], port)
 		binary.BigEndian.PutUint32(b[12:16], uint32(granted/time.Second))
 		return b
@@ -427,15 +438,22 @@ func (g *Gateway) pcp(req []byte, from netip.AddrPort) []byte {
 	}
 	cl := netip.AddrPortFrom(client, iport)
 	if life == 0 {
+		// As miniupnpd 2.3.1 does: the oldest mapping of that internal
+		// port decides, and another nonce's (or NAT-PMP's) is refused.
 		g.logf("pcp delete %s %d", proto, iport)
-		for k, mm := range g.table {
-			if mm.Proto == proto && mm.Internal == cl {
-				if mm.Method == "pcp" && mm.nonce != nonce {
-					return answer(2, 0, 0) // NOT_AUTHORIZED
-				}
-				delete(g.table, k)
+		var first *Mapping
+		for _, mm := range g.table {
+			if mm.Proto == proto && mm.Internal == cl && (first == nil || mm.seq < first.seq) {
+				first = mm
 			}
 		}
+		if first == nil {
+			return answer(8, 30, 0) // NO_RESOURCES, as miniupnpd says
+		}
+		if first.Method != "pcp" || first.nonce != nonce {
+			return answer(2, 0, 0) // NOT_AUTHORIZED
+		}
+		delete(g.table, key(proto, first.External))
 		return answer(0, 0, 0)
 	}
 	g.logf("pcp map %s %d->%d %ds", proto, eport, iport, life)
@@ -443,10 +461,7 @@ func (g *Gateway) pcp(req []byte, from netip.AddrPort) []byte {
 		delete(g.failNext, "pcp")
 		return answer(byte(code), 30, 0)
 	}
-	port, old := g.place(proto, cl, eport, preferFailure)
-	if old != nil && old.Method == "pcp" && old.nonce != nonce {
-		return answer(2, 0, 0) // NOT_AUTHORIZED: another nonce holds it
-	}
+	port, _ := g.place(proto, cl, eport, preferFailure, func(m *Mapping) bool { return m.Method == "pcp" && m.nonce == nonce })
 	if port == 0 {
 		if preferFailure {
 			return answer(11, 30, 0) // CANNOT_PROVIDE_EXTERNAL
@@ -454,10 +469,7 @@ func (g *Gateway) pcp(req []byte, from netip.AddrPort) []byte {
 		return answer(8, 30, 0) // NO_RESOURCES
 	}
 	granted := g.grant(life)
-	if old != nil {
-		delete(g.table, key(proto, old.External))
-	}
-	g.table[key(proto, port)] = &Mapping{Method: "pcp", Proto: proto, External: port, Internal: cl, Lifetime: granted, Expires: time.Now().Add(granted), Description: "PCP MAP", nonce: nonce}
+	g.store(&Mapping{Method: "pcp", Proto: proto, External: port, Internal: cl, Lifetime: granted, Expires: time.Now().Add(granted), Description: "PCP MAP", nonce: nonce})
 	return answer(0, uint32(granted/time.Second), port)
 }
 
@@ -606,7 +618,7 @@ func (g *Gateway) soap(svc, action string, args map[string]string, from netip.Ad
 			if action == "AddPortMapping" {
 				return nil, 718
 			}
-			if port, _ = g.place(proto, cl, port, false); port == 0 {
+			if port, _ = g.place(proto, cl, port, false, func(*Mapping) bool { return false }); port == 0 {
 				return nil, 728
 			}
 		}
@@ -614,7 +626,7 @@ func (g *Gateway) soap(svc, action string, args map[string]string, from netip.Ad
 		if lease > 0 {
 			m.Expires = time.Now().Add(m.Lifetime)
 		}
-		g.table[key(proto, port)] = m
+		g.store(m)
 		if action == "AddAnyPortMapping" {
 			return []string{"NewReservedPort", strconv.Itoa(int(port))}, 0
 		}
