@@ -1,6 +1,7 @@
 package portmap
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,4 +14,13 @@ func readFixture(t testing.TB, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func mustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
