@@ -78,6 +78,8 @@ type Gateway struct {
 	http *httptest.Server
 	wg   sync.WaitGroup
 
+	closeOnce sync.Once
+
 	mu       sync.Mutex
 	table    map[string]*Mapping // by "proto/external"
 	start    time.Time           // of the epoch
@@ -95,6 +97,17 @@ const MiniUPnPdDescription = `<?xml version="1.0"?>
 // Start starts a fake router on 127.0.0.1; it stops when tb ends.
 func Start(tb testing.TB, cfg Config) *Gateway {
 	tb.Helper()
+	g, err := Listen(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { g.Close() })
+	return g
+}
+
+// Listen starts a fake router on 127.0.0.1, for use outside a test (an
+// Example); Close stops it.
+func Listen(cfg Config) (*Gateway, error) {
 	if !cfg.External.IsValid() {
 		cfg.External = netip.MustParseAddr("203.0.113.7")
 	}
@@ -108,14 +121,10 @@ func Start(tb testing.TB, cfg Config) *Gateway {
 		start:    time.Now().Add(-100 * time.Second), // an epoch that has run a while
 		failNext: map[string]int{},
 	}
-	listen := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			tb.Fatalf("portmaptest: %v", err)
-		}
-		return c
+	var err error
+	if g.pmp, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		return nil, fmt.Errorf("portmaptest: %w", err)
 	}
-	g.pmp = listen()
 	g.PMPPort = uint16(g.pmp.LocalAddr().(*net.UDPAddr).Port)
 	if cfg.NoPCP && cfg.NoNATPMP {
 		// Nobody listens: the client gets port unreachable. Keep the
@@ -126,18 +135,25 @@ func Start(tb testing.TB, cfg Config) *Gateway {
 	}
 	g.http = httptest.NewServer(http.HandlerFunc(g.serveHTTP))
 	g.URL = g.http.URL
-	g.ssdp = listen()
+	if g.ssdp, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+		g.pmp.Close()
+		g.http.Close()
+		return nil, fmt.Errorf("portmaptest: %w", err)
+	}
 	g.SSDPAddr = g.ssdp.LocalAddr().(*net.UDPAddr).AddrPort()
 	g.wg.Go(g.serveSSDP)
-	tb.Cleanup(g.close)
-	return g
+	return g, nil
 }
 
-func (g *Gateway) close() {
-	g.pmp.Close()
-	g.ssdp.Close()
-	g.http.Close()
-	g.wg.Wait()
+// Close stops the router and waits for its goroutines. It is idempotent.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		g.pmp.Close()
+		g.ssdp.Close()
+		g.http.Close()
+		g.wg.Wait()
+	})
+	return nil
 }
 
 // Mappings returns the live mappings, sorted by protocol and port.
