@@ -423,6 +423,9 @@ func (c *Client) Map(ctx context.Context, req Request) (Mapping, error) {
 			c.log.Info("portmap: mapped", "method", m, "proto", req.Proto, "external", pm.external, "internal", pm.internal, "lease", leaseText(pm))
 			return pm, nil
 		}
+		if errors.Is(err, ErrNoAnswer) && ctx.Err() == nil {
+			return nil, &NoMethodError{Gateway: gw.addr, Tried: []MethodError{{Method: m, Err: err}}}
+		}
 		return nil, err
 	}
 	pctx, cancel := context.WithCancel(ctx)
