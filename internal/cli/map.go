@@ -135,7 +135,11 @@ stopped (SIGINT, SIGTERM), then removes the mapping.
 		return mapError(err, req)
 	}
 	fmt.Fprintln(e.stdout, m.External())
-	if err := c.Keep(ctx, m, nil); err != nil {
+	// Another line only if the router's address or the port changes (a
+	// new public address, a router that lost the mapping and gave
+	// another port).
+	changed := func(m portmap.Mapping) { fmt.Fprintln(e.stdout, m.External()) }
+	if err := c.Keep(ctx, m, changed); err != nil {
 		return fmt.Errorf("%w; if it stays, remove it with: pinhole map --delete --proto %s --external %d %d", err, req.Proto, m.External().Port(), req.InternalPort)
 	}
 	return nil
@@ -269,11 +273,14 @@ func serverMap(ctx context.Context, e *env, addr net.Addr, cfg portmap.Config) (
 			}
 			return
 		}
-		ext := m.External()
-		fmt.Fprintf(e.stdout, "pinhole server: reachable from the internet at %s\n", ext)
-		fmt.Fprintf(e.stdout, "pinhole server: from anywhere, expose a local port 3000 here as port 8080 with:\n")
-		fmt.Fprintf(e.stdout, "  %s\n", sshExample(int(ext.Port()), ext.Addr().String()))
-		if err := c.Keep(ctx, m, nil); err != nil {
+		reachable := func(m portmap.Mapping) {
+			ext := m.External()
+			fmt.Fprintf(e.stdout, "pinhole server: reachable from the internet at %s\n", ext)
+			fmt.Fprintf(e.stdout, "pinhole server: from anywhere, expose a local port 3000 here as port 8080 with:\n")
+			fmt.Fprintf(e.stdout, "  %s\n", sshExample(int(ext.Port()), ext.Addr().String()))
+		}
+		reachable(m)
+		if err := c.Keep(ctx, m, reachable); err != nil {
 			fmt.Fprintf(e.stderr, "warning: --map: %v\n", err)
 		}
 	}()

@@ -64,9 +64,11 @@ func (c *Client) Keep(ctx context.Context, m Mapping, changed func(Mapping)) err
 			c.log.Info("portmap: renewed", "method", next.method, "external", next.external, "lease", leaseText(next))
 		}
 		lost = false
-		if next.external != cur.external && changed != nil {
+		if next.external != cur.external {
 			c.log.Warn("portmap: the external address changed", "from", cur.external, "to", next.external)
-			changed(next)
+			if changed != nil {
+				changed(next)
+			}
 		}
 		cur = next
 	}

@@ -550,3 +550,34 @@ func TestPCPReleaseBehindAnother(t *testing.T) {
 		t.Errorf("the log does not say UPnP removed it:\n%s", logs)
 	}
 }
+
+// TestKeepExternalChange: a new public address seen at a renewal is
+// logged and handed to the changed callback.
+func TestKeepExternalChange(t *testing.T) {
+	for _, method := range Methods {
+		t.Run(string(method), func(t *testing.T) {
+			t.Parallel()
+			g := portmaptest.Start(t, portmaptest.Config{})
+			c, logs := client(t, g, method)
+			ctx, cancel := context.WithCancel(testContext(t))
+			defer cancel()
+			m, err := c.Map(ctx, Request{Proto: TCP, InternalPort: 8080, Lifetime: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := netip.MustParseAddr("198.51.100.9")
+			g.SetExternal(next)
+			changed := make(chan netip.AddrPort, 10)
+			go c.Keep(ctx, m, func(m Mapping) { changed <- m.External() })
+			select {
+			case got := <-changed:
+				if got != netip.AddrPortFrom(next, 8080) {
+					t.Errorf("changed to %v, want %v:8080", got, next)
+				}
+			case <-ctx.Done():
+				t.Fatalf("no change reported; log:\n%s", logs)
+			}
+			logs.wait(t, `external address changed`, 1)
+		})
+	}
+}

@@ -199,6 +199,14 @@ func (g *Gateway) SetDown(down bool) {
 	g.down = down
 }
 
+// SetExternal changes the router's public address, as a new DHCP lease
+// from the ISP does.
+func (g *Gateway) SetExternal(a netip.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cfg.External = a
+}
+
 // Restart forgets every mapping and starts a new epoch, as a reboot does.
 func (g *Gateway) Restart() {
 	g.mu.Lock()
