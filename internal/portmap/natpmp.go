@@ -116,36 +116,22 @@ func (p *natpmp) method() Method { return NATPMP }
 // request sends one NAT-PMP request and returns the matching answer; a
 // non-success result is returned as a *RouterError.
 func (p *natpmp) request(ctx context.Context, gw gateway, op string, req []byte, internalPort uint16) (pmpResponse, error) {
-	var resp pmpResponse
-	var isPCP bool
-	_, err := p.c.exchange(ctx, gw, req, func(b []byte) bool {
+	resp, err := exchange(p.c, ctx, gw, req, &p.epochs, NATPMP, func(b []byte) (pmpResponse, uint32, error) {
 		if len(b) >= 4 && b[0] == pcpVersion && b[1]&pcpReplyBit != 0 {
 			// A PCP server answering UNSUPP_VERSION (RFC 6887
 			// section 9): it speaks PCP only.
-			isPCP = true
-			return true
+			return pmpResponse{}, 0, errPMPIsPCP
 		}
 		r, err := parsePMPResponse(b)
-		if err != nil || r.op != req[1] {
-			return false
+		if err != nil || r.op != req[1] || (r.result == 0 && r.op != pmpOpAddr && r.internalPort != internalPort) {
+			return r, 0, errNotOurs
 		}
-		if r.result == 0 && r.op != pmpOpAddr && r.internalPort != internalPort {
-			return false
-		}
-		resp = r
-		return true
+		return r, r.epoch, nil
 	})
-	if err != nil {
-		return resp, err
+	if err == nil && resp.result != 0 {
+		err = pmpResultError(op, resp.result)
 	}
-	if isPCP {
-		return resp, errPMPIsPCP
-	}
-	p.c.observeEpoch(&p.epochs, NATPMP, resp.epoch)
-	if resp.result != 0 {
-		return resp, pmpResultError(op, resp.result)
-	}
-	return resp, nil
+	return resp, err
 }
 
 func (p *natpmp) externalAddr(ctx context.Context, gw gateway) (netip.Addr, error) {

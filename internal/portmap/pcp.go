@@ -166,34 +166,22 @@ func pcpMapRequest(client netip.Addr, nonce [12]byte, proto Proto, internal, ext
 // request sends req and returns the matching answer; a non-success
 // result comes back as a *RouterError.
 func (p *pcp) request(ctx context.Context, gw gateway, opName string, req []byte) (pcpResponse, error) {
-	var resp pcpResponse
-	var pmp bool
-	_, err := p.c.exchange(ctx, gw, req, func(b []byte) bool {
+	resp, err := exchange(p.c, ctx, gw, req, &p.epochs, PCP, func(b []byte) (pcpResponse, uint32, error) {
 		r, err := parsePCPResponse(b)
-		if err == errPCPIsPMP {
-			pmp = true
-			return true
+		switch {
+		case err == errPCPIsPMP:
+			return r, 0, err
+		case err != nil || r.op != req[1]:
+			return r, 0, errNotOurs
+		case r.op == pcpOpMap && r.hasMap && [12]byte(req[pcpHeaderLen:pcpHeaderLen+12]) != r.nonce:
+			return r, 0, errNotOurs // an answer to another request
 		}
-		if err != nil || r.op != req[1] {
-			return false
-		}
-		if r.op == pcpOpMap && r.hasMap && [12]byte(req[pcpHeaderLen:pcpHeaderLen+12]) != r.nonce {
-			return false // an answer to another request
-		}
-		resp = r
-		return true
+		return r, r.epoch, nil
 	})
-	if err != nil {
-		return resp, err
+	if err == nil && resp.result != 0 {
+		err = pcpResultError(opName, resp.result)
 	}
-	if pmp {
-		return resp, errPCPIsPMP
-	}
-	p.c.observeEpoch(&p.epochs, PCP, resp.epoch)
-	if resp.result != 0 {
-		return resp, pcpResultError(opName, resp.result)
-	}
-	return resp, nil
+	return resp, err
 }
 
 // probe sends ANNOUNCE, which changes nothing on the router.

@@ -90,6 +90,17 @@ func testContext(t *testing.T) context.Context {
 
 var external = netip.MustParseAddr("203.0.113.7")
 
+// release releases m and checks that g has no mapping left.
+func release(t *testing.T, ctx context.Context, g *portmaptest.Gateway, m Mapping) {
+	t.Helper()
+	if err := m.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ms := g.Mappings(); len(ms) != 0 {
+		t.Errorf("after Release the router still has %+v", ms)
+	}
+}
+
 func TestMapEachMethod(t *testing.T) {
 	for _, method := range Methods {
 		for _, proto := range []Proto{TCP, UDP} {
@@ -121,13 +132,9 @@ func TestMapEachMethod(t *testing.T) {
 				if !strings.Contains(logs.String(), "portmap: mapped") {
 					t.Errorf("no 'mapped' log line:\n%s", logs)
 				}
-				for range 2 { // Release is idempotent
-					if err := m.Release(ctx); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if ms := g.Mappings(); len(ms) != 0 {
-					t.Errorf("after Release the router still has %+v", ms)
+				release(t, ctx, g, m)
+				if err := m.Release(ctx); err != nil { // idempotent
+					t.Fatal(err)
 				}
 			})
 		}
@@ -300,12 +307,7 @@ func TestUPnPPermanentOnly(t *testing.T) {
 	if !strings.Contains(logs.String(), "only permanent") {
 		t.Errorf("the log does not say the router takes only permanent leases:\n%s", logs)
 	}
-	if err := m.Release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ms := g.Mappings(); len(ms) != 0 {
-		t.Errorf("after Release the router still has %+v", ms)
-	}
+	release(t, ctx, g, m)
 }
 
 // TestUPnPFixtures: real routers' descriptions, served by the fake, each

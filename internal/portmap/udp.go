@@ -11,16 +11,22 @@ import (
 	"time"
 )
 
+// errNotOurs, from exchange's parse, marks an answer to another request.
+var errNotOurs = errors.New("portmap: not an answer to this request")
+
 // exchange sends req to the gateway's PCP / NAT-PMP port and returns the
-// first answer for which match returns true. It retransmits as RFC 6886
-// section 3.1 and RFC 6887 section 8.1.1 say, starting at 250 ms and
-// doubling, until ctx ends. Answers from any other address are never
-// seen: the socket is connected to the gateway.
-func (c *Client) exchange(ctx context.Context, gw gateway, req []byte, match func([]byte) bool) ([]byte, error) {
+// first answer parse accepts: parse returns the answer and its epoch,
+// errNotOurs for one to wait past, or another error to stop with. It
+// retransmits as RFC 6886 section 3.1 and RFC 6887 section 8.1.1 say,
+// starting at 250 ms and doubling, until ctx ends. Answers from any other
+// address are never seen: the socket is connected to the gateway. The
+// epoch of the answer goes to e, which logs a gateway restart.
+func exchange[R any](c *Client, ctx context.Context, gw gateway, req []byte, e *epochs, method Method, parse func([]byte) (R, uint32, error)) (R, error) {
+	var zero R
 	raddr := netip.AddrPortFrom(gw.addr, c.cfg.PMPPort)
 	conn, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(gw.local, 0)), net.UDPAddrFromAddrPort(raddr))
 	if err != nil {
-		return nil, fmt.Errorf("portmap: %w", err)
+		return zero, fmt.Errorf("portmap: %w", err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
@@ -30,12 +36,11 @@ func (c *Client) exchange(ctx context.Context, gw gateway, req []byte, match fun
 	wait := 250 * time.Millisecond
 	for {
 		if _, err := conn.Write(req); err != nil {
-			return nil, noAnswer(raddr, err)
+			return zero, noAnswer(raddr, err)
 		}
-		next := time.Now().Add(wait)
-		conn.SetReadDeadline(next)
+		conn.SetReadDeadline(time.Now().Add(wait))
 		if ctx.Err() != nil {
-			return nil, noAnswer(raddr, ctx.Err())
+			return zero, noAnswer(raddr, ctx.Err())
 		}
 		for {
 			n, err := conn.Read(buf)
@@ -44,14 +49,22 @@ func (c *Client) exchange(ctx context.Context, gw gateway, req []byte, match fun
 				if errors.As(err, &ne) && ne.Timeout() {
 					break
 				}
-				return nil, noAnswer(raddr, err)
+				return zero, noAnswer(raddr, err)
 			}
-			if match(buf[:n]) {
-				return append([]byte(nil), buf[:n]...), nil
+			r, epoch, err := parse(buf[:n])
+			if err == errNotOurs {
+				continue
 			}
+			if err != nil {
+				return zero, err
+			}
+			if e.observe(epoch, time.Now()) {
+				c.log.Warn("portmap: the gateway restarted and lost its mappings (its epoch went back); mapping again", "method", method, "epoch", epoch)
+			}
+			return r, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, noAnswer(raddr, err)
+			return zero, noAnswer(raddr, err)
 		}
 		wait *= 2
 	}
@@ -100,13 +113,6 @@ func (e *epochs) observe(epoch uint32, now time.Time) (lost bool) {
 	}
 	e.valid, e.epoch, e.at = true, epoch, now
 	return lost
-}
-
-// observeEpoch records an answer's epoch and logs a gateway restart.
-func (c *Client) observeEpoch(e *epochs, method Method, epoch uint32) {
-	if e.observe(epoch, time.Now()) {
-		c.log.Warn("portmap: the gateway restarted and lost its mappings (its epoch went back); mapping again", "method", method, "epoch", epoch)
-	}
 }
 
 // lifetimeSeconds converts a lifetime to whole seconds for the wire,
