@@ -136,6 +136,36 @@ func TestLab(t *testing.T) {
 	}
 }
 
+// TestLabLeaseExpires: a mapping nobody renews leaves the router when its
+// lease ends, so a test that sees a mapping alive past its first lease
+// knows it was renewed.
+func TestLabLeaseExpires(t *testing.T) {
+	lab := New(t, Config{})
+	NeedPrograms(t, "natpmpc")
+	ctx := testContext(t)
+	internal := lab.ServeTCP(t)
+	const external = 20100
+	want := Redirect{"tcp", external, netip.AddrPortFrom(LANAddr, internal)}
+	add, _ := clientArgs("natpmpc", "tcp", internal, external)
+	add[len(add)-1] = "2" // seconds
+	if _, err := lab.Output(ctx, lab.LAN, "natpmpc", add...); err != nil {
+		t.Fatal(err)
+	}
+	if !hasRedirect(t, lab, want) {
+		t.Fatalf("natpmpc made no dnat %v", want)
+	}
+	for hasRedirect(t, lab, want) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the dnat %v of a 2 s lease is still there: %v", want, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err := lab.ReachTCP(ctx, netip.AddrPortFrom(WANAddr, external)); err == nil {
+		t.Fatal("the internet host still reaches the LAN host after the lease ended")
+	}
+}
+
 // clientArgs returns the arguments that make client map external to the
 // LAN host's internal port, and that delete that mapping.
 func clientArgs(client, proto string, internal, external uint16) (add, del []string) {
