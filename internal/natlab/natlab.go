@@ -314,14 +314,14 @@ func (l *Lab) startMiniupnpd(t testing.TB, ctx context.Context, path string, cfg
 	if err := os.WriteFile(l.MiniupnpdConf, []byte(miniupnpdConf(cfg)), 0o644); err != nil {
 		t.Fatalf("natlab: %v", err)
 	}
-	p := l.Start(t, l.Router, path, "-d", "-f", l.MiniupnpdConf, "-P", filepath.Join(l.Dir, "miniupnpd.pid"))
+	p := l.start(t, l.Router, false, path, "-d", "-f", l.MiniupnpdConf, "-P", filepath.Join(l.Dir, "miniupnpd.pid"))
 	l.miniupnpd = p
 	l.MiniupnpdPid = p.Pid()
 	t.Cleanup(func() {
 		p.Terminate(5 * time.Second)
 		os.WriteFile(l.MiniupnpdLog, []byte(p.Stderr()), 0o644)
 		if t.Failed() {
-			t.Logf("natlab: miniupnpd's log (%s):\n%s", l.MiniupnpdLog, lastLines(p.Stderr(), 60))
+			t.Logf("natlab: miniupnpd's log (%s):\n%s", l.MiniupnpdLog, lastLines(quietLog(p.Stderr()), 80))
 		}
 	})
 	for _, s := range []string{"HTTP listening on port", "Listening for NAT-PMP/PCP traffic"} {
@@ -329,6 +329,19 @@ func (l *Lab) startMiniupnpd(t testing.TB, ctx context.Context, path string, cfg
 			t.Fatalf("natlab: miniupnpd did not start: %v", err)
 		}
 	}
+}
+
+// quietLog leaves out the lines miniupnpd -d repeats at every turn of its
+// loop, which say nothing about a failure.
+func quietLog(log string) string {
+	var b strings.Builder
+	for line := range strings.Lines(log) {
+		if strings.Contains(line, "is not a IGD pinhole") || strings.Contains(line, "setting timeout to") || strings.Contains(line, "table_cb(") {
+			continue
+		}
+		b.WriteString(line)
+	}
+	return b.String()
 }
 
 // lastLines returns the last n lines of s.

@@ -29,6 +29,12 @@ type Proc struct {
 // test's log if the test failed.
 func (l *Lab) Start(t testing.TB, ns, name string, args ...string) *Proc {
 	t.Helper()
+	return l.start(t, ns, true, name, args...)
+}
+
+// start is Start; logOnFailure false leaves the logging to the caller.
+func (l *Lab) start(t testing.TB, ns string, logOnFailure bool, name string, args ...string) *Proc {
+	t.Helper()
 	cmd := l.Command(context.Background(), ns, name, args...)
 	p := &Proc{name: name, stdout: newOutput(), stderr: newOutput(), done: make(chan struct{})}
 	cmd.Stdout = p.stdout
@@ -44,7 +50,7 @@ func (l *Lab) Start(t testing.TB, ns, name string, args ...string) *Proc {
 	}()
 	t.Cleanup(func() {
 		p.Stop()
-		if t.Failed() {
+		if logOnFailure && t.Failed() {
 			t.Logf("natlab: %s %s in %s, exit %v; its stdout:\n%s\nits stderr:\n%s",
 				name, strings.Join(args, " "), ns, p.err, p.Stdout(), lastLines(p.Stderr(), 60))
 		}
