@@ -40,8 +40,8 @@ const labLease = 20 * time.Second
 // the mapping is gone from the router. Also --probe, --list and --delete,
 // and pinhole server --map reached by OpenSSH from the internet host.
 func TestMapLab(t *testing.T) {
-	lab := natlab.New(t, natlab.Config{})
 	natlab.NeedPrograms(t, "upnpc")
+	lab := natlab.New(t, natlab.Config{})
 	pinhole := buildPinhole(t)
 	tcpPort := lab.ServeTCP(t)
 

@@ -79,8 +79,8 @@ func TestMiniupnpdConf(t *testing.T) {
 // the router's ruleset holds the dnat, and after the clients delete their
 // mappings the dnat is gone and the internet host is turned away.
 func TestLab(t *testing.T) {
-	lab := New(t, Config{})
 	NeedPrograms(t, "upnpc", "natpmpc")
+	lab := New(t, Config{})
 	ctx := testContext(t)
 	tcpPort, udpPort := lab.ServeTCP(t), lab.ServeUDP(t)
 
@@ -140,8 +140,8 @@ func TestLab(t *testing.T) {
 // lease ends, so a test that sees a mapping alive past its first lease
 // knows it was renewed.
 func TestLabLeaseExpires(t *testing.T) {
-	lab := New(t, Config{})
 	NeedPrograms(t, "natpmpc")
+	lab := New(t, Config{})
 	ctx := testContext(t)
 	internal := lab.ServeTCP(t)
 	const external = 20100
