@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Main is the pinhole-bench command: it parses args (without the program
+// name), runs the benchmark, prints the table to stdout and writes it to
+// the -out file. It returns the exit code: 0, 1 when the run could not be
+// made, 2 for bad usage.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("pinhole-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rounds := fs.Int("rounds", 3, "rounds; each figure is the median of them")
+	duration := fs.Duration("duration", 3*time.Second, "length of each timed measurement (iperf3 takes whole seconds)")
+	out := fs.String("out", "bench-results.md", "file to write the table to as well (\"\" for none)")
+	only := fs.String("only", "", "comma-separated setups to run (default all): "+names(setups(), func(s setup) string { return s.name }))
+	skip := fs.String("skip", "", "comma-separated measurements to leave out: "+names(measurements(Config{}), func(m measurement) string { return m.name }))
+	pinhole := fs.String("pinhole", "", "pinhole binary to measure (default: go build ./cmd/pinhole from the current tree)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: go run ./cmd/pinhole-bench [flags]\n\n"+
+			"Runs pinhole and OpenSSH side by side on loopback and prints one markdown table,\n"+
+			"each figure with its ratio to OpenSSH's. Progress goes to stderr. See BENCHMARKS.md.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "pinhole-bench: unexpected argument %q; run 'pinhole-bench -h' for the flags\n", fs.Arg(0))
+		return 2
+	}
+	cfg := Config{
+		Rounds:   *rounds,
+		Duration: *duration,
+		Only:     splitList(*only),
+		Skip:     splitList(*skip),
+		Pinhole:  *pinhole,
+		Command:  commandLine(args),
+		Progress: stderr,
+	}
+	if _, _, err := choose(cfg); err != nil {
+		fmt.Fprintf(stderr, "pinhole-bench: %v\n", err)
+		return 2
+	}
+	res, err := Run(ctx, cfg)
+	if res == nil {
+		fmt.Fprintf(stderr, "pinhole-bench: %v\n", err)
+		return 1
+	}
+	table := res.Markdown()
+	fmt.Fprint(stdout, "\n"+table)
+	if *out != "" {
+		if werr := os.WriteFile(*out, []byte(table), 0o644); werr != nil {
+			fmt.Fprintf(stderr, "pinhole-bench: %v\n", werr)
+			return 1
+		}
+		fmt.Fprintf(stderr, "pinhole-bench: the table is in %s\n", *out)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "pinhole-bench: stopped early: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func names[T any](xs []T, name func(T) string) string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, name(x))
+	}
+	return strings.Join(out, ",")
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// commandLine is how the report shows the command that made it.
+func commandLine(args []string) string {
+	parts := []string{"go run ./cmd/pinhole-bench"}
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " \t'\"$\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
