@@ -38,7 +38,9 @@ func TestMeasurementsDirect(t *testing.T) {
 		{"conns", 1, func() ([]float64, string, error) { return newConnections(t.Context(), port, 50*time.Millisecond, 8) }},
 		{"memory", 1, func() ([]float64, string, error) { return idleMemory(t.Context(), port, 20, pids) }},
 		{"hold", 1, func() ([]float64, string, error) { return holdMany(t.Context(), port, 100) }},
-		{"udp rr", 3, func() ([]float64, string, error) { return udpRequestResponse(t.Context(), udp.Port(), 50*time.Millisecond) }},
+		{"udp rr", 3, func() ([]float64, string, error) {
+			return udpRequestResponse(t.Context(), udp.Port(), 50*time.Millisecond)
+		}},
 		{"udp burst", 1, func() ([]float64, string, error) { return udpBurst(t.Context(), udp.Port(), 800, 8, 16) }},
 	}
 	for _, tt := range tests {
