@@ -1,0 +1,111 @@
+package ssh
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection with a small send
+// buffer on a, so that with a slow reader on b the sink's non-blocking
+// writes come up short.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan *net.TCPConn, 1)
+	go func() {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	a, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = <-accepted
+	if b == nil {
+		t.FailNow()
+	}
+	// A small send buffer; the receive buffer stays as it is, since one
+	// smaller than loopback's 64 KiB MSS leaves TCP to its persist timer.
+	a.SetWriteBuffer(16 << 10)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+// TestWriteToTCPOrder sends data through a channel into a TCP socket whose
+// reader is slow and uneven, so that the read loop's direct writes, the
+// queue behind them and WriteToTCP's own writes all take turns, and checks
+// that every byte arrives once and in order.
+func TestWriteToTCPOrder(t *testing.T) {
+	w, r, mux := channelPair(t)
+	defer w.Close()
+	defer r.Close()
+	defer mux.Close()
+
+	a, b := tcpPair(t)
+	want := make([]byte, 8<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+
+	copied := make(chan error, 1)
+	go func() {
+		_, err := r.WriteToTCP(a)
+		a.CloseWrite()
+		copied <- err
+	}()
+	go func() {
+		rng := rand.New(rand.NewPCG(3, 4)) // the writer's own
+		rest := want
+		for len(rest) > 0 {
+			n := min(len(rest), 1+rng.IntN(200<<10))
+			if _, err := w.Write(rest[:n]); err != nil {
+				t.Errorf("channel write: %v", err)
+				return
+			}
+			rest = rest[n:]
+		}
+		w.CloseWrite()
+	}()
+
+	var got bytes.Buffer
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d bytes arrived in 60 s", got.Len(), len(want))
+		}
+		if i%20 == 0 {
+			time.Sleep(time.Millisecond) // a slow reader now and then
+		}
+		n, err := b.Read(buf[:1+rng.IntN(16<<10)])
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-copied; err != nil {
+		t.Fatalf("WriteToTCP: %v", err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		i := 0
+		for i < min(got.Len(), len(want)) && got.Bytes()[i] == want[i] {
+			i++
+		}
+		t.Fatalf("got %d bytes, want %d; first difference at byte %d", got.Len(), len(want), i)
+	}
+}
