@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// tcpPair returns both ends of a loopback TCP connection with a small send
-// buffer on a, so that with a slow reader on b the sink's non-blocking
-// writes come up short.
+// tcpPair returns both ends of a loopback TCP connection, b with a fixed
+// receive buffer, so that while b's reader stalls the sink's non-blocking
+// writes into a come up short.
 func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -35,9 +35,9 @@ func tcpPair(t *testing.T) (a, b *net.TCPConn) {
 	if b == nil {
 		t.FailNow()
 	}
-	// A small send buffer; the receive buffer stays as it is, since one
-	// smaller than loopback's 64 KiB MSS leaves TCP to its persist timer.
-	a.SetWriteBuffer(16 << 10)
+	// A fixed receive buffer (no autotuning), larger than loopback's
+	// 64 KiB MSS so that TCP does not fall back on its persist timer.
+	b.SetReadBuffer(256 << 10)
 	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
 }
@@ -68,7 +68,10 @@ func TestWriteToTCPOrder(t *testing.T) {
 	go func() {
 		rng := rand.New(rand.NewPCG(3, 4)) // the writer's own
 		rest := want
-		for len(rest) > 0 {
+		for i := 0; len(rest) > 0; i++ {
+			if i%8 == 0 {
+				time.Sleep(2 * time.Millisecond) // let the queue drain now and then
+			}
 			n := min(len(rest), 1+rng.IntN(200<<10))
 			if _, err := w.Write(rest[:n]); err != nil {
 				t.Errorf("channel write: %v", err)
@@ -86,10 +89,10 @@ func TestWriteToTCPOrder(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d of %d bytes arrived in 60 s", got.Len(), len(want))
 		}
-		if i%20 == 0 {
-			time.Sleep(time.Millisecond) // a slow reader now and then
+		if i%100 == 0 {
+			time.Sleep(10 * time.Millisecond) // a reader that stalls now and then
 		}
-		n, err := b.Read(buf[:1+rng.IntN(16<<10)])
+		n, err := b.Read(buf[:1+rng.IntN(len(buf))])
 		got.Write(buf[:n])
 		if err == io.EOF {
 			break
