@@ -28,6 +28,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	keepalive := fs.Duration("keepalive", 15*time.Second, "ask idle clients whether they are alive this often (0 turns it off)")
 	udpIdle := fs.Duration("udp-idle", 60*time.Second, "end a remote UDP forward's flow after this long without a datagram")
 	udpFlows := fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per remote /udp forward")
+	ciphers := fs.String("ciphers", "", "comma-separated ciphers to offer, as sshd's Ciphers (default: all of aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr)")
 	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
 	var mf mapFlags
 	mf.register(fs, "map-")
@@ -46,6 +47,12 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	gp, err := tunnel.ParseGatewayPorts(*gateway)
 	if err != nil {
 		return err
+	}
+	var cipherList []string
+	if *ciphers != "" {
+		if cipherList, err = tunnel.ParseCiphers(*ciphers); err != nil {
+			return err
+		}
 	}
 	mapCfg, err := mf.config(e)
 	if err != nil {
@@ -90,6 +97,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		KeepaliveInterval: interval,
 		UDPIdleTimeout:    *udpIdle,
 		UDPMaxFlows:       *udpFlows,
+		Ciphers:           cipherList,
 		Logger:            e.log,
 	})
 	if err != nil {

@@ -148,7 +148,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c := &Client{
 		cfg: cfg,
 		sshCfg: &ssh.ClientConfig{
-			Config:            ssh.Config{Ciphers: preferredCiphers},
+			Config:            ssh.Config{Ciphers: clientCiphers},
 			User:              cfg.User,
 			Auth:              cfg.Auth,
 			HostKeyCallback:   cfg.HostKeyCallback,

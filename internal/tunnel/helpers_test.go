@@ -84,12 +84,24 @@ func startServer(t testing.TB, ln net.Listener, hostKey ssh.Signer, authorize fu
 			t.Fatal(err)
 		}
 	}
-	srv, err := tunnel.NewServer(tunnel.ServerConfig{
+	return startServerConfig(t, ln, tunnel.ServerConfig{
 		HostKeys:          []ssh.Signer{hostKey},
 		Authorize:         authorize,
 		KeepaliveInterval: time.Second,
 		Logger:            testLogger(t).With("side", "server"),
 	})
+}
+
+// startServerConfig is startServer with the whole config given.
+func startServerConfig(t testing.TB, ln net.Listener, cfg tunnel.ServerConfig) *server {
+	t.Helper()
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := tunnel.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +114,7 @@ func startServer(t testing.TB, ln net.Listener, hostKey ssh.Signer, authorize fu
 		srv.Close()
 		<-done
 	})
-	return &server{srv: srv, ln: ln, addr: ln.Addr().String(), hostKey: hostKey}
+	return &server{srv: srv, ln: ln, addr: ln.Addr().String(), hostKey: cfg.HostKeys[0]}
 }
 
 func mustParse(t testing.TB, k spec.Kind, s string) spec.Forward {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
-
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
@@ -45,6 +45,48 @@ func TestOpenSSHLocalToPinhole(t *testing.T) {
 		return []string{"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", p, target.Port())}
 	}, nil)
 	checkPath(t, fmt.Sprintf("127.0.0.1:%d", port))
+}
+
+// TestOpenSSHCiphers carries data from OpenSSH's ssh through a pinhole
+// server in each cipher the server can offer, chacha20-poly1305 (through the
+// fork's assembly path) among them.
+func TestOpenSSHCiphers(t *testing.T) {
+	sshtest.Need(t, sshtest.SSHPath)
+	target := streamtest.NewTarget(t)
+	key := sshtest.NewKey(t, t.TempDir(), "client")
+	all, err := tunnel.ParseCiphers("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:  []ssh.Signer{newSigner(t)},
+		Authorize: keySet(t, authorizedLine("", key.Public)),
+		Ciphers:   all,
+		Logger:    testLogger(t).With("side", "server"),
+	})
+	for _, cipher := range all {
+		t.Run(cipher, func(t *testing.T) {
+			_, port := sshtest.StartSSHForward(t, sshOptions(srv, key, "-c", cipher), func(p int) []string {
+				return []string{"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", p, target.Port())}
+			}, nil)
+			checkPathSmall(t, port)
+		})
+	}
+}
+
+// checkPathSmall sends 1 MiB each way through 127.0.0.1:port.
+func checkPathSmall(t *testing.T, port int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := streamtest.Exchange(ctx, conn, 1, 1<<20, 1<<20); err != nil {
+		t.Fatalf("1 MiB each way through port %d: %v", port, err)
+	}
 }
 
 // TestOpenSSHRemoteToPinhole is path 2: OpenSSH ssh -N -R → pinhole server,

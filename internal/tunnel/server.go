@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,6 +92,10 @@ type ServerConfig struct {
 	// UDPMaxFlows caps the flows of one remote UDP forward. 0 means 1024.
 	UDPMaxFlows int
 
+	// Ciphers are the ciphers offered, as sshd's Ciphers (names from
+	// ParseCiphers). nil means DefaultServerCiphers.
+	Ciphers []string
+
 	// HandshakeTimeout bounds the SSH handshake and authentication. 0 means
 	// 30 s.
 	HandshakeTimeout time.Duration
@@ -152,8 +157,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		bound:     make(map[string]*serverConn),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	ciphers := cfg.Ciphers
+	if len(ciphers) == 0 {
+		ciphers = DefaultServerCiphers()
+	}
 	s.sshCfg = &ssh.ServerConfig{
-		Config:            ssh.Config{Ciphers: preferredCiphers},
+		Config:            ssh.Config{Ciphers: slices.Clone(ciphers)},
 		PublicKeyCallback: s.publicKey,
 		ServerVersion:     versionPrefix + "_" + Version,
 	}

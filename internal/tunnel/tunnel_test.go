@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -450,5 +451,33 @@ func TestStreamsEndWithConnection(t *testing.T) {
 		if _, err := tc.Read(make([]byte, 1)); err == nil || os.IsTimeout(err) {
 			t.Fatalf("target connection %d still open 5 s after the SSH connection went (%v)", i, err)
 		}
+	}
+}
+
+func TestParseCiphers(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{in: "aes128-gcm@openssh.com", want: []string{"aes128-gcm@openssh.com"}},
+		{in: " aes256-ctr , chacha20-poly1305@openssh.com,", want: []string{"aes256-ctr", "chacha20-poly1305@openssh.com"}},
+		{in: "3des-cbc", wantErr: `unknown cipher "3des-cbc": choose from aes128-gcm@openssh.com,`},
+		{in: "aes128-cbc", wantErr: `unknown cipher "aes128-cbc"`},
+		{in: " , ", wantErr: "no cipher named"},
+	} {
+		got, err := tunnel.ParseCiphers(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ParseCiphers(%q) = %v, %v; want an error with %q", tc.in, got, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("ParseCiphers(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+	if d := tunnel.DefaultServerCiphers(); len(d) != 6 {
+		t.Errorf("DefaultServerCiphers() = %v, want all six", d)
 	}
 }
