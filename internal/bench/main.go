@@ -50,12 +50,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Progress: stderr,
 	}
 	if _, _, err := choose(cfg); err != nil {
-		fmt.Fprintf(stderr, "pinhole-bench: %v\n", err)
+		fmt.Fprintln(stderr, err)
 		return 2
 	}
 	res, err := Run(ctx, cfg)
 	if res == nil {
-		fmt.Fprintf(stderr, "pinhole-bench: %v\n", err)
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	table := res.Markdown()
@@ -68,7 +68,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pinhole-bench: the table is in %s\n", *out)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "pinhole-bench: stopped early: %v\n", err)
+		fmt.Fprintf(stderr, "pinhole-bench: stopped early (%v): the table holds what was measured until then\n", err)
 		return 1
 	}
 	return 0
