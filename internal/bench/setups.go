@@ -182,6 +182,8 @@ func (l *lab) startIperf(ctx context.Context, f *forwarding) (int, error) {
 
 // startSSHD starts a throwaway sshd that lets the client's key in. Its log
 // level is sshd's default, so that it writes nothing per connection.
+// sshtest's MaxSessions 1000 does not limit -L: direct-tcpip channels are
+// not sessions, and conns10k holds 10,000 of them through it.
 func (l *lab) startSSHD(dir string, f *forwarding) (*sshtest.SSHD, error) {
 	sshd, err := sshtest.LaunchSSHD(dir, sshtest.SSHDConfig{
 		AuthorizedKeys: l.key.AuthorizedLine,
