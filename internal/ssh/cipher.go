@@ -384,17 +384,14 @@ func (c *gcmCipher) readCipherPacket(seqNum uint32, r io.Reader) ([]byte, error)
 		return nil, errors.New("ssh: max packet length exceeded")
 	}
 
-	if cap(c.buf) < int(length+gcmTagSize) {
-		c.buf = make([]byte, length+gcmTagSize)
-	} else {
-		c.buf = c.buf[:length+gcmTagSize]
-	}
-
-	if _, err := io.ReadFull(r, c.buf); err != nil {
+	// A new buffer for each packet, decrypted in place and handed on as it
+	// is: the transport need not copy it (freshPackets; pinhole's fork).
+	buf := make([]byte, length+gcmTagSize)
+	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, err
 	}
 
-	plain, err := c.aead.Open(c.buf[:0], c.iv, c.buf, c.prefix[:])
+	plain, err := c.aead.Open(buf[:0], c.iv, buf, c.prefix[:])
 	if err != nil {
 		return nil, err
 	}
@@ -782,7 +779,8 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 	var polyKey [32]byte
 	s.XORKeyStream(polyKey[:], polyKey[:])
 
-	encryptedLength := c.buf[:4]
+	var lenBuf [4]byte
+	encryptedLength := lenBuf[:]
 	if _, err := io.ReadFull(r, encryptedLength); err != nil {
 		return nil, err
 	}
@@ -801,26 +799,24 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 
 	contentEnd := 4 + length
 	packetEnd := contentEnd + poly1305.TagSize
-	if uint32(cap(c.buf)) < packetEnd {
-		c.buf = make([]byte, packetEnd)
-		copy(c.buf[:], encryptedLength)
-	} else {
-		c.buf = c.buf[:packetEnd]
-	}
+	// A new buffer for each packet, decrypted in place and handed on as it
+	// is: the transport need not copy it (freshPackets; pinhole's fork).
+	buf := make([]byte, packetEnd)
+	copy(buf, encryptedLength)
 
-	if _, err := io.ReadFull(r, c.buf[4:packetEnd]); err != nil {
+	if _, err := io.ReadFull(r, buf[4:packetEnd]); err != nil {
 		return nil, err
 	}
 
 	var mac [poly1305.TagSize]byte
-	copy(mac[:], c.buf[contentEnd:packetEnd])
-	if !poly1305.Verify(&mac, c.buf[:contentEnd], &polyKey) {
+	copy(mac[:], buf[contentEnd:packetEnd])
+	if !poly1305.Verify(&mac, buf[:contentEnd], &polyKey) {
 		return nil, errors.New("ssh: MAC failure")
 	}
 
 	// The MAC after plain was checked and copied: xorContent may write
 	// over it.
-	plain := c.buf[4:contentEnd]
+	plain := buf[4:contentEnd]
 	c.xorContent(plain, nonce)
 
 	if len(plain) == 0 {
@@ -898,3 +894,13 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 	}
 	return nil
 }
+
+// freshPackets is implemented by the packet ciphers whose readCipherPacket
+// returns a slice nobody else holds, new for each packet, so that the
+// transport hands it on without copying it (pinhole's fork).
+type freshPackets interface {
+	freshPackets()
+}
+
+func (c *gcmCipher) freshPackets()              {}
+func (c *chacha20Poly1305Cipher) freshPackets() {}

@@ -139,6 +139,7 @@ func (t *transport) readPacket() (p []byte, err error) {
 
 func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, error) {
 	packet, err := s.packetCipher.readCipherPacket(s.seqNum, r)
+	_, ownPacket := s.packetCipher.(freshPackets) // before a key change below
 	s.seqNum++
 	if err == nil && len(packet) == 0 {
 		err = errors.New("ssh: zero length packet")
@@ -171,6 +172,9 @@ func (s *connectionState) readPacket(r *bufio.Reader, strictMode bool) ([]byte, 
 		}
 	}
 
+	if ownPacket && err == nil {
+		return packet, nil
+	}
 	// The packet may point to an internal buffer, so copy the
 	// packet out here.
 	fresh := make([]byte, len(packet))
