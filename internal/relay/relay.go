@@ -18,11 +18,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 
 // closeWriter is a connection that can stop sending while it still reads:
 // *net.TCPConn, *net.UnixConn and ssh.Channel all are.
-// tcpWriter is a source that delivers itself into a TCP connection better
-// than a loop of Read and Write: pinhole's SSH channels write arriving data
-// into the socket from the connection's read loop (internal/ssh/sink.go).
-type tcpWriter interface {
-	WriteToTCP(*net.TCPConn) (int64, error)
+// tcpSink is a source that copies itself into a TCP connection with no
+// goroutine of ours: pinhole's SSH channels write arriving data into the
+// socket from the connection's read loop (internal/ssh/sink.go). done runs
+// once, possibly on that read loop, and must not block.
+type tcpSink interface {
+	StartWriteToTCP(c *net.TCPConn, done func(n int64, err error)) error
 }
 
 type closeWriter interface {
@@ -46,6 +47,11 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
 			b.Close()
 		})
 	}
+	if tcp, ok := a.(*net.TCPConn); ok {
+		if sink, ok := b.(tcpSink); ok {
+			return pipeSink(tcp, b, sink, shut)
+		}
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -58,6 +64,39 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
 		err = errBA
 	}
 	return aToB, bToA, err
+}
+
+// pipeSink is Pipe for a source b that copies itself into the TCP
+// connection a: one goroutine per pair instead of two, which is most of what
+// an idle forwarded connection costs.
+func pipeSink(a *net.TCPConn, b io.ReadWriteCloser, sink tcpSink, shut func()) (aToB, bToA int64, err error) {
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	err = sink.StartWriteToTCP(a, func(n int64, err error) {
+		// On the SSH read loop, maybe: nothing here may block. An
+		// error closes a, which ends the copy the other way too, and
+		// that copy's end closes b.
+		if err != nil {
+			a.Close()
+		} else if cerr := a.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			a.Close()
+		}
+		done <- result{n, err}
+	})
+	if err != nil {
+		shut()
+		return 0, 0, err
+	}
+	aToB, err = copyHalf(b, a, shut)
+	r := <-done
+	shut()
+	if err == nil && !errors.Is(r.err, net.ErrClosed) {
+		err = r.err
+	}
+	return aToB, r.n, err
 }
 
 // copyHalf copies src to dst, then half-closes dst. On an error it calls shut
@@ -93,12 +132,9 @@ const (
 // a small buffer and takes a 128 KiB one from a pool only while data keeps
 // coming, so an idle connection holds 512 bytes per direction, not 128 KiB.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
-	if tcp, ok := dst.(*net.TCPConn); ok {
+	if _, ok := dst.(*net.TCPConn); ok {
 		if _, ok := src.(*net.TCPConn); ok {
 			return io.Copy(dst, src)
-		}
-		if d, ok := src.(tcpWriter); ok {
-			return d.WriteToTCP(tcp)
 		}
 	}
 	var (

@@ -21,8 +21,9 @@ type buffer struct {
 
 	closed bool
 
-	// woken is set by wake (pinhole's, for sink.go).
-	woken bool
+	// draining is set while a sink's drainer runs (pinhole's, for
+	// sink.go).
+	draining bool
 }
 
 // An element represents a single link in a linked list.
@@ -99,46 +100,81 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 	return
 }
 
-// The methods below are pinhole's, for sink.go.
+// The methods below are pinhole's, for sink.go: they keep the queue and
+// whether a drainer runs under one lock. Invariant: data waits in the
+// buffer only while draining is set.
 
-// empty reports whether nothing waits to be read.
-func (b *buffer) empty() bool {
+// claim reports whether the read loop may write data to the sink itself:
+// nothing waits and no drainer runs. Otherwise it queues data.
+func (b *buffer) claim(data []byte) bool {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
-	return len(b.head.buf) == 0 && b.head == b.tail
-}
-
-// wake makes a waitData that is waiting return, with or without data.
-func (b *buffer) wake() {
-	b.Cond.L.Lock()
-	b.woken = true
-	b.Cond.Signal()
-	b.Cond.L.Unlock()
-}
-
-// waitData waits until there is data to take, the buffer is closed, or wake
-// was called, and reports whether it is closed.
-func (b *buffer) waitData() (closed bool, err error) {
-	b.Cond.L.Lock()
-	defer b.Cond.L.Unlock()
-	for !b.woken && !b.closed && len(b.head.buf) == 0 && b.head == b.tail {
-		b.Cond.Wait()
+	if !b.draining && len(b.head.buf) == 0 && b.head == b.tail {
+		return true
 	}
-	b.woken = false
-	return b.closed, nil
+	b.append(data)
+	return false
 }
 
-// takeAll takes everything that waits, in order, leaving the buffer empty.
-func (b *buffer) takeAll() [][]byte {
+// queueAndDrain queues what the socket did not take; the caller starts the
+// drainer.
+func (b *buffer) queueAndDrain(data []byte) {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
-	var out [][]byte
+	b.append(data)
+	b.draining = true
+}
+
+// append adds buf at the tail; b's lock is held.
+func (b *buffer) append(buf []byte) {
+	e := &element{buf: buf}
+	b.tail.next = e
+	b.tail = e
+	b.Cond.Signal()
+}
+
+// takeOrStop takes everything that waits, in order; when nothing does, the
+// drainer stops (nil) and learns whether the buffer is closed.
+func (b *buffer) takeOrStop() (bufs [][]byte, closed bool) {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
 	for e := b.head; e != nil; e = e.next {
 		if len(e.buf) > 0 {
-			out = append(out, e.buf)
+			bufs = append(bufs, e.buf)
 		}
+	}
+	if bufs == nil {
+		b.draining = false
+		return nil, b.closed
 	}
 	e := new(element)
 	b.head, b.tail = e, e
-	return out
+	return bufs, false
+}
+
+// stopDraining is for a drainer that gives up on an error.
+func (b *buffer) stopDraining() {
+	b.Cond.L.Lock()
+	b.draining = false
+	b.Cond.L.Unlock()
+}
+
+// startSink reports whether data already waits (then a drainer must start,
+// and draining is set) or, if not, whether the buffer is closed.
+func (b *buffer) startSink() (queued, closed bool) {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	if len(b.head.buf) > 0 || b.head != b.tail {
+		b.draining = true
+		return true, false
+	}
+	return false, b.closed
+}
+
+// idle reports whether the buffer is closed with no drainer running, so no
+// data waits.
+func (b *buffer) idle() bool {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	return b.closed && !b.draining
 }

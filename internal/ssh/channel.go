@@ -429,6 +429,7 @@ func (c *channel) close() {
 	c.closeOnce.Do(func() {
 		c.pending.eof()
 		c.extPending.eof()
+		c.sinkEOF()
 		close(c.msg)
 		close(c.incomingRequests)
 		c.writeMu.Lock()
@@ -479,6 +480,7 @@ func (ch *channel) handlePacket(packet []byte) error {
 		// it is logical to signal EOF at the same time.
 		ch.extPending.eof()
 		ch.pending.eof()
+		ch.sinkEOF()
 		return nil
 	}
 

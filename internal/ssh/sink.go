@@ -11,24 +11,31 @@ import (
 	"syscall"
 )
 
-// A sink is a TCP connection that a channel's arriving data is written into
-// straight from the connection's read loop, without waking a goroutine or
-// copying the data again, for as long as the socket takes it without
-// blocking. What it does not take waits in the channel's buffer for
-// WriteToTCP's goroutine, which writes it with ordinary blocking writes.
+// A sink is a TCP connection that a channel's arriving data is copied into
+// without a goroutine of its own while nothing waits: the connection's read
+// loop writes each data packet straight into the socket for as long as the
+// socket takes it without blocking. What it does not take is queued in the
+// channel's buffer, and a goroutine is started that writes the queue with
+// ordinary blocking writes and ends when the queue is empty.
 //
-// Order: data is written to the socket only by a holder of mu, and only the
-// holder of mu takes data out of the buffer; the read loop writes directly
-// only when the buffer is empty. So everything is written in arrival order.
+// Order: the read loop writes directly only when the queue is empty and no
+// drainer runs (buffer.claim); a drainer, once started, takes everything
+// that arrives until it finds the queue empty, and only then stops
+// (buffer.takeOrStop). Both decisions are made under the buffer's lock, so
+// at most one goroutine writes to the socket at a time, in arrival order.
 type sink struct {
-	mu   sync.Mutex
 	conn *net.TCPConn
 	raw  syscall.RawConn
+	ch   *channel
+
+	written atomic.Int64 // by drainers; the read loop's writes add too
+	once    sync.Once
+	done    func(n int64, err error)
 }
 
 // tryWrite writes as much of p as the socket takes at once, without
 // blocking, and says how much that was. Errors count as nothing written:
-// WriteToTCP's blocking write meets them again and reports them.
+// the drainer's blocking write meets them again and reports them.
 func (s *sink) tryWrite(p []byte) int {
 	var n int
 	err := s.raw.Write(func(fd uintptr) bool {
@@ -47,96 +54,133 @@ func (s *sink) tryWrite(p []byte) int {
 	return n
 }
 
+// finish reports the end of the copy, once.
+func (s *sink) finish(err error) {
+	s.once.Do(func() {
+		s.ch.sink.Store(nil)
+		s.done(s.written.Load(), err)
+	})
+}
+
+// drain runs while data is queued: it writes the queue into the socket and
+// ends when the queue is empty, finishing the copy if the peer's EOF came.
+func (s *sink) drain() {
+	ch := s.ch
+	for {
+		bufs, closed := ch.pending.takeOrStop()
+		if bufs == nil {
+			if closed {
+				s.finish(nil)
+			}
+			// A window adjustment the read loop's writes made due.
+			ch.adjustWindow(0)
+			return
+		}
+		var n int
+		for _, b := range bufs {
+			m, err := s.conn.Write(b)
+			n += m
+			if err != nil {
+				s.written.Add(int64(n))
+				ch.pending.stopDraining()
+				s.finish(err)
+				return
+			}
+		}
+		s.written.Add(int64(n))
+		if err := ch.adjustWindow(uint32(n)); err != nil && !errors.Is(err, io.EOF) {
+			ch.pending.stopDraining()
+			s.finish(err)
+			return
+		}
+	}
+}
+
 // deliver offers data that arrived on ch to its sink, if it has one. It runs
 // on the read loop and never blocks on the network. It reports whether it
-// took care of data: written to the socket, or queued behind data that is
-// already waiting.
+// took care of data: written to the socket, or queued for the drainer.
 func (ch *channel) deliver(data []byte) bool {
 	s := ch.sink.Load()
-	if s == nil || !s.mu.TryLock() {
+	if s == nil {
 		return false
 	}
-	defer s.mu.Unlock()
-	if !ch.pending.empty() {
-		return false // older data first
+	if !ch.pending.claim(data) {
+		return true // queued behind older data, which a drainer writes
 	}
 	n := s.tryWrite(data)
 	if n > 0 {
+		s.written.Add(int64(n))
 		ch.consumed(uint32(n))
 	}
 	if n < len(data) {
-		// The packet is this channel's own copy (the transport hands
-		// out a fresh slice for each), so the rest can wait as it is.
-		ch.pending.write(data[n:])
+		// The packet is this channel's own (the transport hands out a
+		// new slice for each), so the rest can wait as it is.
+		ch.pending.queueAndDrain(data[n:])
+		go s.drain()
 	}
 	return true
 }
 
 // consumed counts n bytes as read by the application. It runs on the read
 // loop, which must never block on a write (both ends of a connection could
-// wait for each other), so a window adjustment that is due is sent by
-// WriteToTCP's goroutine, woken for it.
+// wait for each other), so a window adjustment that is due is sent from a
+// goroutine of its own.
 func (ch *channel) consumed(n uint32) {
 	ch.windowMu.Lock()
 	ch.myConsumed += n
 	due := ch.myConsumed >= windowAdjustEvery
 	ch.windowMu.Unlock()
 	if due {
-		ch.pending.wake()
+		go ch.adjustWindow(0)
 	}
 }
 
-// WriteToTCP copies the channel's data to c until the peer sends EOF, as a
-// loop of Read and c.Write would, but lets the connection's read loop write
-// into c directly while c's socket has room (pinhole's fork: one goroutine
-// hand-off and one copy fewer per packet). It returns the number of bytes
-// written by its own goroutine (those written from the read loop are not
-// counted) and nil at EOF. Only one WriteToTCP or Read may run on a channel.
-func (ch *channel) WriteToTCP(c *net.TCPConn) (int64, error) {
+// sinkEOF is called after the peer's EOF or the channel's end was put in
+// the buffer: with no drainer running, the copy is finished now.
+func (ch *channel) sinkEOF() {
+	if s := ch.sink.Load(); s != nil && ch.pending.idle() {
+		s.finish(nil)
+	}
+}
+
+// StartWriteToTCP copies the channel's data into c until the peer sends EOF,
+// as a loop of Read and c.Write would, without a goroutine while no data
+// waits (pinhole's fork). done is called once, with the bytes written: with
+// a nil error after the peer's EOF (or the channel's end) once everything
+// before it is in c, or with the first write error. done may run on the
+// connection's read loop and must not block: CloseWrite or Close on c and a
+// send on a buffered channel are fine, writing to the SSH connection is not.
+// No Read or other copy may run on the channel at the same time.
+func (ch *channel) StartWriteToTCP(c *net.TCPConn, done func(n int64, err error)) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
+		return err
+	}
+	s := &sink{conn: c, raw: raw, ch: ch, done: done}
+	ch.sink.Store(s)
+	// Data, or the EOF, may have come before the sink.
+	switch queued, closed := ch.pending.startSink(); {
+	case queued:
+		go s.drain()
+	case closed:
+		s.finish(nil)
+	}
+	return nil
+}
+
+// WriteToTCP is StartWriteToTCP that waits: it returns when done would be
+// called, with the same results.
+func (ch *channel) WriteToTCP(c *net.TCPConn) (int64, error) {
+	type result struct {
+		n   int64
+		err error
+	}
+	res := make(chan result, 1)
+	if err := ch.StartWriteToTCP(c, func(n int64, err error) { res <- result{n, err} }); err != nil {
 		return 0, err
 	}
-	s := &sink{conn: c, raw: raw}
-	ch.sink.Store(s)
-	defer ch.sink.Store(nil)
-
-	var written int64
-	for {
-		closed, err := ch.pending.waitData()
-		if err != nil {
-			return written, err
-		}
-		// A due window adjustment, or one for what was written below.
-		if err := ch.adjustWindow(0); err != nil && !errors.Is(err, io.EOF) {
-			return written, err
-		}
-		s.mu.Lock()
-		bufs := ch.pending.takeAll()
-		var n int
-		var werr error
-		for _, b := range bufs {
-			var m int
-			m, werr = c.Write(b)
-			n += m
-			if werr != nil {
-				break
-			}
-		}
-		s.mu.Unlock()
-		written += int64(n)
-		if n > 0 {
-			if err := ch.adjustWindow(uint32(n)); err != nil && !errors.Is(err, io.EOF) {
-				return written, err
-			}
-		}
-		if werr != nil {
-			return written, werr
-		}
-		if closed && len(bufs) == 0 {
-			return written, nil
-		}
-	}
+	r := <-res
+	return r.n, r.err
 }
 
 // sinkPointer is the type of channel.sink.
