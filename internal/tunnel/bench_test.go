@@ -3,6 +3,7 @@ package tunnel_test
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -12,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
 // benchUDP sets up an echo server behind a -L/udp forward.
@@ -224,4 +227,44 @@ func BenchmarkOpenSSHToPinhole(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkNewConn: what the benchmark's conns measures, in this process:
+// 8 workers each connect through -L, send 64 bytes, read them back from an
+// echo server and close. Both pinhole ends run here, so -cpuprofile shows
+// the whole cost of one connection.
+func BenchmarkNewConn(b *testing.B) {
+	echo := streamtest.NewEcho(b)
+	clientKey := newSigner(b)
+	// Info to nowhere, as pinhole's CLI logs: Debug calls cost what they cost there.
+	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv := startServerConfig(b, nil, tunnel.ServerConfig{
+		HostKeys:  []ssh.Signer{newSigner(b)},
+		Authorize: keySet(b, authorizedLine("", clientKey.PublicKey())),
+		Logger:    log,
+	})
+	cfg := clientConfig(b, srv.addr, srv.hostKey.PublicKey(), clientKey)
+	cfg.Logger = log
+	cfg.Local = []spec.Forward{mustParse(b, spec.Local, "127.0.0.1:0:"+echo.Addr())}
+	addr := dialClient(b, cfg).LocalAddrs()[0].String()
+	b.SetParallelism(4) // 8 workers on 2 CPUs
+	b.RunParallel(func(pb *testing.PB) {
+		p := make([]byte, 64)
+		for pb.Next() {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := conn.Write(p); err == nil {
+				_, err = io.ReadFull(conn, p)
+			}
+			conn.Close()
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
