@@ -385,8 +385,9 @@ func (c *gcmCipher) readCipherPacket(seqNum uint32, r io.Reader) ([]byte, error)
 	}
 
 	// A new buffer for each packet, decrypted in place and handed on as it
-	// is: the transport need not copy it (freshPackets; pinhole's fork).
-	buf := make([]byte, length+gcmTagSize)
+	// is: the transport need not copy it (freshPackets; pinhole's fork). It
+	// comes from packetPool and is overwritten whole before use.
+	buf := packetBuffer(int(length + gcmTagSize))
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, err
 	}
@@ -800,8 +801,9 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 	contentEnd := 4 + length
 	packetEnd := contentEnd + poly1305.TagSize
 	// A new buffer for each packet, decrypted in place and handed on as it
-	// is: the transport need not copy it (freshPackets; pinhole's fork).
-	buf := make([]byte, packetEnd)
+	// is: the transport need not copy it (freshPackets; pinhole's fork). It
+	// comes from packetPool and is overwritten whole before use.
+	buf := packetBuffer(int(packetEnd))
 	copy(buf, encryptedLength)
 
 	if _, err := io.ReadFull(r, buf[4:packetEnd]); err != nil {

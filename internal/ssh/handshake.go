@@ -80,6 +80,9 @@ type handshakeTransport struct {
 	readError error
 
 	mu sync.Mutex
+	// writersWaiting counts writePacket calls waiting for mu (pinhole's
+	// fork: see writebatch.go).
+	writersWaiting atomic.Int32
 	// Condition for the above mutex. It is used to notify a completed key
 	// exchange or a write failure. Writes can wait for this condition while a
 	// key exchange is in progress.
@@ -578,9 +581,22 @@ func (t *handshakeTransport) sendKexInit() error {
 var errSendBannerPhase = errors.New("ssh: SendAuthBanner outside of authentication phase")
 
 func (t *handshakeTransport) writePacket(p []byte) error {
+	t.writersWaiting.Add(1)
 	t.mu.Lock()
+	t.writersWaiting.Add(-1)
 	defer t.mu.Unlock()
+	err := t.writePacketLocked(p)
+	if t.writersWaiting.Load() == 0 {
+		// The last writer in line flushes what those before it left in
+		// the buffer (pinhole's fork: see writebatch.go).
+		if ferr := t.flushLocked(); ferr != nil && err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
 
+func (t *handshakeTransport) writePacketLocked(p []byte) error {
 	switch p[0] {
 	case msgKexInit:
 		return errors.New("ssh: only handshakeTransport can send kexInit")
@@ -627,7 +643,7 @@ func (t *handshakeTransport) writePacket(p []byte) error {
 		t.requestKeyExchange()
 	}
 
-	if err := t.pushPacket(p); err != nil {
+	if err := t.pushOrBuffer(p); err != nil {
 		t.writeError = err
 		t.writeCond.Broadcast()
 		return err

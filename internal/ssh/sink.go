@@ -80,7 +80,9 @@ func (s *sink) drain() {
 		for _, b := range bufs {
 			m, err := s.conn.Write(b)
 			n += m
-			if err != nil {
+			if err == nil {
+				recyclePacket(b)
+			} else {
 				s.written.Add(int64(n))
 				ch.pending.stopDraining()
 				s.finish(err)
@@ -112,7 +114,9 @@ func (ch *channel) deliver(data []byte) bool {
 		s.written.Add(int64(n))
 		ch.consumed(uint32(n))
 	}
-	if n < len(data) {
+	if n == len(data) {
+		recyclePacket(data)
+	} else {
 		// The packet is this channel's own (the transport hands out a
 		// new slice for each), so the rest can wait as it is.
 		ch.pending.queueAndDrain(data[n:])

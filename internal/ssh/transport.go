@@ -187,18 +187,22 @@ func (t *transport) writePacket(packet []byte) error {
 	if debugTransport {
 		t.printPacket(packet, true)
 	}
-	return t.writer.writePacket(t.bufWriter, t.rand, packet, t.strictMode)
+	return t.writer.writePacket(t.bufWriter, t.rand, packet, t.strictMode, true)
 }
 
-func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []byte, strictMode bool) error {
+// writePacket seals packet into w and, if flush, flushes w (pinhole's fork:
+// bufferPacket leaves it in w for a later write to flush).
+func (s *connectionState) writePacket(w *bufio.Writer, rand io.Reader, packet []byte, strictMode, flush bool) error {
 	changeKeys := len(packet) > 0 && packet[0] == msgNewKeys
 
 	err := s.packetCipher.writeCipherPacket(s.seqNum, w, rand, packet)
 	if err != nil {
 		return err
 	}
-	if err = w.Flush(); err != nil {
-		return err
+	if flush {
+		if err = w.Flush(); err != nil {
+			return err
+		}
 	}
 	s.seqNum++
 	if changeKeys {
