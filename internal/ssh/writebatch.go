@@ -46,10 +46,12 @@ func (t *handshakeTransport) pushOrBuffer(p []byte) error {
 }
 
 // flushLocked writes out what pushOrBuffer left in the buffer; it costs
-// nothing when the buffer is empty. t.mu is held.
+// nothing when the buffer is empty. t.mu is held. During a key exchange it
+// does nothing: the exchange writes without mu, and sendKexInit flushed
+// what was buffered before it began.
 func (t *handshakeTransport) flushLocked() error {
 	b, ok := t.conn.(bufferingTransport)
-	if !ok {
+	if !ok || t.sentInitMsg != nil {
 		return nil
 	}
 	if err := b.flush(); err != nil {
