@@ -68,7 +68,8 @@ type ClientConfig struct {
 
 	// Dial opens the TCP connection to the server. nil means net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Listen opens -L listeners. nil means net.Listen.
+	// Listen opens -L listeners. nil means net.Listen, with TCP keepalive
+	// at the system's timing on accepted connections.
 	Listen func(network, addr string) (net.Listener, error)
 	// Logger gets one line per state change. nil discards.
 	Logger *slog.Logger
@@ -129,7 +130,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		cfg.Dial = new(net.Dialer).DialContext
 	}
 	if cfg.Listen == nil {
-		cfg.Listen = net.Listen
+		cfg.Listen = listenStreams
 	}
 	for _, f := range cfg.Local {
 		if f.Kind != spec.Local {
@@ -536,7 +537,7 @@ func (c *Client) serveForwarded(l *link, in <-chan ssh.NewChannel, t *syncTable,
 
 func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, f spec.Forward) {
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-	d := net.Dialer{}
+	d := net.Dialer{KeepAliveConfig: streamKeepAlive}
 	conn, err := d.DialContext(ctx, f.Proto.String(), f.Target())
 	cancel()
 	if err != nil {
@@ -579,16 +580,67 @@ func (c *Client) serveLocal(ln net.Listener, f spec.Forward) {
 	}
 }
 
+// forwardOut carries a connection accepted by a -L listener. It waits up to
+// StreamWait for the tunnel and for the server to open the stream; when
+// that passes first, conn is closed then, and the stream when it comes.
+//
+// Unlike open, it waits for the server's answer itself, with a timer for
+// StreamWait rather than a context: one goroutine and one hand-off fewer
+// for each new connection (BenchmarkNewConn).
 func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.StreamWait)
-	ch, l, err := c.open(ctx, chanDirectTCPIP, f.Host, f.HostPort, conn.RemoteAddr())
-	cancel()
+	deadline := time.Now().Add(c.cfg.StreamWait)
+	l, err := c.currentUntil(deadline)
+	var ch ssh.Channel
+	if err == nil {
+		expired := time.AfterFunc(time.Until(deadline), func() { conn.Close() })
+		p := newChannelOpen(f.Host, f.HostPort, conn.RemoteAddr())
+		ch, err = l.openChannel(chanDirectTCPIP, p)
+		if !expired.Stop() {
+			if ch != nil {
+				ch.Close()
+			}
+			ch, err = nil, fmt.Errorf("tunnel: open %s: %w", p.target(), context.DeadlineExceeded)
+		}
+	}
 	if err != nil {
 		c.log.Info("local forward failed", "laddr", conn.LocalAddr().String(), "raddr", f.Target(), "err", err)
 		conn.Close()
 		return
 	}
 	pipe(l.ctx, &c.wg, conn, ch)
+}
+
+// currentUntil is current with a deadline; it makes a context only when
+// there is no connection to return at once.
+func (c *Client) currentUntil(deadline time.Time) (*link, error) {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		return conn, nil
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	defer cancel()
+	return c.current(ctx)
+}
+
+func newChannelOpen(host string, port uint16, origin net.Addr) channelOpen {
+	p := channelOpen{Host: host, Port: uint32(port)}
+	if origin != nil {
+		p.OriginHost, p.OriginPort = hostPort(origin)
+	}
+	return p
+}
+
+// openChannel opens a channel of chanType for p on l and waits for the
+// server's answer.
+func (l *link) openChannel(chanType string, p channelOpen) (ssh.Channel, error) {
+	ch, reqs, err := l.OpenChannel(chanType, ssh.Marshal(p))
+	if err != nil {
+		return nil, openError(p.target(), err)
+	}
+	ignoreRequests(reqs)
+	return ch, nil
 }
 
 // open opens a channel of chanType to host:port on the current
@@ -598,26 +650,20 @@ func (c *Client) open(ctx context.Context, chanType, host string, port uint16, o
 	if err != nil {
 		return nil, nil, err
 	}
-	p := channelOpen{Host: host, Port: uint32(port)}
-	if origin != nil {
-		p.OriginHost, p.OriginPort = hostPort(origin)
-	}
+	p := newChannelOpen(host, port, origin)
 	type result struct {
 		ch  ssh.Channel
 		err error
 	}
 	res := make(chan result, 1)
 	go func() {
-		ch, reqs, err := conn.OpenChannel(chanType, ssh.Marshal(p))
-		if err == nil {
-			ignoreRequests(reqs)
-		}
+		ch, err := conn.openChannel(chanType, p)
 		res <- result{ch, err}
 	}()
 	select {
 	case r := <-res:
 		if r.err != nil {
-			return nil, nil, openError(p.target(), r.err)
+			return nil, nil, r.err
 		}
 		return r.ch, conn, nil
 	case <-ctx.Done():

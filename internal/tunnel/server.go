@@ -72,10 +72,12 @@ type ServerConfig struct {
 	GatewayPorts GatewayPorts
 
 	// Dial connects direct-tcpip channels to their targets. nil means a
-	// net.Dialer with a 10 s timeout.
+	// net.Dialer with a 10 s timeout and TCP keepalive at the system's
+	// timing.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	// Listen opens remote-forward listeners. nil means net.Listen.
+	// Listen opens remote-forward listeners. nil means net.Listen, with TCP
+	// keepalive at the system's timing on accepted connections.
 	Listen func(network, addr string) (net.Listener, error)
 
 	// KeepaliveInterval is how often an idle client is asked whether it is
@@ -130,11 +132,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("tunnel: server needs at least one host key")
 	}
 	if cfg.Dial == nil {
-		d := &net.Dialer{Timeout: 10 * time.Second}
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAliveConfig: streamKeepAlive}
 		cfg.Dial = d.DialContext
 	}
 	if cfg.Listen == nil {
-		cfg.Listen = net.Listen
+		cfg.Listen = listenStreams
 	}
 	if cfg.KeepaliveInterval == 0 {
 		cfg.KeepaliveInterval = 15 * time.Second
