@@ -222,15 +222,16 @@ type channel struct {
 	myConsumed uint32
 
 	// writeMu serializes calls to mux.conn.writePacket() and
-	// protects sentClose and packetPool. This mutex must be
+	// protects sentClose and packets. This mutex must be
 	// different from windowMu, as writePacket can block if there
 	// is a key exchange pending.
 	writeMu   sync.Mutex
 	sentClose bool
 
-	// packetPool has a buffer for each extended channel ID to
-	// save allocations during writes.
-	packetPool map[uint32][]byte
+	// packets has a buffer for data (0) and stderr (1) writes to save
+	// allocations during writes (pinhole's fork: upstream kept a map for
+	// every extended channel ID, made with each channel).
+	packets [2][]byte
 
 	// sink, when set, is where the read loop writes arriving data
 	// (pinhole's fork: see sink.go).
@@ -279,12 +280,15 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 		opCode = msgChannelExtendedData
 	}
 
-	ch.writeMu.Lock()
-	packet := ch.packetPool[extendedCode]
-	// We don't remove the buffer from packetPool, so
-	// WriteExtended calls from different goroutines will be
-	// flagged as errors by the race detector.
-	ch.writeMu.Unlock()
+	var packet []byte
+	if extendedCode < uint32(len(ch.packets)) {
+		ch.writeMu.Lock()
+		packet = ch.packets[extendedCode]
+		// We don't remove the buffer from packets, so
+		// WriteExtended calls from different goroutines will be
+		// flagged as errors by the race detector.
+		ch.writeMu.Unlock()
+	}
 
 	for len(data) > 0 {
 		space := minPayloadSize(ch.maxRemotePayload, len(data))
@@ -314,9 +318,11 @@ func (ch *channel) WriteExtended(data []byte, extendedCode uint32) (n int, err e
 		data = data[len(todo):]
 	}
 
-	ch.writeMu.Lock()
-	ch.packetPool[extendedCode] = packet
-	ch.writeMu.Unlock()
+	if extendedCode < uint32(len(ch.packets)) {
+		ch.writeMu.Lock()
+		ch.packets[extendedCode] = packet
+		ch.writeMu.Unlock()
+	}
 
 	return n, err
 }
@@ -551,7 +557,6 @@ func (m *mux) newChannel(chanType string, direction channelDirection, extraData 
 		chanType:         chanType,
 		extraData:        extraData,
 		mux:              m,
-		packetPool:       make(map[uint32][]byte),
 	}
 	if !m.chanList.add(ch) {
 		// The mux has shut down and will not close the channel.
