@@ -627,7 +627,9 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 		return nil, nil, "", false
 	}
 	ignoreRequests(reqs)
-	sc.log.Debug("channel open", "type", nc.ChannelType(), "raddr", target, "origin", p.origin())
+	if sc.log.Enabled(ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
+		sc.log.Debug("channel open", "type", nc.ChannelType(), "raddr", target, "origin", p.origin())
+	}
 	return ch, c, target, true
 }
 
