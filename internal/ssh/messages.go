@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // These are SSH message type numbers. They are scattered around several
@@ -365,7 +366,21 @@ type pongMsg struct {
 
 // typeTags returns the possible type bytes for the given reflect.Type, which
 // should be a struct. The possible values are separated by a '|' character.
-func typeTags(structType reflect.Type) (tags []byte) {
+// The result is shared and must not be modified: each type's tags are parsed
+// once (pinhole's fork; upstream split the tag string on every Marshal and
+// Unmarshal, a dozen allocations per new forwarded connection).
+func typeTags(structType reflect.Type) []byte {
+	if tags, ok := typeTagsCache.Load(structType); ok {
+		return tags.([]byte)
+	}
+	tags := parseTypeTags(structType)
+	typeTagsCache.Store(structType, tags)
+	return tags
+}
+
+var typeTagsCache sync.Map // reflect.Type → []byte
+
+func parseTypeTags(structType reflect.Type) (tags []byte) {
 	tagStr := structType.Field(0).Tag.Get("sshtype")
 
 	for _, tag := range strings.Split(tagStr, "|") {
