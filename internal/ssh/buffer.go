@@ -21,9 +21,10 @@ type buffer struct {
 
 	closed bool
 
-	// draining is set while a sink's drainer runs (pinhole's, for
-	// sink.go).
+	// draining is set while a sink's drainer runs, sinkOn from the
+	// sink's start to its end (pinhole's, for sink.go).
 	draining bool
+	sinkOn   bool
 }
 
 // An element represents a single link in a linked list.
@@ -160,10 +161,12 @@ func (b *buffer) stopDraining() {
 }
 
 // startSink reports whether data already waits (then a drainer must start,
-// and draining is set) or, if not, whether the buffer is closed.
+// and draining is set) or, if not, whether the buffer is closed. From now
+// on writeIfNoSink refuses data, until endSink.
 func (b *buffer) startSink() (queued, closed bool) {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
+	b.sinkOn = true
 	if len(b.head.buf) > 0 || b.head != b.tail {
 		b.draining = true
 		return true, false
@@ -171,10 +174,43 @@ func (b *buffer) startSink() (queued, closed bool) {
 	return false, b.closed
 }
 
-// idle reports whether the buffer is closed with no drainer running, so no
-// data waits.
+// writeIfNoSink queues data as write does, unless a sink has started.
+func (b *buffer) writeIfNoSink(data []byte) bool {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	if b.sinkOn {
+		return false
+	}
+	b.append(data)
+	return true
+}
+
+// endSink is called when a sink finishes: data is queued as usual again.
+func (b *buffer) endSink() {
+	b.Cond.L.Lock()
+	b.sinkOn = false
+	b.Cond.L.Unlock()
+}
+
+// idle reports whether the buffer is closed with no drainer running and no
+// data waiting (data queued before the sink started waits for the drainer
+// that startSink starts).
 func (b *buffer) idle() bool {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
-	return b.closed && !b.draining
+	return b.closed && !b.draining && len(b.head.buf) == 0 && b.head == b.tail
+}
+
+// isClosed reports whether eof was called (for tests).
+func (b *buffer) isClosed() bool {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	return b.closed
+}
+
+// empty reports whether nothing is queued (for tests).
+func (b *buffer) empty() bool {
+	b.Cond.L.Lock()
+	defer b.Cond.L.Unlock()
+	return len(b.head.buf) == 0 && b.head == b.tail
 }

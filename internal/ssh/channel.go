@@ -236,6 +236,9 @@ type channel struct {
 	// sink, when set, is where the read loop writes arriving data
 	// (pinhole's fork: see sink.go).
 	sink sinkPointer
+	// sinkStoredHook, when set by a test, runs in StartWriteToTCP between
+	// publishing the sink and looking at what is queued.
+	sinkStoredHook func()
 
 	// closeOnce guards close so it is idempotent: closing the internal Go
 	// channels (msg, incomingRequests) more than once would panic.
@@ -381,8 +384,8 @@ func (ch *channel) handleData(packet []byte) error {
 		if err := ch.adjustWindow(length); err != nil && err != io.EOF {
 			return err
 		}
-	} else if !ch.deliver(data) {
-		ch.pending.write(data)
+	} else {
+		ch.deliver(data)
 	}
 	return nil
 }

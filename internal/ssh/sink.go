@@ -57,6 +57,7 @@ func (s *sink) tryWrite(p []byte) int {
 // finish reports the end of the copy, once.
 func (s *sink) finish(err error) {
 	s.once.Do(func() {
+		s.ch.pending.endSink()
 		s.ch.sink.Store(nil)
 		s.done(s.written.Load(), err)
 	})
@@ -98,13 +99,24 @@ func (s *sink) drain() {
 	}
 }
 
-// deliver offers data that arrived on ch to its sink, if it has one. It runs
-// on the read loop and never blocks on the network. It reports whether it
-// took care of data: written to the socket, or queued for the drainer.
+// deliver takes data that arrived on ch: to its sink, if it has one, or
+// into the buffer for Read. It runs on the read loop and never blocks on the
+// network. It always reports true.
 func (ch *channel) deliver(data []byte) bool {
 	s := ch.sink.Load()
 	if s == nil {
-		return false
+		// No sink, as far as this load saw; but one may be starting
+		// right now, after its startSink looked at the queue. The
+		// buffer's lock decides: queued before startSink, the drainer
+		// it starts takes the data; after, the sink takes it.
+		if ch.pending.writeIfNoSink(data) {
+			return true
+		}
+		if s = ch.sink.Load(); s == nil {
+			// The sink finished in the meantime: queue as usual.
+			ch.pending.write(data)
+			return true
+		}
 	}
 	if !ch.pending.claim(data) {
 		return true // queued behind older data, which a drainer writes
@@ -162,6 +174,9 @@ func (ch *channel) StartWriteToTCP(c *net.TCPConn, done func(n int64, err error)
 	}
 	s := &sink{conn: c, raw: raw, ch: ch, done: done}
 	ch.sink.Store(s)
+	if ch.sinkStoredHook != nil {
+		ch.sinkStoredHook() // tests: what arrives between the two steps
+	}
 	// Data, or the EOF, may have come before the sink.
 	switch queued, closed := ch.pending.startSink(); {
 	case queued:

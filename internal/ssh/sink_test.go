@@ -112,3 +112,76 @@ func TestWriteToTCPOrder(t *testing.T) {
 		t.Fatalf("got %d bytes, want %d; first difference at byte %d", got.Len(), len(want), i)
 	}
 }
+
+// TestWriteToTCPStartRace starts the sink while the peer's data and EOF
+// arrive: before it, during it, after it. Every byte must come out, then
+// EOF, whichever goroutine wins.
+func TestWriteToTCPStartRace(t *testing.T) {
+	for i := range 200 {
+		w, r, mux := channelPair(t)
+		a, b := tcpPair(t)
+		msg := bytes.Repeat([]byte{byte(i)}, 64+i)
+		wrote := make(chan struct{})
+		go func() {
+			defer close(wrote)
+			if i%3 == 0 {
+				time.Sleep(time.Duration(i%50) * time.Microsecond)
+			}
+			w.Write(msg)
+			w.CloseWrite()
+		}()
+		if i%2 == 0 {
+			<-wrote // data and EOF first, then the sink
+			for !r.pending.isClosed() {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		if _, err := r.WriteToTCP(a); err != nil {
+			t.Fatalf("round %d: WriteToTCP: %v", i, err)
+		}
+		a.CloseWrite()
+		b.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(b)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("round %d: got %d bytes (%v), want %d", i, len(got), err, len(msg))
+		}
+		<-wrote
+		w.Close()
+		r.Close()
+		mux.Close()
+		a.Close()
+		b.Close()
+	}
+}
+
+// TestWriteToTCPEOFWhileStarting: data queued before the sink starts, and
+// the peer's EOF arriving while it starts, must come out as data then EOF,
+// not as an EOF that overtakes the data.
+func TestWriteToTCPEOFWhileStarting(t *testing.T) {
+	w, r, mux := channelPair(t)
+	defer mux.Close()
+	a, b := tcpPair(t)
+	msg := []byte("queued before the sink started")
+	if _, err := w.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	for r.pending.empty() {
+		time.Sleep(100 * time.Microsecond)
+	}
+	r.sinkStoredHook = func() {
+		w.CloseWrite()
+		for !r.pending.isClosed() {
+			time.Sleep(100 * time.Microsecond)
+		}
+		time.Sleep(10 * time.Millisecond) // let the read loop's EOF handling finish
+	}
+	if _, err := r.WriteToTCP(a); err != nil {
+		t.Fatalf("WriteToTCP: %v", err)
+	}
+	a.CloseWrite()
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(b)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("got %q (%v), want %q", got, err, msg)
+	}
+}
