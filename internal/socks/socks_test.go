@@ -671,10 +671,12 @@ func TestClose(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Close has waited for ServeConn's work; its return and the send
+	// above may still be a moment behind, so wait for them, boundedly.
 	select {
 	case <-connDone:
-	default:
-		t.Error("ServeConn still running after Close returned")
+	case <-time.After(10 * time.Second):
+		t.Error("ServeConn still running 10 s after Close returned")
 	}
 	if err := <-serveErr; !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Serve: %v, want net.ErrClosed", err)
