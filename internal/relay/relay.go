@@ -16,8 +16,6 @@ const bufSize = 128 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-// closeWriter is a connection that can stop sending while it still reads:
-// *net.TCPConn, *net.UnixConn and ssh.Channel all are.
 // tcpSink is a source that copies itself into a TCP connection with no
 // goroutine of ours: pinhole's SSH channels write arriving data into the
 // socket from the connection's read loop (internal/ssh/sink.go). done runs
@@ -26,6 +24,8 @@ type tcpSink interface {
 	StartWriteToTCP(c *net.TCPConn, done func(n int64, err error)) error
 }
 
+// closeWriter is a connection that can stop sending while it still reads:
+// *net.TCPConn, *net.UnixConn and ssh.Channel all are.
 type closeWriter interface {
 	CloseWrite() error
 }

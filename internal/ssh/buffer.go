@@ -48,10 +48,7 @@ func newBuffer() *buffer {
 // buf must not be modified after the call to write.
 func (b *buffer) write(buf []byte) {
 	b.Cond.L.Lock()
-	e := &element{buf: buf}
-	b.tail.next = e
-	b.tail = e
-	b.Cond.Signal()
+	b.append(buf)
 	b.Cond.L.Unlock()
 }
 
@@ -110,7 +107,7 @@ func (b *buffer) Read(buf []byte) (n int, err error) {
 func (b *buffer) claim(data []byte) bool {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
-	if !b.draining && len(b.head.buf) == 0 && b.head == b.tail {
+	if !b.draining && !b.queued() {
 		return true
 	}
 	b.append(data)
@@ -124,6 +121,11 @@ func (b *buffer) queueAndDrain(data []byte) {
 	defer b.Cond.L.Unlock()
 	b.append(data)
 	b.draining = true
+}
+
+// queued reports whether data waits; b's lock is held.
+func (b *buffer) queued() bool {
+	return len(b.head.buf) > 0 || b.head != b.tail
 }
 
 // append adds buf at the tail; b's lock is held.
@@ -167,7 +169,7 @@ func (b *buffer) startSink() (queued, closed bool) {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
 	b.sinkOn = true
-	if len(b.head.buf) > 0 || b.head != b.tail {
+	if b.queued() {
 		b.draining = true
 		return true, false
 	}
@@ -198,7 +200,7 @@ func (b *buffer) endSink() {
 func (b *buffer) idle() bool {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
-	return b.closed && !b.draining && len(b.head.buf) == 0 && b.head == b.tail
+	return b.closed && !b.draining && !b.queued()
 }
 
 // isClosed reports whether eof was called (for tests).
@@ -212,5 +214,5 @@ func (b *buffer) isClosed() bool {
 func (b *buffer) empty() bool {
 	b.Cond.L.Lock()
 	defer b.Cond.L.Unlock()
-	return len(b.head.buf) == 0 && b.head == b.tail
+	return !b.queued()
 }

@@ -235,7 +235,7 @@ type channel struct {
 
 	// sink, when set, is where the read loop writes arriving data
 	// (pinhole's fork: see sink.go).
-	sink sinkPointer
+	sink atomic.Pointer[sink]
 	// sinkStoredHook, when set by a test, runs in StartWriteToTCP between
 	// publishing the sink and looking at what is queued.
 	sinkStoredHook func()

@@ -101,8 +101,8 @@ func (s *sink) drain() {
 
 // deliver takes data that arrived on ch: to its sink, if it has one, or
 // into the buffer for Read. It runs on the read loop and never blocks on the
-// network. It always reports true.
-func (ch *channel) deliver(data []byte) bool {
+// network.
+func (ch *channel) deliver(data []byte) {
 	s := ch.sink.Load()
 	if s == nil {
 		// No sink, as far as this load saw; but one may be starting
@@ -110,16 +110,16 @@ func (ch *channel) deliver(data []byte) bool {
 		// buffer's lock decides: queued before startSink, the drainer
 		// it starts takes the data; after, the sink takes it.
 		if ch.pending.writeIfNoSink(data) {
-			return true
+			return
 		}
 		if s = ch.sink.Load(); s == nil {
 			// The sink finished in the meantime: queue as usual.
 			ch.pending.write(data)
-			return true
+			return
 		}
 	}
 	if !ch.pending.claim(data) {
-		return true // queued behind older data, which a drainer writes
+		return // queued behind older data, which a drainer writes
 	}
 	n := s.tryWrite(data)
 	if n > 0 {
@@ -134,7 +134,6 @@ func (ch *channel) deliver(data []byte) bool {
 		ch.pending.queueAndDrain(data[n:])
 		go s.drain()
 	}
-	return true
 }
 
 // consumed counts n bytes as read by the application. It runs on the read
@@ -186,21 +185,3 @@ func (ch *channel) StartWriteToTCP(c *net.TCPConn, done func(n int64, err error)
 	}
 	return nil
 }
-
-// WriteToTCP is StartWriteToTCP that waits: it returns when done would be
-// called, with the same results.
-func (ch *channel) WriteToTCP(c *net.TCPConn) (int64, error) {
-	type result struct {
-		n   int64
-		err error
-	}
-	res := make(chan result, 1)
-	if err := ch.StartWriteToTCP(c, func(n int64, err error) { res <- result{n, err} }); err != nil {
-		return 0, err
-	}
-	r := <-res
-	return r.n, r.err
-}
-
-// sinkPointer is the type of channel.sink.
-type sinkPointer = atomic.Pointer[sink]

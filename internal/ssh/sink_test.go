@@ -61,7 +61,7 @@ func TestWriteToTCPOrder(t *testing.T) {
 
 	copied := make(chan error, 1)
 	go func() {
-		_, err := r.WriteToTCP(a)
+		_, err := writeToTCP(r, a)
 		a.CloseWrite()
 		copied <- err
 	}()
@@ -136,7 +136,7 @@ func TestWriteToTCPStartRace(t *testing.T) {
 				time.Sleep(100 * time.Microsecond)
 			}
 		}
-		if _, err := r.WriteToTCP(a); err != nil {
+		if _, err := writeToTCP(r, a); err != nil {
 			t.Fatalf("round %d: WriteToTCP: %v", i, err)
 		}
 		a.CloseWrite()
@@ -175,7 +175,7 @@ func TestWriteToTCPEOFWhileStarting(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // let the read loop's EOF handling finish
 	}
-	if _, err := r.WriteToTCP(a); err != nil {
+	if _, err := writeToTCP(r, a); err != nil {
 		t.Fatalf("WriteToTCP: %v", err)
 	}
 	a.CloseWrite()
@@ -184,4 +184,19 @@ func TestWriteToTCPEOFWhileStarting(t *testing.T) {
 	if err != nil || !bytes.Equal(got, msg) {
 		t.Fatalf("got %q (%v), want %q", got, err, msg)
 	}
+}
+
+// writeToTCP is StartWriteToTCP that waits: it returns when done would be
+// called, with the same results.
+func writeToTCP(ch *channel, c *net.TCPConn) (int64, error) {
+	type result struct {
+		n   int64
+		err error
+	}
+	res := make(chan result, 1)
+	if err := ch.StartWriteToTCP(c, func(n int64, err error) { res <- result{n, err} }); err != nil {
+		return 0, err
+	}
+	r := <-res
+	return r.n, r.err
 }

@@ -149,7 +149,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c := &Client{
 		cfg: cfg,
 		sshCfg: &ssh.ClientConfig{
-			Config:            ssh.Config{Ciphers: clientCiphers},
+			Config:            ssh.Config{Ciphers: ciphers},
 			User:              cfg.User,
 			Auth:              cfg.Auth,
 			HostKeyCallback:   cfg.HostKeyCallback,

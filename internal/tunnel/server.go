@@ -159,12 +159,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		bound:     make(map[string]*serverConn),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	ciphers := cfg.Ciphers
-	if len(ciphers) == 0 {
-		ciphers = DefaultServerCiphers()
+	offer := DefaultServerCiphers()
+	if len(cfg.Ciphers) > 0 {
+		offer = slices.Clone(cfg.Ciphers)
 	}
 	s.sshCfg = &ssh.ServerConfig{
-		Config:            ssh.Config{Ciphers: slices.Clone(ciphers)},
+		Config:            ssh.Config{Ciphers: offer},
 		PublicKeyCallback: s.publicKey,
 		ServerVersion:     versionPrefix + "_" + Version,
 	}

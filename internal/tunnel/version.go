@@ -9,17 +9,15 @@ import (
 // Version is pinhole's version, sent in the SSH version string.
 const Version = "0.1"
 
-// clientCiphers is what pinhole connect offers, most wanted first: the
-// server picks the first of these it supports. AES-GCM leads, since with AES
-// instructions it costs a fraction of chacha20-poly1305.
-var clientCiphers = []string{
+// ciphers is every cipher pinhole speaks, in the order pinhole connect
+// offers them, most wanted first: the server picks the first of these it
+// supports. AES-GCM leads, since with AES instructions it costs a fraction
+// of chacha20-poly1305.
+var ciphers = []string{
 	"aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
 	"chacha20-poly1305@openssh.com",
 	"aes128-ctr", "aes192-ctr", "aes256-ctr",
 }
-
-// allCiphers is every cipher ServerConfig.Ciphers may name.
-var allCiphers = clientCiphers
 
 // DefaultServerCiphers is what pinhole server offers when ServerConfig says
 // nothing: every cipher, so that every client finds one. OpenSSH's client
@@ -30,7 +28,7 @@ var allCiphers = clientCiphers
 // instructions (BENCHMARKS.md), at the price of refusing clients without
 // AES-GCM (PuTTY before 0.76, older Dropbear).
 func DefaultServerCiphers() []string {
-	return slices.Clone(clientCiphers)
+	return slices.Clone(ciphers)
 }
 
 // ParseCiphers reads a comma-separated list of cipher names, as sshd's
@@ -42,13 +40,13 @@ func ParseCiphers(s string) ([]string, error) {
 		if c == "" {
 			continue
 		}
-		if !slices.Contains(allCiphers, c) {
-			return nil, fmt.Errorf("tunnel: unknown cipher %q: choose from %s", c, strings.Join(allCiphers, ","))
+		if !slices.Contains(ciphers, c) {
+			return nil, fmt.Errorf("tunnel: unknown cipher %q: choose from %s", c, strings.Join(ciphers, ","))
 		}
 		out = append(out, c)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("tunnel: no cipher named: choose from %s", strings.Join(allCiphers, ","))
+		return nil, fmt.Errorf("tunnel: no cipher named: choose from %s", strings.Join(ciphers, ","))
 	}
 	return out, nil
 }
