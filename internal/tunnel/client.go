@@ -301,9 +301,15 @@ func (c *Client) current(ctx context.Context) (*link, error) {
 
 // connect dials the server, runs the handshake and asks for the remote
 // forwards.
-func (c *Client) connect(ctx context.Context) (*link, error) {
+func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
+	release := cores.hold() // until the link ends
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	nc, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: cannot reach %s: %w", c.cfg.Addr, err)
@@ -336,6 +342,7 @@ func (c *Client) connect(ctx context.Context) (*link, error) {
 	}
 	l := &link{Client: conn}
 	l.ctx, l.cancel = context.WithCancel(c.ctx)
+	context.AfterFunc(l.ctx, release)
 	table := c.requestRemotes(conn)
 	c.wg.Add(1)
 	go func() {

@@ -273,6 +273,7 @@ func (s *Server) Close() error {
 
 // handshake runs the SSH handshake on c and then serves the connection.
 func (s *Server) handshake(c net.Conn) {
+	defer cores.hold()()
 	peer := c.RemoteAddr().String()
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	conn, chans, reqs, err := ssh.NewServerConn(newBufferedConn(c), s.sshCfg)
