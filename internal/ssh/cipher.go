@@ -18,9 +18,8 @@ import (
 	"io"
 	"slices"
 
-	"golang.org/x/crypto/chacha20"
-	"golang.org/x/crypto/chacha20poly1305"
-	"golang.org/x/crypto/poly1305"
+	"github.com/aead/chacha20/chacha"
+	"github.com/aead/poly1305"
 )
 
 const (
@@ -724,31 +723,38 @@ type chacha20Poly1305Cipher struct {
 	lengthKey  [32]byte
 	contentKey [32]byte
 	buf        []byte
-
-	// content is the RFC 8439 AEAD under contentKey, used only for its
-	// keystream (pinhole): see xorContent.
-	content cipher.AEAD
 }
 
-// xorContent XORs buf in place with the content key's keystream from block
-// 1 on, what chacha20.Cipher does after the 64 bytes of block 0, but
-// through chacha20poly1305's assembly, which is several times faster than
-// the generic Go that package chacha20 runs on amd64 (pinhole's fork; see
-// FORK.md).
+// chachaCipher is ChaCha20 under key for the packet with sequence number
+// seqNum, at block 0: OpenSSH's original ChaCha20, with a 64-bit counter
+// and the sequence number as a 64-bit big-endian nonce.
 //
-// With a 96-bit nonce of four zero bytes and then the sequence number, the
-// RFC 8439 block function's state (32-bit counter, 96-bit nonce) equals the
-// original ChaCha20's (64-bit counter, 64-bit nonce) that OpenSSH uses, and
-// the AEAD encrypts from counter 1, so Seal's ciphertext is exactly buf
-// XOR that keystream. Seal also writes its own tag, which is not
-// OpenSSH's MAC, into the 16 bytes after buf: the caller must have them
-// (cap(buf) >= len(buf)+16) and ignore or overwrite them.
-func (c *chacha20Poly1305Cipher) xorContent(buf, nonce []byte) {
-	if cap(buf) < len(buf)+poly1305.TagSize {
-		panic("ssh: xorContent needs room for the tag")
+// It runs on github.com/aead/chacha20's AVX2 assembly where upstream runs
+// package chacha20's generic Go, several times slower on amd64 (pinhole's
+// fork; see FORK.md).
+func chachaCipher(key *[32]byte, seqNum uint32) *chacha.Cipher {
+	var nonce [chacha.NonceSize]byte
+	binary.BigEndian.PutUint32(nonce[4:], seqNum)
+	s, err := chacha.NewCipher(nonce[:], key[:], 20)
+	if err != nil {
+		panic(err) // the nonce and key sizes are fixed
 	}
-	c.content.Seal(buf[:0], nonce, buf, nil)
+	return s
 }
+
+// contentStream is the content key's keystream for packet seqNum, left at
+// block 1 where the packet's content starts, and the Poly1305 key that is
+// the first 32 bytes of block 0.
+func (c *chacha20Poly1305Cipher) contentStream(seqNum uint32) (*chacha.Cipher, [32]byte) {
+	s := chachaCipher(&c.contentKey, seqNum)
+	var polyKey [32]byte
+	s.XORKeyStream(polyKey[:], polyKey[:])
+	s.SetCounter(1)
+	return s, polyKey
+}
+
+// poly1305TagSize is the length of the MAC after each packet.
+const poly1305TagSize = poly1305.TagSize
 
 func newChaCha20Cipher(key, unusedIV, unusedMACKey []byte, unusedAlgs DirectionAlgorithms) (packetCipher, error) {
 	if len(key) != 64 {
@@ -761,24 +767,11 @@ func newChaCha20Cipher(key, unusedIV, unusedMACKey []byte, unusedAlgs DirectionA
 
 	copy(c.contentKey[:], key[:32])
 	copy(c.lengthKey[:], key[32:])
-	aead, err := chacha20poly1305.New(c.contentKey[:])
-	if err != nil {
-		return nil, err
-	}
-	c.content = aead
 	return c, nil
 }
 
 func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([]byte, error) {
-	var nonceBuf [12]byte
-	nonce := nonceBuf[:]
-	binary.BigEndian.PutUint32(nonce[8:], seqNum)
-	s, err := chacha20.NewUnauthenticatedCipher(c.contentKey[:], nonce)
-	if err != nil {
-		return nil, err
-	}
-	var polyKey [32]byte
-	s.XORKeyStream(polyKey[:], polyKey[:])
+	s, polyKey := c.contentStream(seqNum)
 
 	var lenBuf [4]byte
 	encryptedLength := lenBuf[:]
@@ -787,10 +780,7 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 	}
 
 	var lenBytes [4]byte
-	ls, err := chacha20.NewUnauthenticatedCipher(c.lengthKey[:], nonce)
-	if err != nil {
-		return nil, err
-	}
+	ls := chachaCipher(&c.lengthKey, seqNum)
 	ls.XORKeyStream(lenBytes[:], encryptedLength)
 
 	length := binary.BigEndian.Uint32(lenBytes[:])
@@ -799,7 +789,7 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 	}
 
 	contentEnd := 4 + length
-	packetEnd := contentEnd + poly1305.TagSize
+	packetEnd := contentEnd + poly1305TagSize
 	// A new buffer for each packet, decrypted in place and handed on as it
 	// is: the transport need not copy it (freshPackets; pinhole's fork). It
 	// comes from packetPool and is overwritten whole before use.
@@ -810,16 +800,15 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 		return nil, err
 	}
 
-	var mac [poly1305.TagSize]byte
-	copy(mac[:], buf[contentEnd:packetEnd])
-	if !poly1305.Verify(&mac, buf[:contentEnd], &polyKey) {
+	// Poly1305 on github.com/aead/poly1305's AVX2 assembly (pinhole's
+	// fork; see FORK.md).
+	mac := poly1305.Sum(buf[:contentEnd], polyKey)
+	if subtle.ConstantTimeCompare(mac[:], buf[contentEnd:packetEnd]) != 1 {
 		return nil, errors.New("ssh: MAC failure")
 	}
 
-	// The MAC after plain was checked and copied: xorContent may write
-	// over it.
 	plain := buf[4:contentEnd]
-	c.xorContent(plain, nonce)
+	s.XORKeyStream(plain, plain)
 
 	if len(plain) == 0 {
 		return nil, errors.New("ssh: empty packet")
@@ -842,15 +831,7 @@ func (c *chacha20Poly1305Cipher) readCipherPacket(seqNum uint32, r io.Reader) ([
 }
 
 func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, rand io.Reader, payload []byte) error {
-	var nonceBuf [12]byte
-	nonce := nonceBuf[:]
-	binary.BigEndian.PutUint32(nonce[8:], seqNum)
-	s, err := chacha20.NewUnauthenticatedCipher(c.contentKey[:], nonce)
-	if err != nil {
-		return err
-	}
-	var polyKey [32]byte
-	s.XORKeyStream(polyKey[:], polyKey[:])
+	s, polyKey := c.contentStream(seqNum)
 
 	// There is no blocksize, so fall back to multiple of 8 byte
 	// padding, as described in RFC 4253, Sec 6.
@@ -862,7 +843,7 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 	}
 
 	// size (4 bytes), padding (1), payload, padding, tag.
-	totalLength := 4 + 1 + len(payload) + padding + poly1305.TagSize
+	totalLength := 4 + 1 + len(payload) + padding + poly1305TagSize
 	if cap(c.buf) < totalLength {
 		c.buf = make([]byte, totalLength)
 	} else {
@@ -870,10 +851,7 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 	}
 
 	binary.BigEndian.PutUint32(c.buf, uint32(1+len(payload)+padding))
-	ls, err := chacha20.NewUnauthenticatedCipher(c.lengthKey[:], nonce)
-	if err != nil {
-		return err
-	}
+	ls := chachaCipher(&c.lengthKey, seqNum)
 	ls.XORKeyStream(c.buf, c.buf[:4])
 	c.buf[4] = byte(padding)
 	copy(c.buf[5:], payload)
@@ -881,14 +859,9 @@ func (c *chacha20Poly1305Cipher) writeCipherPacket(seqNum uint32, w io.Writer, r
 	if _, err := io.ReadFull(rand, c.buf[5+len(payload):packetEnd]); err != nil {
 		return err
 	}
+	s.XORKeyStream(c.buf[4:packetEnd], c.buf[4:packetEnd])
 
-	// The tag's 16 bytes follow: xorContent's own tag lands there and
-	// the MAC below replaces it.
-	c.xorContent(c.buf[4:packetEnd], nonce)
-
-	var mac [poly1305.TagSize]byte
-	poly1305.Sum(&mac, c.buf[:packetEnd], &polyKey)
-
+	mac := poly1305.Sum(c.buf[:packetEnd], polyKey)
 	copy(c.buf[packetEnd:], mac[:])
 
 	if _, err := w.Write(c.buf); err != nil {
