@@ -341,6 +341,7 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 		forwardedUDP = conn.HandleChannelOpen(chanForwardedUDP)
 	}
 	l := &link{Client: conn}
+	l.early.Store(udp) // a pinhole server
 	l.ctx, l.cancel = context.WithCancel(c.ctx)
 	context.AfterFunc(l.ctx, release)
 	table := c.requestRemotes(conn)
@@ -379,6 +380,7 @@ type link struct {
 	*ssh.Client
 	ctx    context.Context
 	cancel context.CancelFunc
+	early  atomic.Bool // the server takes direct-tcpip-early@pinhole (early.go)
 }
 
 // FatalError is an error the client does not retry: the host key is wrong
@@ -601,7 +603,12 @@ func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
 	if err == nil {
 		expired := time.AfterFunc(time.Until(deadline), func() { conn.Close() })
 		p := newChannelOpen(f.Host, f.HostPort, conn.RemoteAddr())
-		ch, err = l.openChannel(chanDirectTCPIP, p)
+		var early []byte
+		if l.early.Load() {
+			early = readEarly(conn)
+		}
+		ch, err = l.openDirect(p, early)
+		putEarly(early)
 		if !expired.Stop() {
 			if ch != nil {
 				ch.Close()
@@ -639,10 +646,10 @@ func newChannelOpen(host string, port uint16, origin net.Addr) channelOpen {
 	return p
 }
 
-// openChannel opens a channel of chanType for p on l and waits for the
-// server's answer.
-func (l *link) openChannel(chanType string, p channelOpen) (ssh.Channel, error) {
-	ch, reqs, err := l.OpenChannel(chanType, ssh.Marshal(p))
+// openChannel opens a channel of chanType for p (marshalled as payload)
+// on l and waits for the server's answer.
+func (l *link) openChannel(chanType string, p channelOpen, payload []byte) (ssh.Channel, error) {
+	ch, reqs, err := l.OpenChannel(chanType, payload)
 	if err != nil {
 		return nil, openError(p.target(), err)
 	}
@@ -664,7 +671,7 @@ func (c *Client) open(ctx context.Context, chanType, host string, port uint16, o
 	}
 	res := make(chan result, 1)
 	go func() {
-		ch, err := conn.openChannel(chanType, p)
+		ch, err := conn.openChannel(chanType, p, ssh.Marshal(p))
 		res <- result{ch, err}
 	}()
 	select {

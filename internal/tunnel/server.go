@@ -342,7 +342,7 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 	}()
 	for nc := range chans {
 		switch nc.ChannelType() {
-		case chanDirectTCPIP:
+		case chanDirectTCPIP, chanDirectTCPIPEarly:
 			sc.wg.Add(1)
 			go func() {
 				defer sc.wg.Done()
@@ -603,8 +603,8 @@ func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
 // over network and accept the channel, or reject it with OpenSSH's reason
 // codes. ok is false when the channel was rejected.
 func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network string) (ch ssh.Channel, c net.Conn, target string, ok bool) {
-	var p channelOpen
-	if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
+	p, early, err := parseOpen(nc.ChannelType(), nc.ExtraData())
+	if err != nil {
 		nc.Reject(ssh.ConnectionFailed, "malformed "+nc.ChannelType()+" request")
 		return nil, nil, "", false
 	}
@@ -615,12 +615,23 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 		return nil, nil, "", false
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := sc.srv.cfg.Dial(dctx, network, target)
+	c, err = sc.srv.cfg.Dial(dctx, network, target)
 	cancel()
 	if err != nil {
 		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return nil, nil, "", false
+	}
+	if len(early) > 0 {
+		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.Write(early)
+		c.SetWriteDeadline(time.Time{})
+		if err != nil {
+			c.Close()
+			sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+			nc.Reject(ssh.ConnectionFailed, "connected to "+target+" but could not send the first bytes to it: "+err.Error())
+			return nil, nil, "", false
+		}
 	}
 	ch, reqs, err := nc.Accept()
 	if err != nil {

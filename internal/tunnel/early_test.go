@@ -1,0 +1,277 @@
+package tunnel_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
+)
+
+// logBuffer keeps a test server's log lines so a test can look for one,
+// and passes them to the test log too.
+type logBuffer struct {
+	t  testing.TB
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *logBuffer) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *logBuffer) count(s string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Count(w.b.String(), s)
+}
+
+// slowAccept holds each accepted -L connection back a little, so whatever
+// the test writes right after connecting is there when pinhole looks for
+// early data.
+type slowAccept struct{ net.Listener }
+
+func (l slowAccept) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	time.Sleep(50 * time.Millisecond)
+	return c, err
+}
+
+// earlySetup runs a pinhole server whose log it keeps, a target served by
+// handle, and a client with -L to it; it returns the -L address.
+func earlySetup(t *testing.T, handle func(net.Conn)) (string, *logBuffer) {
+	t.Helper()
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Close() })
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	hostKey, userKey := newSigner(t), newSigner(t)
+	logs := &logBuffer{t: t}
+	srv := startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:  []ssh.Signer{hostKey},
+		Authorize: keySet(t, authorizedLine("", userKey.PublicKey())),
+		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), userKey)
+	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+target.Addr().String())}
+	cfg.Listen = func(network, addr string) (net.Listener, error) {
+		ln, err := net.Listen(network, addr)
+		return slowAccept{ln}, err
+	}
+	c := dialClient(t, cfg)
+	return c.LocalAddrs()[0].String(), logs
+}
+
+// echoOnce connects to addr, writes req at once and wants it echoed.
+func echoOnce(t *testing.T, addr string, req []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.Write(req)
+	got := make([]byte, len(req))
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, req) {
+		t.Fatalf("echo: %q, %v; want %q", got, err, req)
+	}
+}
+
+func TestEarlyData(t *testing.T) {
+	addr, logs := earlySetup(t, func(c net.Conn) { io.Copy(c, c) })
+	for i := range 3 {
+		echoOnce(t, addr, []byte(strings.Repeat("GET / HTTP/1.1\r\n", i+1)))
+	}
+	if n := logs.count("type=direct-tcpip-early@pinhole"); n != 3 {
+		t.Errorf("%d of 3 connections opened with early data", n)
+	}
+}
+
+// A target that speaks first gets a plain direct-tcpip open, at once.
+func TestEarlyDataServerFirst(t *testing.T) {
+	addr, logs := earlySetup(t, func(c net.Conn) {
+		c.Write([]byte("220 ready\r\n"))
+		io.Copy(c, c)
+	})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	banner := make([]byte, 11)
+	if _, err := io.ReadFull(conn, banner); err != nil || string(banner) != "220 ready\r\n" {
+		t.Fatalf("banner %q, %v", banner, err)
+	}
+	conn.Write([]byte("QUIT\r\n"))
+	reply := make([]byte, 6)
+	if _, err := io.ReadFull(conn, reply); err != nil || string(reply) != "QUIT\r\n" {
+		t.Fatalf("echo %q, %v", reply, err)
+	}
+	if logs.count("type=direct-tcpip-early@pinhole") != 0 || logs.count("type=direct-tcpip ") != 1 {
+		t.Errorf("want one plain direct-tcpip open; server log:\n%s", logs.b.String())
+	}
+}
+
+// More than the early data's limit, written at once: the first part goes
+// in the open, the rest as channel data, and the target gets every byte
+// in order.
+func TestEarlyDataLarge(t *testing.T) {
+	sums := make(chan [32]byte, 1)
+	addr, logs := earlySetup(t, func(c net.Conn) {
+		h := sha256.New()
+		io.Copy(h, c)
+		var sum [32]byte
+		h.Sum(sum[:0])
+		sums <- sum
+	})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 300<<10)
+	for i := range data {
+		data[i] = byte(i * 31 / 7)
+	}
+	if _, err := conn.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	select {
+	case sum := <-sums:
+		if sum != sha256.Sum256(data) {
+			t.Fatal("the target got different bytes")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the target did not get the end of the data")
+	}
+	conn.Close()
+	if n := logs.count("type=direct-tcpip-early@pinhole"); n != 1 {
+		t.Errorf("%d opens with early data, want 1", n)
+	}
+}
+
+// A pinhole server from before early data refuses the channel type: the
+// client sends the bytes as the channel's first data instead, and stops
+// offering early data on that connection.
+func TestEarlyDataOldServer(t *testing.T) {
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+
+	hostKey, userKey := newSigner(t), newSigner(t)
+	cfg := &ssh.ServerConfig{
+		ServerVersion: "SSH-2.0-pinhole_0.0",
+		PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+			if !bytes.Equal(k.Marshal(), userKey.PublicKey().Marshal()) {
+				return nil, io.EOF
+			}
+			return nil, nil
+		},
+	}
+	cfg.AddHostKey(hostKey)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var opened []string
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+		if err != nil {
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		for ch := range chans {
+			mu.Lock()
+			opened = append(opened, ch.ChannelType())
+			mu.Unlock()
+			if ch.ChannelType() != "direct-tcpip" {
+				ch.Reject(ssh.UnknownChannelType, "unknown channel type")
+				continue
+			}
+			var p struct {
+				Host       string
+				Port       uint32
+				OriginHost string
+				OriginPort uint32
+			}
+			if err := ssh.Unmarshal(ch.ExtraData(), &p); err != nil {
+				ch.Reject(ssh.ConnectionFailed, err.Error())
+				continue
+			}
+			tc, err := net.Dial("tcp", target.Addr().String())
+			if err != nil {
+				ch.Reject(ssh.ConnectionFailed, err.Error())
+				continue
+			}
+			c, creqs, err := ch.Accept()
+			if err != nil {
+				tc.Close()
+				continue
+			}
+			go ssh.DiscardRequests(creqs)
+			go func() { io.Copy(tc, c); tc.(*net.TCPConn).CloseWrite() }()
+			go func() { io.Copy(c, tc); c.CloseWrite(); tc.Close() }()
+		}
+	}()
+
+	ccfg := clientConfig(t, ln.Addr().String(), hostKey.PublicKey(), userKey)
+	ccfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+target.Addr().String())}
+	ccfg.Listen = func(network, addr string) (net.Listener, error) {
+		l, err := net.Listen(network, addr)
+		return slowAccept{l}, err
+	}
+	addr := dialClient(t, ccfg).LocalAddrs()[0].String()
+	for i := range 2 {
+		echoOnce(t, addr, []byte("hello, old server "+strconv.Itoa(i)))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"direct-tcpip-early@pinhole", "direct-tcpip", "direct-tcpip"}
+	if strings.Join(opened, " ") != strings.Join(want, " ") {
+		t.Errorf("channel opens %q, want %q", opened, want)
+	}
+}
