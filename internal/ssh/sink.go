@@ -40,7 +40,7 @@ func (s *sink) tryWrite(p []byte) int {
 	var n int
 	err := s.raw.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			m, err := syscall.Write(int(fd), p[n:])
+			m, err := writeNow(fd, p[n:])
 			if m <= 0 || err != nil {
 				break
 			}

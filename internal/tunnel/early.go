@@ -80,7 +80,7 @@ func readEarly(conn net.Conn) []byte {
 	bp := earlyBufs.Get().(*[]byte)
 	var n int
 	raw.Read(func(fd uintptr) bool {
-		n, err = syscall.Read(int(fd), *bp)
+		n, err = readNow(fd, *bp)
 		return true // one try: never wait for data
 	})
 	if err != nil || n <= 0 {
