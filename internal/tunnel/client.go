@@ -336,9 +336,10 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 	}
 	forwarded := conn.HandleChannelOpen(chanForwardedTCPIP)
 	// Handlers first, so no forwarded channel can come before them.
-	var forwardedUDP <-chan ssh.NewChannel
+	var forwardedUDP, forwardedEarly <-chan ssh.NewChannel
 	if udp {
 		forwardedUDP = conn.HandleChannelOpen(chanForwardedUDP)
+		forwardedEarly = conn.HandleChannelOpen(chanForwardedTCPIPEarly)
 	}
 	l := &link{Client: conn}
 	l.early.Store(udp) // a pinhole server
@@ -351,10 +352,14 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 		c.serveForwarded(l, forwarded, table, false)
 	}()
 	if forwardedUDP != nil {
-		c.wg.Add(1)
+		c.wg.Add(2)
 		go func() {
 			defer c.wg.Done()
 			c.serveForwarded(l, forwardedUDP, table, true)
+		}()
+		go func() {
+			defer c.wg.Done()
+			c.serveForwarded(l, forwardedEarly, table, false)
 		}()
 	}
 	return l, nil
@@ -526,8 +531,8 @@ func (c *Client) serveForwarded(l *link, in <-chan ssh.NewChannel, t *syncTable,
 		proto = spec.UDP
 	}
 	for nc := range in {
-		var p channelOpen
-		if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil {
+		p, early, err := parseOpen(nc.ChannelType(), nc.ExtraData())
+		if err != nil {
 			nc.Reject(ssh.ConnectionFailed, "malformed "+nc.ChannelType()+" request")
 			continue
 		}
@@ -539,20 +544,28 @@ func (c *Client) serveForwarded(l *link, in <-chan ssh.NewChannel, t *syncTable,
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			c.forwardIn(l, nc, p, f)
+			c.forwardIn(l, nc, p, early, f)
 		}()
 	}
 }
 
-func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, f spec.Forward) {
+func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early []byte, f spec.Forward) {
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	d := net.Dialer{KeepAliveConfig: streamKeepAlive}
 	conn, err := d.DialContext(ctx, f.Proto.String(), f.Target())
 	cancel()
+	if err == nil {
+		if err = writeEarly(conn, early); err != nil {
+			conn.Close()
+		}
+	}
 	if err != nil {
 		c.log.Info("remote forward: cannot reach target", "raddr", f.Target(), "peer", p.origin(), "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return
+	}
+	if c.log.Enabled(ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
+		c.log.Debug("forwarded channel", "type", nc.ChannelType(), "raddr", f.Target(), "origin", p.origin())
 	}
 	ch, reqs, err := nc.Accept()
 	if err != nil {
@@ -607,7 +620,7 @@ func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
 		if l.early.Load() {
 			early = readEarly(conn)
 		}
-		ch, err = l.openDirect(p, early)
+		ch, err = openEarly(l.openChannel, chanDirectTCPIP, chanDirectTCPIPEarly, p, early, &l.early)
 		putEarly(early)
 		if !expired.Stop() {
 			if ch != nil {

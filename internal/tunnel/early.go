@@ -5,21 +5,27 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
-// Early data (pinhole only; docs/protocol.md): a -L connection whose
-// client has already written when pinhole accepts it (an HTTP request, a
-// TLS ClientHello) opens a direct-tcpip-early@pinhole channel that carries
-// those bytes, up to maxEarly, in the open itself. The server dials the
-// target, writes them and then confirms, so the first request is on its
-// way one round trip through the tunnel sooner: the client does not wait
-// for the confirmation before sending it. Only what is already there is
-// taken; a client that waits for the server to speak first (SSH, SMTP,
-// MySQL) gets a plain direct-tcpip open at once.
-const chanDirectTCPIPEarly = "direct-tcpip-early@pinhole"
+// Early data (pinhole only; docs/protocol.md): a forwarded connection
+// whose client has already written when pinhole accepts it (an HTTP
+// request, a TLS ClientHello) opens its channel with those bytes, up to
+// maxEarly, in the open itself: direct-tcpip-early@pinhole for -L,
+// forwarded-tcpip-early@pinhole for -R. The far end dials the target,
+// writes them and then confirms, so the first request is on its way one
+// round trip through the tunnel sooner: the near end does not wait for the
+// confirmation before sending it. Only what is already there is taken; a
+// client that waits for the server to speak first (SSH, SMTP, MySQL) gets a
+// plain open at once.
+const (
+	chanDirectTCPIPEarly    = "direct-tcpip-early@pinhole"
+	chanForwardedTCPIPEarly = "forwarded-tcpip-early@pinhole"
+)
 
 // maxEarly bounds the early data: a fresh TCP socket takes it without
 // blocking, and it fits in any SSH packet.
@@ -39,21 +45,20 @@ func (e channelOpenEarly) open() channelOpen {
 	return channelOpen{Host: e.Host, Port: e.Port, OriginHost: e.OriginHost, OriginPort: e.OriginPort}
 }
 
-// openDirect opens a direct-tcpip channel for p on l. Early data goes in
-// the open when the server is pinhole; to a pinhole server from before
-// early data (which refuses the channel type) it goes as the channel's
-// first data, and l stops trying.
-func (l *link) openDirect(p channelOpen, early []byte) (ssh.Channel, error) {
-	if len(early) > 0 && l.early.Load() {
+// openEarly opens a channel of plainType for p through open. Early data
+// goes in the open as earlyType while offer holds; to a pinhole peer from
+// before early data (which refuses the type) it goes as the channel's
+// first data, and offer is cleared so the connection stops trying.
+func openEarly(open func(chanType string, p channelOpen, payload []byte) (ssh.Channel, error), plainType, earlyType string, p channelOpen, early []byte, offer *atomic.Bool) (ssh.Channel, error) {
+	if len(early) > 0 && offer.Load() {
 		e := channelOpenEarly{Host: p.Host, Port: p.Port, OriginHost: p.OriginHost, OriginPort: p.OriginPort, Early: early}
-		ch, err := l.openChannel(chanDirectTCPIPEarly, e.open(), ssh.Marshal(e))
-		var oe *OpenError
-		if !errors.As(err, &oe) || oe.Reason != ssh.UnknownChannelType {
+		ch, err := open(earlyType, p, ssh.Marshal(e))
+		if !unknownType(err) {
 			return ch, err
 		}
-		l.early.Store(false)
+		offer.Store(false)
 	}
-	ch, err := l.openChannel(chanDirectTCPIP, p, ssh.Marshal(p))
+	ch, err := open(plainType, p, ssh.Marshal(p))
 	if err == nil && len(early) > 0 {
 		if _, err = ch.Write(early); err != nil {
 			ch.Close()
@@ -61,6 +66,26 @@ func (l *link) openDirect(p channelOpen, early []byte) (ssh.Channel, error) {
 		}
 	}
 	return ch, err
+}
+
+// unknownType reports whether err is a refusal of the channel type.
+func unknownType(err error) bool {
+	var oe *OpenError
+	var oce *ssh.OpenChannelError
+	return errors.As(err, &oe) && oe.Reason == ssh.UnknownChannelType ||
+		errors.As(err, &oce) && oce.Reason == ssh.UnknownChannelType
+}
+
+// writeEarly writes early data to a target just dialed, before the channel
+// is confirmed.
+func writeEarly(c net.Conn, early []byte) error {
+	if len(early) == 0 {
+		return nil
+	}
+	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.Write(early)
+	c.SetWriteDeadline(time.Time{})
+	return err
 }
 
 var earlyBufs = sync.Pool{New: func() any { b := make([]byte, maxEarly); return &b }}
@@ -97,11 +122,11 @@ func putEarly(b []byte) {
 	}
 }
 
-// parseOpen reads the payload of a direct-tcpip, direct-udp@pinhole or
-// direct-tcpip-early@pinhole open (chanType): the target, the originator
-// and, for the last, the early data.
+// parseOpen reads the payload of a channel open of chanType that carries a
+// channelOpen (direct-tcpip, forwarded-tcpip and pinhole's UDP ones), or,
+// for the two early types, a channelOpenEarly.
 func parseOpen(chanType string, payload []byte) (channelOpen, []byte, error) {
-	if chanType != chanDirectTCPIPEarly {
+	if chanType != chanDirectTCPIPEarly && chanType != chanForwardedTCPIPEarly {
 		var p channelOpen
 		err := ssh.Unmarshal(payload, &p)
 		return p, nil, err

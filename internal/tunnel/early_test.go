@@ -3,6 +3,7 @@ package tunnel_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"io"
 	"log/slog"
 	"net"
@@ -53,23 +54,7 @@ func (l slowAccept) Accept() (net.Conn, error) {
 // handle, and a client with -L to it; it returns the -L address.
 func earlySetup(t *testing.T, handle func(net.Conn)) (string, *logBuffer) {
 	t.Helper()
-	target, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Close() })
-	go func() {
-		for {
-			c, err := target.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
+	target := serveTarget(t, handle)
 	hostKey, userKey := newSigner(t), newSigner(t)
 	logs := &logBuffer{t: t}
 	srv := startServerConfig(t, nil, tunnel.ServerConfig{
@@ -79,10 +64,7 @@ func earlySetup(t *testing.T, handle func(net.Conn)) (string, *logBuffer) {
 	})
 	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), userKey)
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+target.Addr().String())}
-	cfg.Listen = func(network, addr string) (net.Listener, error) {
-		ln, err := net.Listen(network, addr)
-		return slowAccept{ln}, err
-	}
+	cfg.Listen = slowListen
 	c := dialClient(t, cfg)
 	return c.LocalAddrs()[0].String(), logs
 }
@@ -181,21 +163,7 @@ func TestEarlyDataLarge(t *testing.T) {
 // client sends the bytes as the channel's first data instead, and stops
 // offering early data on that connection.
 func TestEarlyDataOldServer(t *testing.T) {
-	target, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	go func() {
-		for {
-			c, err := target.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-
+	target := echoTarget(t)
 	hostKey, userKey := newSigner(t), newSigner(t)
 	cfg := &ssh.ServerConfig{
 		ServerVersion: "SSH-2.0-pinhole_0.0",
@@ -212,8 +180,7 @@ func TestEarlyDataOldServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	var mu sync.Mutex
-	var opened []string
+	old := &oldPeer{}
 	go func() {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -224,54 +191,167 @@ func TestEarlyDataOldServer(t *testing.T) {
 			return
 		}
 		go ssh.DiscardRequests(reqs)
-		for ch := range chans {
-			mu.Lock()
-			opened = append(opened, ch.ChannelType())
-			mu.Unlock()
-			if ch.ChannelType() != "direct-tcpip" {
-				ch.Reject(ssh.UnknownChannelType, "unknown channel type")
-				continue
-			}
-			var p struct {
-				Host       string
-				Port       uint32
-				OriginHost string
-				OriginPort uint32
-			}
-			if err := ssh.Unmarshal(ch.ExtraData(), &p); err != nil {
-				ch.Reject(ssh.ConnectionFailed, err.Error())
-				continue
-			}
-			tc, err := net.Dial("tcp", target.Addr().String())
-			if err != nil {
-				ch.Reject(ssh.ConnectionFailed, err.Error())
-				continue
-			}
-			c, creqs, err := ch.Accept()
-			if err != nil {
-				tc.Close()
-				continue
-			}
-			go ssh.DiscardRequests(creqs)
-			go func() { io.Copy(tc, c); tc.(*net.TCPConn).CloseWrite() }()
-			go func() { io.Copy(c, tc); c.CloseWrite(); tc.Close() }()
-		}
+		old.serve(chans, "direct-tcpip", target.Addr().String())
 	}()
 
 	ccfg := clientConfig(t, ln.Addr().String(), hostKey.PublicKey(), userKey)
 	ccfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+target.Addr().String())}
-	ccfg.Listen = func(network, addr string) (net.Listener, error) {
-		l, err := net.Listen(network, addr)
-		return slowAccept{l}, err
-	}
+	ccfg.Listen = slowListen
 	addr := dialClient(t, ccfg).LocalAddrs()[0].String()
 	for i := range 2 {
 		echoOnce(t, addr, []byte("hello, old server "+strconv.Itoa(i)))
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	want := []string{"direct-tcpip-early@pinhole", "direct-tcpip", "direct-tcpip"}
-	if strings.Join(opened, " ") != strings.Join(want, " ") {
-		t.Errorf("channel opens %q, want %q", opened, want)
+	old.check(t, "direct-tcpip-early@pinhole", "direct-tcpip", "direct-tcpip")
+}
+
+// oldPeer plays a pinhole end from before early data: it takes channels
+// of one type only and relays each to a target, refuses every other type
+// as unknown, and keeps the types it was asked for.
+type oldPeer struct {
+	mu     sync.Mutex
+	opened []string
+}
+
+func (o *oldPeer) serve(chans <-chan ssh.NewChannel, chanType, target string) {
+	for ch := range chans {
+		o.mu.Lock()
+		o.opened = append(o.opened, ch.ChannelType())
+		o.mu.Unlock()
+		if ch.ChannelType() != chanType {
+			ch.Reject(ssh.UnknownChannelType, "unknown channel type")
+			continue
+		}
+		tc, err := net.Dial("tcp", target)
+		if err != nil {
+			ch.Reject(ssh.ConnectionFailed, err.Error())
+			continue
+		}
+		c, reqs, err := ch.Accept()
+		if err != nil {
+			tc.Close()
+			continue
+		}
+		go ssh.DiscardRequests(reqs)
+		go func() { io.Copy(tc, c); tc.(*net.TCPConn).CloseWrite() }()
+		go func() { io.Copy(c, tc); c.CloseWrite(); tc.Close() }()
 	}
+}
+
+// check wants the channel types asked for so far to be want, in order.
+func (o *oldPeer) check(t *testing.T, want ...string) {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if strings.Join(o.opened, " ") != strings.Join(want, " ") {
+		t.Errorf("channel opens %q, want %q", o.opened, want)
+	}
+}
+
+// serveTarget is a TCP server for the length of the test that runs handle
+// for each connection and then closes it.
+func serveTarget(t *testing.T, handle func(net.Conn)) net.Listener {
+	t.Helper()
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Close() })
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return target
+}
+
+// echoTarget is a TCP echo server for the length of the test.
+func echoTarget(t *testing.T) net.Listener {
+	return serveTarget(t, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// slowListen is a Listen that holds each accepted connection back a
+// little (slowAccept).
+func slowListen(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	return slowAccept{ln}, err
+}
+
+// remoteSetup runs an echo target and a pinhole server whose remote
+// forwards accept slowly (slowListen), with a host key and a user key it
+// lets in.
+func remoteSetup(t *testing.T) (target net.Listener, srv *server, hostKey, userKey ssh.Signer) {
+	target = echoTarget(t)
+	hostKey, userKey = newSigner(t), newSigner(t)
+	srv = startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:  []ssh.Signer{hostKey},
+		Authorize: keySet(t, authorizedLine("", userKey.PublicKey())),
+		Listen:    slowListen,
+		Logger:    testLogger(t).With("side", "server"),
+	})
+	return target, srv, hostKey, userKey
+}
+
+// -R: the server carries what a connection to its remote-forward port has
+// already sent in forwarded-tcpip-early@pinhole, and the client writes it
+// to the target before confirming.
+func TestEarlyDataRemote(t *testing.T) {
+	target, srv, hostKey, userKey := remoteSetup(t)
+	logs := &logBuffer{t: t}
+	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), userKey)
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "0:"+target.Addr().String())}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := dialClient(t, cfg)
+	_, port, err := net.SplitHostPort(c.RemoteAddrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		echoOnce(t, net.JoinHostPort("127.0.0.1", port), []byte(strings.Repeat("GET / HTTP/1.1\r\n", i+1)))
+	}
+	if n := logs.count("type=forwarded-tcpip-early@pinhole"); n != 3 {
+		t.Errorf("%d of 3 forwarded connections opened with early data", n)
+	}
+}
+
+// -R to a pinhole client from before early data, which refuses the channel
+// type: the server sends the bytes as the channel's first data instead,
+// and stops offering early data to that client.
+func TestEarlyDataRemoteOldClient(t *testing.T) {
+	target, srv, hostKey, userKey := remoteSetup(t)
+	nc, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, srv.addr, &ssh.ClientConfig{
+		User:            "old",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(userKey)},
+		HostKeyCallback: ssh.FixedHostKey(hostKey.PublicKey()),
+		ClientVersion:   "SSH-2.0-pinhole_0.0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go ssh.DiscardRequests(reqs)
+	ok, reply, err := conn.SendRequest("tcpip-forward", true, ssh.Marshal(struct {
+		Host string
+		Port uint32
+	}{"127.0.0.1", 0}))
+	if err != nil || !ok {
+		t.Fatalf("tcpip-forward: %v, %v", ok, err)
+	}
+	port := binary.BigEndian.Uint32(reply)
+	old := &oldPeer{}
+	go old.serve(chans, "forwarded-tcpip", target.Addr().String())
+	for i := range 2 {
+		echoOnce(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), []byte("hello, old client "+strconv.Itoa(i)))
+	}
+	old.check(t, "forwarded-tcpip-early@pinhole", "forwarded-tcpip", "forwarded-tcpip")
 }

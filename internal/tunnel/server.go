@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -295,6 +296,7 @@ func (s *Server) handshake(c net.Conn) {
 		forwards:    make(map[forwardRequest]*remoteListener),
 		udpForwards: make(map[forwardRequest]*udpListener),
 	}
+	sc.early.Store(sc.pinhole)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -317,7 +319,8 @@ type serverConn struct {
 	ctx     context.Context // ends with the connection
 	conn    *ssh.ServerConn
 	opts    *auth.Options
-	pinhole bool // the client is pinhole: refusals may carry a reason
+	pinhole bool        // the client is pinhole: refusals may carry a reason
+	early   atomic.Bool // the client takes forwarded-tcpip-early@pinhole (early.go)
 	log     *slog.Logger
 
 	mu          sync.Mutex
@@ -578,14 +581,28 @@ func (rl *remoteListener) serve() {
 func (rl *remoteListener) forward(c net.Conn) {
 	oh, op := hostPort(c.RemoteAddr())
 	payload := channelOpen{Host: rl.req.BindHost, Port: rl.port, OriginHost: oh, OriginPort: op}
-	ch, reqs, err := rl.sc.conn.OpenChannel(chanForwardedTCPIP, ssh.Marshal(payload))
+	var early []byte
+	if rl.sc.early.Load() {
+		early = readEarly(c)
+	}
+	ch, err := openEarly(rl.sc.open, chanForwardedTCPIP, chanForwardedTCPIPEarly, payload, early, &rl.sc.early)
+	putEarly(early)
 	if err != nil {
 		rl.sc.log.Info("client refused forwarded connection", "laddr", rl.key, "raddr", c.RemoteAddr().String(), "err", err)
 		c.Close()
 		return
 	}
-	ignoreRequests(reqs)
 	pipe(rl.sc.ctx, &rl.sc.wg, c, ch)
+}
+
+// open opens a stream channel to the client, for openEarly.
+func (sc *serverConn) open(chanType string, _ channelOpen, payload []byte) (ssh.Channel, error) {
+	ch, reqs, err := sc.conn.OpenChannel(chanType, payload)
+	if err != nil {
+		return nil, err
+	}
+	ignoreRequests(reqs)
+	return ch, nil
 }
 
 // direct serves a direct-tcpip channel (ssh -L, ssh -D): check
@@ -622,16 +639,11 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return nil, nil, "", false
 	}
-	if len(early) > 0 {
-		c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		_, err := c.Write(early)
-		c.SetWriteDeadline(time.Time{})
-		if err != nil {
-			c.Close()
-			sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
-			nc.Reject(ssh.ConnectionFailed, "connected to "+target+" but could not send the first bytes to it: "+err.Error())
-			return nil, nil, "", false
-		}
+	if err := writeEarly(c, early); err != nil {
+		c.Close()
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+		nc.Reject(ssh.ConnectionFailed, "connected to "+target+" but could not send the first bytes to it: "+err.Error())
+		return nil, nil, "", false
 	}
 	ch, reqs, err := nc.Accept()
 	if err != nil {
