@@ -21,7 +21,8 @@ import (
 // every core: one per connection.
 //
 // A GOMAXPROCS set in the environment is the user's choice and is left as
-// it is.
+// it is. Setting GOMAXPROCS turns off the runtime's own updates of it from
+// a cgroup CPU limit; the ceiling here is what that limit gave at start.
 var cores = newCoreBudget(os.Getenv("GOMAXPROCS") == "", runtime.GOMAXPROCS(0), runtime.GOMAXPROCS)
 
 type coreBudget struct {
