@@ -39,20 +39,47 @@ func (w *logBuffer) count(s string) int {
 	return strings.Count(w.b.String(), s)
 }
 
-// slowAccept holds each accepted -L connection back a little, so whatever
-// the test writes right after connecting is there when pinhole looks for
-// early data.
-type slowAccept struct{ net.Listener }
+// gate is a Listen whose listeners hand out each accepted connection only
+// once the test says it has written to it (wrote), or after 10 s: what the
+// test writes right after connecting is then there when pinhole looks for
+// early data, however slow the machine. Connections are gated one at a
+// time, in order.
+type gate struct{ written chan struct{} }
 
-func (l slowAccept) Accept() (net.Conn, error) {
+func newGate() *gate { return &gate{written: make(chan struct{}, 1)} }
+
+func (g *gate) listen(network, addr string) (net.Listener, error) {
+	ln, err := net.Listen(network, addr)
+	return gatedListener{ln, g}, err
+}
+
+// wrote lets the connection accepted next go (g may be nil).
+func (g *gate) wrote() {
+	if g != nil {
+		g.written <- struct{}{}
+	}
+}
+
+type gatedListener struct {
+	net.Listener
+	g *gate
+}
+
+func (l gatedListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
-	time.Sleep(50 * time.Millisecond)
+	if err == nil {
+		select {
+		case <-l.g.written:
+		case <-time.After(10 * time.Second):
+		}
+	}
 	return c, err
 }
 
 // earlySetup runs a pinhole server whose log it keeps, a target served by
-// handle, and a client with -L to it; it returns the -L address.
-func earlySetup(t *testing.T, handle func(net.Conn)) (string, *logBuffer) {
+// handle, and a client with -L to it, its listener gated by g (if not
+// nil); it returns the -L address.
+func earlySetup(t *testing.T, g *gate, handle func(net.Conn)) (string, *logBuffer) {
 	t.Helper()
 	target := serveTarget(t, handle)
 	hostKey, userKey := newSigner(t), newSigner(t)
@@ -64,13 +91,16 @@ func earlySetup(t *testing.T, handle func(net.Conn)) (string, *logBuffer) {
 	})
 	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), userKey)
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+target.Addr().String())}
-	cfg.Listen = slowListen
+	if g != nil {
+		cfg.Listen = g.listen
+	}
 	c := dialClient(t, cfg)
 	return c.LocalAddrs()[0].String(), logs
 }
 
-// echoOnce connects to addr, writes req at once and wants it echoed.
-func echoOnce(t *testing.T, addr string, req []byte) {
+// echoOnce connects to addr, writes req at once, opens g and wants req
+// echoed.
+func echoOnce(t *testing.T, addr string, g *gate, req []byte) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -78,6 +108,7 @@ func echoOnce(t *testing.T, addr string, req []byte) {
 	}
 	defer conn.Close()
 	conn.Write(req)
+	g.wrote()
 	got := make([]byte, len(req))
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, req) {
@@ -86,9 +117,10 @@ func echoOnce(t *testing.T, addr string, req []byte) {
 }
 
 func TestEarlyData(t *testing.T) {
-	addr, logs := earlySetup(t, func(c net.Conn) { io.Copy(c, c) })
+	g := newGate()
+	addr, logs := earlySetup(t, g, func(c net.Conn) { io.Copy(c, c) })
 	for i := range 3 {
-		echoOnce(t, addr, []byte(strings.Repeat("GET / HTTP/1.1\r\n", i+1)))
+		echoOnce(t, addr, g, []byte(strings.Repeat("GET / HTTP/1.1\r\n", i+1)))
 	}
 	if n := logs.count("type=direct-tcpip-early@pinhole"); n != 3 {
 		t.Errorf("%d of 3 connections opened with early data", n)
@@ -97,7 +129,7 @@ func TestEarlyData(t *testing.T) {
 
 // A target that speaks first gets a plain direct-tcpip open, at once.
 func TestEarlyDataServerFirst(t *testing.T) {
-	addr, logs := earlySetup(t, func(c net.Conn) {
+	addr, logs := earlySetup(t, nil, func(c net.Conn) {
 		c.Write([]byte("220 ready\r\n"))
 		io.Copy(c, c)
 	})
@@ -126,7 +158,8 @@ func TestEarlyDataServerFirst(t *testing.T) {
 // in order.
 func TestEarlyDataLarge(t *testing.T) {
 	sums := make(chan [32]byte, 1)
-	addr, logs := earlySetup(t, func(c net.Conn) {
+	g := newGate()
+	addr, logs := earlySetup(t, g, func(c net.Conn) {
 		h := sha256.New()
 		io.Copy(h, c)
 		var sum [32]byte
@@ -141,7 +174,13 @@ func TestEarlyDataLarge(t *testing.T) {
 	for i := range data {
 		data[i] = byte(i * 31 / 7)
 	}
-	if _, err := conn.Write(data); err != nil {
+	// The first 8 KiB, then the rest once the gate is open: 300 KiB may be
+	// more than the socket takes before pinhole accepts it.
+	if _, err := conn.Write(data[:8<<10]); err != nil {
+		t.Fatal(err)
+	}
+	g.wrote()
+	if _, err := conn.Write(data[8<<10:]); err != nil {
 		t.Fatal(err)
 	}
 	conn.(*net.TCPConn).CloseWrite()
@@ -196,10 +235,11 @@ func TestEarlyDataOldServer(t *testing.T) {
 
 	ccfg := clientConfig(t, ln.Addr().String(), hostKey.PublicKey(), userKey)
 	ccfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+target.Addr().String())}
-	ccfg.Listen = slowListen
+	g := newGate()
+	ccfg.Listen = g.listen
 	addr := dialClient(t, ccfg).LocalAddrs()[0].String()
 	for i := range 2 {
-		echoOnce(t, addr, []byte("hello, old server "+strconv.Itoa(i)))
+		echoOnce(t, addr, g, []byte("hello, old server "+strconv.Itoa(i)))
 	}
 	old.check(t, "direct-tcpip-early@pinhole", "direct-tcpip", "direct-tcpip")
 }
@@ -276,33 +316,27 @@ func echoTarget(t *testing.T) net.Listener {
 	return serveTarget(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
-// slowListen is a Listen that holds each accepted connection back a
-// little (slowAccept).
-func slowListen(network, addr string) (net.Listener, error) {
-	ln, err := net.Listen(network, addr)
-	return slowAccept{ln}, err
-}
-
 // remoteSetup runs an echo target and a pinhole server whose remote
-// forwards accept slowly (slowListen), with a host key and a user key it
-// lets in.
-func remoteSetup(t *testing.T) (target net.Listener, srv *server, hostKey, userKey ssh.Signer) {
+// forwards are gated by the gate it returns, with a host key and a user key
+// it lets in.
+func remoteSetup(t *testing.T) (target net.Listener, srv *server, g *gate, hostKey, userKey ssh.Signer) {
 	target = echoTarget(t)
+	g = newGate()
 	hostKey, userKey = newSigner(t), newSigner(t)
 	srv = startServerConfig(t, nil, tunnel.ServerConfig{
 		HostKeys:  []ssh.Signer{hostKey},
 		Authorize: keySet(t, authorizedLine("", userKey.PublicKey())),
-		Listen:    slowListen,
+		Listen:    g.listen,
 		Logger:    testLogger(t).With("side", "server"),
 	})
-	return target, srv, hostKey, userKey
+	return target, srv, g, hostKey, userKey
 }
 
 // -R: the server carries what a connection to its remote-forward port has
 // already sent in forwarded-tcpip-early@pinhole, and the client writes it
 // to the target before confirming.
 func TestEarlyDataRemote(t *testing.T) {
-	target, srv, hostKey, userKey := remoteSetup(t)
+	target, srv, g, hostKey, userKey := remoteSetup(t)
 	logs := &logBuffer{t: t}
 	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), userKey)
 	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "0:"+target.Addr().String())}
@@ -313,7 +347,7 @@ func TestEarlyDataRemote(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		echoOnce(t, net.JoinHostPort("127.0.0.1", port), []byte(strings.Repeat("GET / HTTP/1.1\r\n", i+1)))
+		echoOnce(t, net.JoinHostPort("127.0.0.1", port), g, []byte(strings.Repeat("GET / HTTP/1.1\r\n", i+1)))
 	}
 	if n := logs.count("type=forwarded-tcpip-early@pinhole"); n != 3 {
 		t.Errorf("%d of 3 forwarded connections opened with early data", n)
@@ -324,7 +358,7 @@ func TestEarlyDataRemote(t *testing.T) {
 // type: the server sends the bytes as the channel's first data instead,
 // and stops offering early data to that client.
 func TestEarlyDataRemoteOldClient(t *testing.T) {
-	target, srv, hostKey, userKey := remoteSetup(t)
+	target, srv, g, hostKey, userKey := remoteSetup(t)
 	nc, err := net.Dial("tcp", srv.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +385,7 @@ func TestEarlyDataRemoteOldClient(t *testing.T) {
 	old := &oldPeer{}
 	go old.serve(chans, "forwarded-tcpip", target.Addr().String())
 	for i := range 2 {
-		echoOnce(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), []byte("hello, old client "+strconv.Itoa(i)))
+		echoOnce(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), g, []byte("hello, old client "+strconv.Itoa(i)))
 	}
 	old.check(t, "forwarded-tcpip-early@pinhole", "forwarded-tcpip", "forwarded-tcpip")
 }
