@@ -554,17 +554,17 @@ func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early []by
 	d := net.Dialer{KeepAliveConfig: streamKeepAlive}
 	conn, err := d.DialContext(ctx, f.Proto.String(), f.Target())
 	cancel()
-	if err == nil {
-		if err = writeEarly(conn, early); err != nil {
-			conn.Close()
-		}
-	}
 	if err != nil {
 		c.log.Info("remote forward: cannot reach target", "raddr", f.Target(), "peer", p.origin(), "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return
 	}
-	if c.log.Enabled(ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
+	if err := writeEarly(conn, f.Target(), early); err != nil {
+		c.log.Info("remote forward: cannot reach target", "raddr", f.Target(), "peer", p.origin(), "err", err)
+		nc.Reject(ssh.ConnectionFailed, err.Error())
+		return
+	}
+	if c.log.Enabled(c.ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
 		c.log.Debug("forwarded channel", "type", nc.ChannelType(), "raddr", f.Target(), "origin", p.origin())
 	}
 	ch, reqs, err := nc.Accept()

@@ -76,16 +76,21 @@ func unknownType(err error) bool {
 		errors.As(err, &oce) && oce.Reason == ssh.UnknownChannelType
 }
 
-// writeEarly writes early data to a target just dialed, before the channel
-// is confirmed.
-func writeEarly(c net.Conn, early []byte) error {
+// writeEarly writes early data to target, just dialed as c, before the
+// channel is confirmed. On failure it closes c and returns the reason to
+// refuse the channel with.
+func writeEarly(c net.Conn, target string, early []byte) error {
 	if len(early) == 0 {
 		return nil
 	}
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err := c.Write(early)
 	c.SetWriteDeadline(time.Time{})
-	return err
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("connected to %s but could not send the first bytes to it: %w", target, err)
+	}
+	return nil
 }
 
 var earlyBufs = sync.Pool{New: func() any { b := make([]byte, maxEarly); return &b }}

@@ -639,10 +639,9 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return nil, nil, "", false
 	}
-	if err := writeEarly(c, early); err != nil {
-		c.Close()
+	if err := writeEarly(c, target, early); err != nil {
 		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
-		nc.Reject(ssh.ConnectionFailed, "connected to "+target+" but could not send the first bytes to it: "+err.Error())
+		nc.Reject(ssh.ConnectionFailed, err.Error())
 		return nil, nil, "", false
 	}
 	ch, reqs, err := nc.Accept()
