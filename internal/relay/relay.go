@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/pinhole-dev/pinhole/internal/rawio"
 )
 
 // bufSize is the copy buffer size: one SSH channel packet as pinhole's
@@ -131,11 +133,17 @@ const (
 // so Linux splices the bytes in the kernel. Otherwise it waits for data with
 // a small buffer and takes a 128 KiB one from a pool only while data keeps
 // coming, so an idle connection holds 512 bytes per direction, not 128 KiB.
+// A TCP connection on one side is read or written through rawio.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
-	if _, ok := dst.(*net.TCPConn); ok {
-		if _, ok := src.(*net.TCPConn); ok {
-			return io.Copy(dst, src)
-		}
+	srcTCP, srcOK := src.(*net.TCPConn)
+	dstTCP, dstOK := dst.(*net.TCPConn)
+	switch {
+	case srcOK && dstOK:
+		return io.Copy(dst, src)
+	case srcOK:
+		src = rawio.NewReader(srcTCP)
+	case dstOK:
+		dst = rawio.NewWriter(dstTCP)
 	}
 	var (
 		written int64

@@ -8,32 +8,9 @@ import (
 	"net"
 	"testing"
 	"time"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		done <- c
-	}()
-	c1, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2 := <-done
-	if c2 == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c1.Close(); c2.Close() })
-	return c1.(*net.TCPConn), c2.(*net.TCPConn)
-}
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
+)
 
 // TestPipeHalfClose: a client sends a request and half-closes; the reply,
 // sent only after the server saw EOF, must still arrive whole.
@@ -43,8 +20,8 @@ func TestPipeHalfClose(t *testing.T) {
 		wrap bool // hide *net.TCPConn so the pooled-buffer path runs
 	}{{"splice", false}, {"buffer", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			client, relayA := tcpPair(t)
-			relayB, server := tcpPair(t)
+			client, relayA := streamtest.TCPPair(t)
+			relayB, server := streamtest.TCPPair(t)
 			var a, b io.ReadWriteCloser = relayA, relayB
 			if tc.wrap {
 				a, b = wrapped{relayA}, wrapped{relayB}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/pinhole-dev/pinhole/internal/rawio"
 )
 
 // A sink is a TCP connection that a channel's arriving data is copied into
@@ -40,7 +42,7 @@ func (s *sink) tryWrite(p []byte) int {
 	var n int
 	err := s.raw.Write(func(fd uintptr) bool {
 		for n < len(p) {
-			m, err := writeNow(fd, p[n:])
+			m, err := rawio.WriteOnce(fd, p[n:])
 			if m <= 0 || err != nil {
 				break
 			}

@@ -7,38 +7,18 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
 // tcpPair returns both ends of a loopback TCP connection, b with a fixed
 // receive buffer, so that while b's reader stalls the sink's non-blocking
 // writes into a come up short.
 func tcpPair(t *testing.T) (a, b *net.TCPConn) {
-	t.Helper()
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan *net.TCPConn, 1)
-	go func() {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- c
-	}()
-	a, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = <-accepted
-	if b == nil {
-		t.FailNow()
-	}
+	a, b = streamtest.TCPPair(t)
 	// A fixed receive buffer (no autotuning), larger than loopback's
 	// 64 KiB MSS so that TCP does not fall back on its persist timer.
 	b.SetReadBuffer(256 << 10)
-	t.Cleanup(func() { a.Close(); b.Close() })
 	return a, b
 }
 

@@ -599,3 +599,33 @@ func NewUDPEchoConn(tb testing.TB, pc *net.UDPConn) *net.UDPConn {
 	})
 	return pc
 }
+
+// TCPPair returns both ends of a new loopback TCP connection, the dialled
+// one first; both are closed when the test ends.
+func TCPPair(t testing.TB) (dialed, accepted *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan *net.TCPConn, 1)
+	go func() {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	dialed, err = net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dialed.Close() })
+	accepted = <-got
+	if accepted == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { accepted.Close() })
+	return dialed, accepted
+}

@@ -2,11 +2,13 @@ package tunnel
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/rawio"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
@@ -96,14 +98,23 @@ func (a addrString) String() string  { return a.s }
 const readBufSize = 128 << 10
 
 // bufferedConn is the TCP connection under an SSH transport, with a large
-// read buffer.
+// read buffer. On a TCP connection it reads and writes through rawio, so
+// that the runtime's sysmon does not hand the transport's goroutines to
+// other threads in the middle of a long loopback write.
 type bufferedConn struct {
 	net.Conn
 	r *bufio.Reader
+	w io.Writer
 }
 
 func newBufferedConn(c net.Conn) *bufferedConn {
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, readBufSize)}
+	var r io.Reader = c
+	var w io.Writer = c
+	if tc, ok := c.(*net.TCPConn); ok {
+		r, w = rawio.NewReader(tc), rawio.NewWriter(tc)
+	}
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(r, readBufSize), w: w}
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufferedConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *bufferedConn) Write(p []byte) (int, error) { return c.w.Write(p) }

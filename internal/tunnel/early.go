@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/rawio"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
@@ -110,7 +111,7 @@ func readEarly(conn net.Conn) []byte {
 	bp := earlyBufs.Get().(*[]byte)
 	var n int
 	raw.Read(func(fd uintptr) bool {
-		n, err = readNow(fd, *bp)
+		n, err = rawio.ReadOnce(fd, *bp)
 		return true // one try: never wait for data
 	})
 	if err != nil || n <= 0 {
