@@ -30,14 +30,18 @@ import (
 
 // NewReader returns a reader of c whose Read is one raw read(2) per call,
 // waiting in the poller while there is nothing to read. It honours c's read
-// deadline, and its errors are *net.OpError as c.Read's are. Where raw
-// calls are not supported it returns c.
+// deadline, and its errors are *net.OpError as c.Read's are. Unlike c, it
+// takes one Read at a time (as a bufio.Reader's source or a copy loop
+// does): it allocates nothing per Read. Where raw calls are not supported
+// it returns c.
 func NewReader(c *net.TCPConn) io.Reader {
 	rc, err := c.SyscallConn()
 	if !supported || err != nil {
 		return c
 	}
-	return &reader{c: c, rc: rc}
+	r := &reader{c: c, rc: rc}
+	r.try = r.readOnce
+	return r
 }
 
 // NewWriter returns a writer to c whose Write writes all of p with raw
@@ -53,26 +57,33 @@ func NewWriter(c *net.TCPConn) io.Writer {
 }
 
 type reader struct {
-	c  *net.TCPConn
-	rc syscall.RawConn
+	c   *net.TCPConn
+	rc  syscall.RawConn
+	try func(fd uintptr) bool // r.readOnce, made once
+
+	// Read's buffer, and what read(2) returned, for readOnce.
+	p   []byte
+	n   int
+	err error
+}
+
+func (r *reader) readOnce(fd uintptr) bool {
+	for {
+		r.n, r.err = ReadOnce(fd, r.p)
+		if r.err != syscall.EINTR {
+			return r.err != syscall.EAGAIN
+		}
+	}
 }
 
 func (r *reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var (
-		n    int
-		rerr error
-	)
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = ReadOnce(fd, p)
-			if rerr != syscall.EINTR {
-				return rerr != syscall.EAGAIN
-			}
-		}
-	})
+	r.p = p
+	err := r.rc.Read(r.try)
+	n, rerr := r.n, r.err
+	r.p, r.n, r.err = nil, 0, nil
 	switch {
 	case err != nil:
 		return 0, opError("read", r.c, err)
