@@ -14,10 +14,13 @@
 // That is safe only for calls that cannot block: Go keeps every socket it
 // opens non-blocking, so read(2) and write(2) return EAGAIN instead of
 // waiting, and Read and Write here then wait in the runtime's poller, as
-// the net package does. Where sockets are not file descriptors with
-// non-blocking calls (Windows), ReadOnce and WriteOnce return
-// errors.ErrUnsupported and NewReader and NewWriter return the
-// connection itself.
+// the net package does.
+//
+// The raw calls are made on Linux only. On other Unix systems ReadOnce and
+// WriteOnce are syscall.Read and syscall.Write. Where sockets are not file
+// descriptors with non-blocking calls (Windows), they return
+// errors.ErrUnsupported, and NewReader and NewWriter return the connection
+// itself.
 package rawio
 
 import (

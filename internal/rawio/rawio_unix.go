@@ -1,38 +1,28 @@
-//go:build unix
+//go:build unix && !linux
 
 package rawio
 
-import (
-	"syscall"
-	"unsafe"
-)
+import "syscall"
 
 const supported = true
 
-// ReadOnce is one read(2) on fd, which must be non-blocking, through
-// syscall.RawSyscall. It returns what read(2) returns: 0 and no error at
-// the end of the stream, and the errno (EAGAIN when nothing is there).
+// ReadOnce is one read(2) on fd, which must be non-blocking. Outside Linux
+// it is syscall.Read: raw system calls there are not measured, and some
+// systems (OpenBSD) allow system calls only through libc.
 func ReadOnce(fd uintptr, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+	n, err := syscall.Read(int(fd), p)
+	if err != nil {
+		return 0, err
 	}
-	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
+	return n, nil
 }
 
-// WriteOnce is one write(2) on fd, which must be non-blocking, through
-// syscall.RawSyscall. It returns how much the socket took, or the errno
-// (EAGAIN when it took nothing).
+// WriteOnce is one write(2) on fd, which must be non-blocking; outside
+// Linux it is syscall.Write.
 func WriteOnce(fd uintptr, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+	n, err := syscall.Write(int(fd), p)
+	if err != nil {
+		return 0, err
 	}
-	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
+	return n, nil
 }

@@ -1,0 +1,38 @@
+//go:build linux
+
+package rawio
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+const supported = true
+
+// ReadOnce is one read(2) on fd, which must be non-blocking, through
+// syscall.RawSyscall. It returns what read(2) returns: 0 and no error at
+// the end of the stream, and the errno (EAGAIN when nothing is there).
+func ReadOnce(fd uintptr, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// WriteOnce is one write(2) on fd, which must be non-blocking, through
+// syscall.RawSyscall. It returns how much the socket took, or the errno
+// (EAGAIN when it took nothing).
+func WriteOnce(fd uintptr, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
