@@ -120,12 +120,16 @@ func TestErrors(t *testing.T) {
 		a, _ := streamtest.TCPPair(t)
 		r, w := NewReader(a), NewWriter(a)
 		a.Close()
-		if _, err := r.Read(buf); !errors.Is(err, net.ErrClosed) {
+		_, err := r.Read(buf)
+		if !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Read after Close: %v; want net.ErrClosed", err)
 		}
-		if _, err := w.Write(buf); !errors.Is(err, net.ErrClosed) {
+		checkOp(t, err, "read")
+		_, err = w.Write(buf)
+		if !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Write after Close: %v; want net.ErrClosed", err)
 		}
+		checkOp(t, err, "write")
 	})
 	t.Run("reset", func(t *testing.T) {
 		a, b := streamtest.TCPPair(t)
@@ -146,6 +150,7 @@ func TestErrors(t *testing.T) {
 		if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("Write after the peer's reset: %d, %v; want EPIPE or ECONNRESET", n, err)
 		}
+		checkOp(t, err, "write")
 	})
 }
 
