@@ -10,7 +10,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
+	"syscall"
+
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
 // command is one subcommand: run parses args and does the work until ctx ends.
@@ -25,6 +32,12 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// force ends when a graceful stop (the run's ctx ending) must hurry:
+	// a second signal. Never, under Main.
+	force context.Context
+	// cores sizes GOMAXPROCS by the SSH connections held; nil (under Main,
+	// or GOMAXPROCS set in the environment) leaves it alone.
+	cores *tunnel.CoreBudget
 }
 
 func commands() []command {
@@ -39,13 +52,61 @@ func commands() []command {
 // errUsage marks an error that already printed its usage text.
 var errUsage = errors.New("usage")
 
-// Main runs pinhole with args (without the program name) and returns the
-// process exit code: 0 on success, 1 on failure, 2 on bad usage.
+// Run is the program as cmd/pinhole runs it. It makes the process-wide
+// settings that no library package makes for itself, then runs Main:
+//   - GOGC 400 unless GOGC is set: x/crypto allocates a fresh buffer for
+//     every SSH packet it reads, and at the default GOGC the collector and
+//     the scavenger take a large share of a transfer's CPU (BENCHMARKS.md);
+//     the live heap is small, so this costs little memory;
+//   - GOMAXPROCS follows the number of SSH connections held
+//     (tunnel.CoreBudget) unless GOMAXPROCS is set;
+//   - the first SIGINT or SIGTERM asks for a graceful stop (a server
+//     drains its streams for --drain), a second forces it.
+func Run(args []string, stdout, stderr io.Writer) int {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	var cores *tunnel.CoreBudget
+	if os.Getenv("GOMAXPROCS") == "" {
+		cores = tunnel.NewCoreBudget(runtime.GOMAXPROCS(0), runtime.GOMAXPROCS)
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	force, forceNow := context.WithCancel(context.Background())
+	defer forceNow()
+	go func() {
+		select {
+		case <-sigs:
+			stop()
+		case <-force.Done():
+			return
+		}
+		select {
+		case <-sigs:
+			forceNow()
+		case <-force.Done():
+		}
+	}()
+	return runMain(ctx, force, cores, args, stdout, stderr)
+}
+
+// Main runs pinhole with args (without the program name) until ctx ends,
+// and returns the process exit code: 0 on success, 1 on failure, 2 on bad
+// usage. ctx ending is a graceful stop, as a first signal is under Run.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runMain(ctx, context.Background(), nil, args, stdout, stderr)
+}
+
+func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, args []string, stdout, stderr io.Writer) int {
 	e := &env{
 		stdout: stdout,
 		stderr: stderr,
 		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		force:  force,
+		cores:  cores,
 	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)

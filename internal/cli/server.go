@@ -25,7 +25,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	hostKey := fs.String("host-key", "", "host key file; generated (ed25519, mode 0600) if missing (default in the user's state directory)")
 	authKeys := fs.String("authorized-keys", "", "authorized_keys file of the keys allowed in, with sshd's options (default ~/.ssh/authorized_keys)")
 	gateway := fs.String("gateway-ports", "no", "where remote forwards listen, as sshd's GatewayPorts: no (loopback), yes (all addresses) or clientspecified")
-	keepalive := fs.Duration("keepalive", 15*time.Second, "ask idle clients whether they are alive this often (0 turns it off)")
+	keepalive := fs.Duration("keepalive", tunnel.DefaultKeepaliveInterval, "ask clients whether they are alive this often; 3 unanswered in a row close the connection (0 turns it off)")
+	takeover := fs.Duration("takeover-probe", 3*time.Second, "when a key asks for a remote-forward port that another connection of the same key holds, give that connection this long to answer a keepalive before taking the port from it (0: never take over)")
+	drainFor := fs.Duration("drain", 10*time.Second, "on the first SIGINT or SIGTERM, stop accepting and let open streams finish for this long before closing (a second signal closes at once)")
 	udpIdle := fs.Duration("udp-idle", 60*time.Second, "end a remote UDP forward's flow after this long without a datagram")
 	udpFlows := fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per remote /udp forward")
 	ciphers := fs.String("ciphers", "", "comma-separated ciphers to offer, as sshd's Ciphers (default: all of aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr)")
@@ -90,11 +92,17 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if interval == 0 {
 		interval = -1
 	}
+	probe := *takeover
+	if probe == 0 {
+		probe = -1
+	}
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{
 		HostKeys:          []ssh.Signer{signer},
 		Authorize:         authorizer(keys),
 		GatewayPorts:      gp,
 		KeepaliveInterval: interval,
+		TakeoverProbe:     probe,
+		Cores:             e.cores,
 		UDPIdleTimeout:    *udpIdle,
 		UDPMaxFlows:       *udpFlows,
 		Ciphers:           cipherList,
@@ -121,13 +129,29 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case <-ctx.Done():
-		srv.Close()
-		<-errc
-		return nil
+		return drainServer(e, srv, *drainFor, errc)
 	case err := <-errc:
 		srv.Close()
 		return err
 	}
+}
+
+// drainServer shuts srv down gracefully: new connections and streams are
+// refused at once, open streams get up to d (or until a second signal) to
+// finish. A clean drain is a clean exit.
+func drainServer(e *env, srv *tunnel.Server, d time.Duration, errc <-chan error) error {
+	open := srv.Stats().StreamsOpen
+	e.log.Info("shutting down: no new connections; waiting for open streams (a second signal stops at once)", "streams", open, "drain", d)
+	ctx, cancel := context.WithTimeout(e.force, d)
+	defer cancel()
+	start := time.Now()
+	err := srv.Shutdown(ctx)
+	<-errc
+	if err != nil {
+		return fmt.Errorf("shutdown did not finish draining, streams were cut: %w", err)
+	}
+	e.log.Info("shutdown: every stream finished", "after", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // authorizer looks each offered key up in the authorized_keys file (re-read

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pinhole-dev/pinhole/internal/rawio"
 )
@@ -23,7 +24,7 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b 
 // socket from the connection's read loop (internal/ssh/sink.go). done runs
 // once, possibly on that read loop, and must not block.
 type tcpSink interface {
-	StartWriteToTCP(c *net.TCPConn, done func(n int64, err error)) error
+	StartWriteToTCP(c *net.TCPConn, count *atomic.Int64, done func(n int64, err error)) error
 }
 
 // closeWriter is a connection that can stop sending while it still reads:
@@ -38,6 +39,14 @@ type closeWriter interface {
 // which ends the other direction too). It returns the bytes copied each way
 // and the first error other than EOF or a use of a closed connection.
 func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
+	return PipeCount(a, b, nil, nil)
+}
+
+// PipeCount is Pipe that also adds the bytes to countAB (a to b) and
+// countBA (b to a) as they move, not only at the end, so that a reader of
+// the counts sees a long transfer progress. Either may be nil, and one
+// count may be shared by many pipes.
+func PipeCount(a, b io.ReadWriteCloser, countAB, countBA *atomic.Int64) (aToB, bToA int64, err error) {
 	var (
 		wg       sync.WaitGroup
 		errBA    error
@@ -51,15 +60,15 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
 	}
 	if tcp, ok := a.(*net.TCPConn); ok {
 		if sink, ok := b.(tcpSink); ok {
-			return pipeSink(tcp, b, sink, shut)
+			return pipeSink(tcp, b, sink, shut, countAB, countBA)
 		}
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		bToA, errBA = copyHalf(a, b, shut)
+		bToA, errBA = copyHalf(a, b, shut, countBA)
 	}()
-	aToB, err = copyHalf(b, a, shut)
+	aToB, err = copyHalf(b, a, shut, countAB)
 	wg.Wait()
 	shut()
 	if err == nil {
@@ -71,13 +80,13 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64, err error) {
 // pipeSink is Pipe for a source b that copies itself into the TCP
 // connection a: one goroutine per pair instead of two, which is most of what
 // an idle forwarded connection costs.
-func pipeSink(a *net.TCPConn, b io.ReadWriteCloser, sink tcpSink, shut func()) (aToB, bToA int64, err error) {
+func pipeSink(a *net.TCPConn, b io.ReadWriteCloser, sink tcpSink, shut func(), countAB, countBA *atomic.Int64) (aToB, bToA int64, err error) {
 	type result struct {
 		n   int64
 		err error
 	}
 	done := make(chan result, 1)
-	err = sink.StartWriteToTCP(a, func(n int64, err error) {
+	err = sink.StartWriteToTCP(a, countBA, func(n int64, err error) {
 		// On the SSH read loop, maybe: nothing here may block. An
 		// error closes a, which ends the copy the other way too, and
 		// that copy's end closes b.
@@ -92,7 +101,7 @@ func pipeSink(a *net.TCPConn, b io.ReadWriteCloser, sink tcpSink, shut func()) (
 		shut()
 		return 0, 0, err
 	}
-	aToB, err = copyHalf(b, a, shut)
+	aToB, err = copyHalf(b, a, shut, countAB)
 	r := <-done
 	shut()
 	if err == nil && !errors.Is(r.err, net.ErrClosed) {
@@ -101,10 +110,10 @@ func pipeSink(a *net.TCPConn, b io.ReadWriteCloser, sink tcpSink, shut func()) (
 	return aToB, r.n, err
 }
 
-// copyHalf copies src to dst, then half-closes dst. On an error it calls shut
-// so that the opposite direction stops as well.
-func copyHalf(dst io.Writer, src io.Reader, shut func()) (int64, error) {
-	n, err := Copy(dst, src)
+// copyHalf copies src to dst, adding to count, then half-closes dst. On an
+// error it calls shut so that the opposite direction stops as well.
+func copyHalf(dst io.Writer, src io.Reader, shut func(), count *atomic.Int64) (int64, error) {
+	n, err := copyCount(dst, src, count)
 	if err != nil {
 		shut()
 		if errors.Is(err, net.ErrClosed) {
@@ -135,11 +144,21 @@ const (
 // coming, so an idle connection holds 512 bytes per direction, not 128 KiB.
 // A TCP connection on one side is read or written through rawio.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
+	return copyCount(dst, src, nil)
+}
+
+// copyCount is Copy that adds each write's bytes to count (nil: none); a
+// kernel splice between two TCP connections adds its total at the end.
+func copyCount(dst io.Writer, src io.Reader, count *atomic.Int64) (int64, error) {
 	srcTCP, srcOK := src.(*net.TCPConn)
 	dstTCP, dstOK := dst.(*net.TCPConn)
 	switch {
 	case srcOK && dstOK:
-		return io.Copy(dst, src)
+		n, err := io.Copy(dst, src)
+		if count != nil {
+			count.Add(n)
+		}
+		return n, err
 	case srcOK:
 		src = rawio.NewReader(srcTCP)
 	case dstOK:
@@ -164,6 +183,9 @@ func Copy(dst io.Writer, src io.Reader) (int64, error) {
 		if n > 0 {
 			w, werr := dst.Write(buf[:n])
 			written += int64(w)
+			if count != nil {
+				count.Add(int64(w))
+			}
 			if werr != nil {
 				return written, werr
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,6 +98,47 @@ func TestCopyBufferSwitch(t *testing.T) {
 			n, err := Copy(&out, &chunkReader{data: data, sizes: sizes})
 			if err != nil || n != int64(len(data)) || !bytes.Equal(out.Bytes(), data) {
 				t.Fatalf("Copy = %d, %v; bytes equal: %v", n, err, bytes.Equal(out.Bytes(), data))
+			}
+		})
+	}
+}
+
+// TestPipeCount: the running counts end equal to what Pipe returns, each
+// way, on the splice path and the buffered one, and add to what a shared
+// count held before.
+func TestPipeCount(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wrap bool
+	}{{"splice", false}, {"buffer", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, relayA := streamtest.TCPPair(t)
+			relayB, server := streamtest.TCPPair(t)
+			var a, b io.ReadWriteCloser = relayA, relayB
+			if tc.wrap {
+				a, b = wrapped{relayA}, wrapped{relayB}
+			}
+			var ab, ba atomic.Int64
+			ab.Store(7)
+			type result struct{ ab, ba int64 }
+			done := make(chan result, 1)
+			go func() { x, y, _ := PipeCount(a, b, &ab, &ba); done <- result{x, y} }()
+			up, down := make([]byte, 300<<10), make([]byte, 70<<10)
+			go func() { client.Write(up); client.CloseWrite() }()
+			if got, err := io.ReadAll(server); err != nil || len(got) != len(up) {
+				t.Fatalf("server got %d bytes (%v), want %d", len(got), err, len(up))
+			}
+			server.Write(down)
+			server.Close()
+			if got, err := io.ReadAll(client); err != nil || len(got) != len(down) {
+				t.Fatalf("client got %d bytes (%v), want %d", len(got), err, len(down))
+			}
+			r := <-done
+			if r.ab != int64(len(up)) || r.ba != int64(len(down)) {
+				t.Fatalf("Pipe returned %d and %d, want %d and %d", r.ab, r.ba, len(up), len(down))
+			}
+			if ab.Load() != 7+r.ab || ba.Load() != r.ba {
+				t.Fatalf("counts %d and %d, want %d and %d", ab.Load(), ba.Load(), 7+r.ab, r.ba)
 			}
 		})
 	}

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/accept"
 	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
@@ -100,34 +101,24 @@ func (s *Server) Serve(l net.Listener) error {
 		return net.ErrClosed
 	}
 	defer s.removeListener(l)
-	var backoff time.Duration
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			if s.isClosed() {
-				return net.ErrClosed
-			}
-			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
-				// Out of file descriptors and the like: wait, as
-				// http.Server does, rather than spin or give up.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.logger().Warn("socks: accept", "laddr", l.Addr(), "err", err, "retry", backoff)
-				time.Sleep(backoff)
-				continue
-			}
-			return fmt.Errorf("socks: accept on %s: %w", l.Addr(), err)
-		}
-		backoff = 0
+	var closed bool
+	err := accept.Loop(l, s.logger(), func(c net.Conn) {
 		ctx, ok := s.track(context.Background(), c)
 		if !ok {
 			c.Close()
-			return net.ErrClosed
+			closed = true
+			l.Close()
+			return
 		}
 		go func() {
 			defer s.untrack(c)
 			s.handle(ctx, c)
 		}()
+	})
+	if closed || s.isClosed() {
+		return net.ErrClosed
 	}
+	return fmt.Errorf("socks: %w", err)
 }
 
 // ServeConn answers one client on c and closes c. It returns when the
@@ -164,6 +155,41 @@ func (s *Server) Close() error {
 		t.CloseIdleConnections()
 	}
 	return nil
+}
+
+// Shutdown stops the Server gracefully: it closes the listeners, so no new
+// client comes in, lets the clients being served (and their relays, and
+// UDP associations) finish until ctx ends, and then closes what is left as
+// Close does. It returns ctx's error if clients were still there then.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
+	var err error
+	for delay := time.Millisecond; s.active() > 0; delay = min(2*delay, 100*time.Millisecond) {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			err = fmt.Errorf("socks: %d clients still connected: %w", s.active(), ctx.Err())
+		case <-t.C:
+		}
+		if err != nil {
+			break
+		}
+	}
+	s.Close()
+	return err
+}
+
+// active is how many clients are being served.
+func (s *Server) active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 func (s *Server) isClosed() bool {

@@ -746,3 +746,79 @@ func TestHTTPExpectContinue(t *testing.T) {
 		t.Errorf("body %q, want %q", b, "got body")
 	}
 }
+
+// TestShutdown: a relay in flight when Shutdown starts carries on to its
+// end, a new client is refused at once, and Shutdown returns when the
+// relay is done; one that outlasts ctx is cut.
+func TestShutdown(t *testing.T) {
+	target := startTarget(t, echo)
+	s := &Server{}
+	ln := listen(t)
+	go s.Serve(ln)
+	d, err := proxy.SOCKS5("tcp", ln.Addr().String(), nil, proxy.Direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Dial("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	// Shutdown has closed the listener once a new client is refused.
+	for i := 0; ; i++ {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			break
+		}
+		nc.Close()
+		if i == 100 {
+			t.Fatal("the listener still accepts 1 s into Shutdown")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) with a relay still open", err)
+	default:
+	}
+	// The open relay still works both ways.
+	msg := bytes.Repeat([]byte("drain "), 10000)
+	go c.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("relay during Shutdown: %v", err)
+	}
+	c.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown = %v after the last client left", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return after the last client left")
+	}
+
+	// A client that stays past ctx is cut.
+	s2 := &Server{}
+	ln2 := listen(t)
+	go s2.Serve(ln2)
+	d2, _ := proxy.SOCKS5("tcp", ln2.Addr().String(), nil, proxy.Direct)
+	c2, err := d2.Dial("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := s2.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v with a client that stays, want DeadlineExceeded", err)
+	}
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c2.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the client that stayed still reads after Shutdown gave up")
+	}
+}

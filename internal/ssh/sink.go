@@ -30,7 +30,8 @@ type sink struct {
 	raw  syscall.RawConn
 	ch   *channel
 
-	written atomic.Int64 // by drainers; the read loop's writes add too
+	written atomic.Int64  // by drainers; the read loop's writes add too
+	count   *atomic.Int64 // the caller's running count, or nil
 	once    sync.Once
 	done    func(n int64, err error)
 }
@@ -54,6 +55,14 @@ func (s *sink) tryWrite(p []byte) int {
 		return 0
 	}
 	return n
+}
+
+// add counts n more bytes written into the socket.
+func (s *sink) add(n int) {
+	s.written.Add(int64(n))
+	if s.count != nil {
+		s.count.Add(int64(n))
+	}
 }
 
 // finish reports the end of the copy, once.
@@ -86,13 +95,13 @@ func (s *sink) drain() {
 			if err == nil {
 				recyclePacket(b)
 			} else {
-				s.written.Add(int64(n))
+				s.add(n)
 				ch.pending.stopDraining()
 				s.finish(err)
 				return
 			}
 		}
-		s.written.Add(int64(n))
+		s.add(n)
 		if err := ch.adjustWindow(uint32(n)); err != nil && !errors.Is(err, io.EOF) {
 			ch.pending.stopDraining()
 			s.finish(err)
@@ -125,7 +134,7 @@ func (ch *channel) deliver(data []byte) {
 	}
 	n := s.tryWrite(data)
 	if n > 0 {
-		s.written.Add(int64(n))
+		s.add(n)
 		ch.consumed(uint32(n))
 	}
 	if n == len(data) {
@@ -167,13 +176,15 @@ func (ch *channel) sinkEOF() {
 // before it is in c, or with the first write error. done may run on the
 // connection's read loop and must not block: CloseWrite or Close on c and a
 // send on a buffered channel are fine, writing to the SSH connection is not.
-// No Read or other copy may run on the channel at the same time.
-func (ch *channel) StartWriteToTCP(c *net.TCPConn, done func(n int64, err error)) error {
+// No Read or other copy may run on the channel at the same time. count, if
+// not nil, has every write's bytes added as they go into c, so that a
+// reader can watch a long copy move.
+func (ch *channel) StartWriteToTCP(c *net.TCPConn, count *atomic.Int64, done func(n int64, err error)) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
-	s := &sink{conn: c, raw: raw, ch: ch, done: done}
+	s := &sink{conn: c, raw: raw, ch: ch, count: count, done: done}
 	ch.sink.Store(s)
 	if ch.sinkStoredHook != nil {
 		ch.sinkStoredHook() // tests: what arrives between the two steps

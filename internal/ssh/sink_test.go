@@ -2,9 +2,11 @@ package ssh
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,16 +169,22 @@ func TestWriteToTCPEOFWhileStarting(t *testing.T) {
 }
 
 // writeToTCP is StartWriteToTCP that waits: it returns when done would be
-// called, with the same results.
+// called, with the same results. It fails the copy when the running count
+// does not end equal to what done reports.
 func writeToTCP(ch *channel, c *net.TCPConn) (int64, error) {
 	type result struct {
 		n   int64
 		err error
 	}
 	res := make(chan result, 1)
-	if err := ch.StartWriteToTCP(c, func(n int64, err error) { res <- result{n, err} }); err != nil {
+	var count atomic.Int64
+	count.Store(1000) // a shared count has others' bytes in it already
+	if err := ch.StartWriteToTCP(c, &count, func(n int64, err error) { res <- result{n, err} }); err != nil {
 		return 0, err
 	}
 	r := <-res
+	if got := count.Load() - 1000; got != r.n {
+		return r.n, fmt.Errorf("the running count grew by %d, done reported %d", got, r.n)
+	}
 	return r.n, r.err
 }

@@ -71,6 +71,10 @@ type ClientConfig struct {
 	// Listen opens -L listeners. nil means net.Listen, with TCP keepalive
 	// at the system's timing on accepted connections.
 	Listen func(network, addr string) (net.Listener, error)
+	// Cores, if set, is told how many SSH connections the client holds
+	// (cores.go). nil leaves GOMAXPROCS alone.
+	Cores *CoreBudget
+
 	// Logger gets one line per state change. nil discards.
 	Logger *slog.Logger
 }
@@ -88,6 +92,7 @@ type Client struct {
 	udps   []*net.UDPConn // UDP -L sockets, in order
 	laddrs []net.Addr     // every -L's address, in cfg.Local order
 	udp    atomic.Bool    // the server speaks pinhole's UDP extension
+	meter  meter
 
 	mu      sync.Mutex
 	conn    *link         // nil while disconnected
@@ -304,7 +309,7 @@ func (c *Client) current(ctx context.Context) (*link, error) {
 func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
-	release := cores.hold() // until the link ends
+	release := c.cfg.Cores.Hold() // until the link ends
 	defer func() {
 		if err != nil {
 			release()
@@ -579,7 +584,7 @@ func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early []by
 		pipeDatagrams(newDatagramConn(ch, conn.LocalAddr(), conn.RemoteAddr()), conn)
 		return
 	}
-	pipe(l.ctx, &c.wg, conn, ch)
+	pipe(l.ctx, &c.wg, &c.meter, true, conn, ch)
 }
 
 // serveLocal accepts on a -L listener until it is closed.
@@ -634,7 +639,7 @@ func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
 		conn.Close()
 		return
 	}
-	pipe(l.ctx, &c.wg, conn, ch)
+	pipe(l.ctx, &c.wg, &c.meter, false, conn, ch)
 }
 
 // currentUntil is current with a deadline; it makes a context only when

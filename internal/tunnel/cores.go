@@ -1,14 +1,15 @@
 package tunnel
 
 import (
-	"os"
-	"runtime"
 	"sync"
 )
 
-// cores sets GOMAXPROCS to the number of SSH connections the process holds
-// (at least 1, at most what GOMAXPROCS was at start), as OpenSSH runs each
-// connection in one single-threaded process.
+// CoreBudget sets GOMAXPROCS to the number of SSH connections the process
+// holds (at least 1, at most a limit), as OpenSSH runs each connection in
+// one single-threaded process. The command line makes one for the whole
+// process and hands it to its Server and Clients (ServerConfig.Cores,
+// ClientConfig.Cores); a library user who wants GOMAXPROCS left alone
+// passes none.
 //
 // One connection's data path is a chain of goroutines (the transport's
 // reader decrypts, the mux loop writes into the target socket) in which
@@ -20,41 +21,37 @@ import (
 // from 1.8× to 2.2× (BENCHMARKS.md). A server with many clients still uses
 // every core: one per connection.
 //
-// A GOMAXPROCS set in the environment is the user's choice and is left as
-// it is. Setting GOMAXPROCS turns off the runtime's own updates of it from
-// a cgroup CPU limit; the ceiling here is what that limit gave at start.
-var cores = newCoreBudget(os.Getenv("GOMAXPROCS") == "", runtime.GOMAXPROCS(0), runtime.GOMAXPROCS)
-
-type coreBudget struct {
+// Setting GOMAXPROCS turns off the runtime's own updates of it from a
+// cgroup CPU limit; the limit given here is what that gave at start.
+type CoreBudget struct {
 	mu    sync.Mutex
-	limit int // 0: leave GOMAXPROCS alone
+	limit int
 	held  int
 	set   func(int) int // runtime.GOMAXPROCS, or a stand-in in tests
 	now   int           // what set was last given
 }
 
-func newCoreBudget(adapt bool, limit int, set func(int) int) *coreBudget {
-	if !adapt {
-		limit = 0
-	}
-	return &coreBudget{limit: limit, set: set, now: limit}
+// NewCoreBudget returns a budget of at most limit cores, applied through
+// set (runtime.GOMAXPROCS).
+func NewCoreBudget(limit int, set func(int) int) *CoreBudget {
+	return &CoreBudget{limit: max(limit, 1), set: set, now: limit}
 }
 
-// hold counts one more connection until release is called; calling
-// release more than once counts once.
-func (b *coreBudget) hold() (release func()) {
+// Hold counts one more connection until release is called; calling release
+// more than once counts once. On a nil budget it does nothing.
+func (b *CoreBudget) Hold() (release func()) {
+	if b == nil {
+		return func() {}
+	}
 	b.add(1)
 	var once sync.Once
 	return func() { once.Do(func() { b.add(-1) }) }
 }
 
-func (b *coreBudget) add(d int) {
+func (b *CoreBudget) add(d int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.held += d
-	if b.limit == 0 {
-		return
-	}
 	if want := min(max(b.held, 1), b.limit); want != b.now {
 		b.set(want)
 		b.now = want

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
@@ -38,16 +39,37 @@ type datagramConn struct {
 	wmu          sync.Mutex
 	laddr, raddr net.Addr
 	deadline     deadline
+
+	// written and read, when set, count the datagrams' bytes each way
+	// (counted); end runs once at Close.
+	written, read *atomic.Int64
+	end           func()
+	closeOnce     sync.Once
 }
 
 func newDatagramConn(ch ssh.Channel, laddr, raddr net.Addr) *datagramConn {
 	return &datagramConn{ch: ch, r: bufio.NewReaderSize(ch, 4096), laddr: laddr, raddr: raddr}
 }
 
+// counted makes d a flow of m, the far end being the target when
+// farIsTarget: Writes count toward it, Reads from it (or the other way
+// round), and the flow stays open in m until Close.
+func (d *datagramConn) counted(m *meter, farIsTarget bool) *datagramConn {
+	d.written, d.read = &m.fromTarget, &m.toTarget
+	if farIsTarget {
+		d.written, d.read = &m.toTarget, &m.fromTarget
+	}
+	d.end = m.open(true)
+	return d
+}
+
 // Read returns the next datagram. If p is too short the datagram is
 // discarded, not truncated, and io.ErrShortBuffer is returned.
 func (d *datagramConn) Read(p []byte) (int, error) {
 	n, err := readFrame(d.r, p)
+	if n > 0 && d.read != nil {
+		d.read.Add(int64(n))
+	}
 	if err != nil && !errors.Is(err, io.ErrShortBuffer) {
 		if d.deadline.passed() {
 			err = os.ErrDeadlineExceeded
@@ -95,10 +117,19 @@ func (d *datagramConn) Write(p []byte) (int, error) {
 		}
 		return 0, err
 	}
+	if d.written != nil {
+		d.written.Add(int64(len(p)))
+	}
 	return len(p), nil
 }
 
-func (d *datagramConn) Close() error         { return d.ch.Close() }
+func (d *datagramConn) Close() error {
+	if d.end != nil {
+		d.closeOnce.Do(d.end)
+	}
+	return d.ch.Close()
+}
+
 func (d *datagramConn) LocalAddr() net.Addr  { return d.laddr }
 func (d *datagramConn) RemoteAddr() net.Addr { return d.raddr }
 

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -23,13 +24,15 @@ func (sc *serverConn) directUDP(ctx context.Context, nc ssh.NewChannel) {
 	}
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	pipeDatagrams(newDatagramConn(ch, udp.LocalAddr(), udp.RemoteAddr()), udp)
+	pipeDatagrams(newDatagramConn(ch, udp.LocalAddr(), udp.RemoteAddr()).counted(&sc.srv.meter, false), udp)
 }
 
 // udpListener is one udp-forward@pinhole: a UDP socket on the server whose
 // flows come back to the client as forwarded-udp@pinhole channels.
 type udpListener struct {
+	sc     *serverConn
 	pc     *net.UDPConn
+	key    boundKey // bound address, the key of Server.bound
 	cancel context.CancelFunc
 	fwd    *relay.UDPForwarder
 	once   sync.Once
@@ -39,6 +42,7 @@ func (ul *udpListener) close() {
 	ul.once.Do(func() {
 		ul.cancel()
 		ul.pc.Close()
+		ul.sc.srv.unregister(ul.key, ul.sc)
 	})
 }
 
@@ -56,18 +60,25 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 	if sc.opts == nil || !sc.opts.AllowListen(fr.BindHost, int(fr.BindPort)) {
 		return 0, fmt.Errorf("listening on %s/udp is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", where)
 	}
+	if sc.srv.stopped() {
+		return 0, errors.New(errShuttingDown)
+	}
 	addr := net.JoinHostPort(sc.srv.bindHost(fr.BindHost), strconv.Itoa(int(fr.BindPort)))
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return 0, fmt.Errorf("cannot listen on %s/udp: %w", addr, err)
 	}
-	pc, err := net.ListenUDP("udp", ua)
+	var pc *net.UDPConn
+	err = sc.bindOrTakeOver(true, addr+"/udp", int(fr.BindPort), func() (err error) {
+		pc, err = net.ListenUDP("udp", ua)
+		return err
+	})
 	if err != nil {
-		return 0, fmt.Errorf("cannot listen on %s/udp: %w", addr, err)
+		return 0, err
 	}
 	bound := pc.LocalAddr().(*net.UDPAddr)
 	ctx, cancel := context.WithCancel(sc.srv.ctx)
-	ul := &udpListener{pc: pc, cancel: cancel}
+	ul := &udpListener{sc: sc, pc: pc, key: boundKey{udp: true, addr: bound.String()}, cancel: cancel}
 	ul.fwd = &relay.UDPForwarder{
 		IdleTimeout: sc.srv.cfg.UDPIdleTimeout,
 		MaxFlows:    sc.srv.cfg.UDPMaxFlows,
@@ -76,25 +87,30 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 			p := channelOpen{Host: fr.BindHost, Port: uint32(bound.Port), OriginHost: src.Addr().Unmap().String(), OriginPort: uint32(src.Port())}
 			ch, reqs, err := sc.conn.OpenChannel(chanForwardedUDP, ssh.Marshal(p))
 			if err != nil {
+				sc.srv.meter.refuse()
 				return nil, err
 			}
 			ignoreRequests(reqs)
-			return newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)), nil
+			return newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)).counted(&sc.srv.meter, true), nil
 		},
 	}
 	key := fr
 	if fr.BindPort == 0 {
 		key.BindPort = uint32(bound.Port)
 	}
+	sc.srv.mu.Lock()
 	sc.mu.Lock()
-	if sc.forwards == nil {
+	if sc.srv.state != serverServing || sc.forwards == nil {
 		sc.mu.Unlock()
+		sc.srv.mu.Unlock()
 		cancel()
 		pc.Close()
-		return 0, fmt.Errorf("connection is closing")
+		return 0, errors.New(errShuttingDown)
 	}
+	sc.srv.register(ul.key, sc)
 	sc.udpForwards[key] = ul
 	sc.mu.Unlock()
+	sc.srv.mu.Unlock()
 	sc.log.Info("remote udp forward listening", "laddr", bound.String(), "requested", where)
 	sc.wg.Add(1)
 	go func() {

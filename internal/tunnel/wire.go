@@ -172,15 +172,24 @@ func ignoreRequests(<-chan *ssh.Request) {}
 
 // pipe relays conn and ch in fresh goroutines counted by wg, so the stacks
 // that sit idle with the stream start small instead of keeping whatever
-// the dial or channel open grew. When ctx (the stream's SSH connection)
-// ends first, conn is closed: the channel then only reads EOF, and a peer
-// that ignores EOF would otherwise keep the stream half open forever.
-func pipe(ctx context.Context, wg *sync.WaitGroup, conn net.Conn, ch ssh.Channel) {
+// the dial or channel open grew. The stream is one of m's while it lasts,
+// and its bytes go to m as they move: conn is the target's side when
+// connIsTarget, else the side that asked for the target. When ctx (the
+// stream's SSH connection) ends first, conn is closed: the channel then
+// only reads EOF, and a peer that ignores EOF would otherwise keep the
+// stream half open forever.
+func pipe(ctx context.Context, wg *sync.WaitGroup, m *meter, connIsTarget bool, conn net.Conn, ch ssh.Channel) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	end := m.open(false)
+	toCh, fromCh := &m.toTarget, &m.fromTarget
+	if connIsTarget {
+		toCh, fromCh = fromCh, toCh
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer stop()
-		relay.Pipe(conn, ch)
+		defer end()
+		relay.PipeCount(conn, ch, toCh, fromCh)
 	}()
 }

@@ -1,0 +1,227 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/accept"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+)
+
+// The server's listener registry: which connection holds each remote
+// forward's listening address, so that a port one client holds is refused
+// to another with a reason, and taken back from a dead connection of the
+// same key (takeover).
+
+// boundKey names a bound remote-forward address: TCP or UDP, host:port.
+type boundKey struct {
+	udp  bool
+	addr string
+}
+
+// register records sc as the holder of what it bound; s.mu is held.
+func (s *Server) register(k boundKey, sc *serverConn) { s.bound[k] = sc }
+
+// unregister forgets k if sc still holds it.
+func (s *Server) unregister(k boundKey, sc *serverConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bound[k] == sc {
+		delete(s.bound, k)
+	}
+}
+
+// holder returns the connection whose remote forward listens on port, if any.
+func (s *Server) holder(udp bool, port int) *serverConn {
+	if port == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, sc := range s.bound {
+		if _, p, err := net.SplitHostPort(k.addr); err == nil && k.udp == udp && p == strconv.Itoa(port) {
+			return sc
+		}
+	}
+	return nil
+}
+
+// bindHost is where a remote forward requested for host listens.
+func (s *Server) bindHost(host string) string {
+	switch s.cfg.GatewayPorts {
+	case GatewayYes:
+		return ""
+	case GatewayClientSpecified:
+		switch host {
+		case "", "*", "0.0.0.0", "::":
+			return ""
+		case "localhost":
+			return "127.0.0.1"
+		}
+		return host
+	}
+	return "127.0.0.1"
+}
+
+// bindOrTakeOver calls bind for sc's request of port. When the port is
+// taken by another connection of the same key that does not answer a
+// keepalive within TakeoverProbe, that connection is closed and bind tried
+// once more: a client that lost its network and reconnected from
+// elsewhere gets its port back at once, instead of when keepalives notice
+// the old connection. Otherwise the error says who holds the port.
+func (sc *serverConn) bindOrTakeOver(udp bool, addr string, port int, bind func() error) error {
+	err := bind()
+	if err == nil {
+		return nil
+	}
+	s := sc.srv
+	owner := s.holder(udp, port)
+	switch {
+	case owner == nil || !errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("cannot listen on %s: %w", addr, err)
+	case owner == sc:
+		return fmt.Errorf("%s is already forwarded by this connection", addr)
+	case owner.key != sc.key || s.cfg.TakeoverProbe < 0:
+		return fmt.Errorf("%s is already forwarded by another client (%s); pick another port or stop that client", addr, owner.conn.RemoteAddr())
+	}
+	if owner.alive(sc.ctx, s.cfg.TakeoverProbe) {
+		return fmt.Errorf("%s is already forwarded by another live connection with this key (%s); stop that client or pick another port", addr, owner.conn.RemoteAddr())
+	}
+	owner.log.Warn("taking over a dead connection's remote forward for a new connection of the same key", "laddr", addr, "new", sc.conn.RemoteAddr().String(), "probe", s.cfg.TakeoverProbe)
+	owner.close()
+	if err := bind(); err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	return nil
+}
+
+// alive asks the connection for a keepalive reply within d.
+func (sc *serverConn) alive(ctx context.Context, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	reply := make(chan error, 1)
+	go func() {
+		_, _, err := sc.conn.SendRequest(reqKeepalive, true, nil)
+		reply <- err
+	}()
+	select {
+	case err := <-reply:
+		return err == nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// listen serves a tcpip-forward request and returns the port to report
+// (non-zero only when the client asked for port 0).
+func (sc *serverConn) listen(payload []byte) (uint32, error) {
+	var fr forwardRequest
+	if err := ssh.Unmarshal(payload, &fr); err != nil {
+		return 0, fmt.Errorf("malformed tcpip-forward request: %w", err)
+	}
+	if fr.BindPort > 65535 {
+		return 0, fmt.Errorf("port %d is out of range", fr.BindPort)
+	}
+	if sc.opts == nil || !sc.opts.AllowListen(fr.BindHost, int(fr.BindPort)) {
+		return 0, fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(fr.BindHost, strconv.Itoa(int(fr.BindPort))))
+	}
+	s := sc.srv
+	if s.stopped() {
+		return 0, errors.New(errShuttingDown)
+	}
+	addr := net.JoinHostPort(s.bindHost(fr.BindHost), strconv.Itoa(int(fr.BindPort)))
+	var ln net.Listener
+	err := sc.bindOrTakeOver(false, addr, int(fr.BindPort), func() (err error) {
+		ln, err = s.cfg.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	bound := ln.Addr().String()
+	_, boundPort := hostPort(ln.Addr())
+	key := fr
+	if fr.BindPort == 0 {
+		key.BindPort = boundPort
+	}
+	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: boundKey{addr: bound}}
+	s.mu.Lock()
+	sc.mu.Lock()
+	if s.state != serverServing || sc.forwards == nil {
+		sc.mu.Unlock()
+		s.mu.Unlock()
+		ln.Close()
+		return 0, errors.New(errShuttingDown)
+	}
+	s.register(rl.key, sc)
+	sc.forwards[key] = rl
+	sc.mu.Unlock()
+	s.mu.Unlock()
+	sc.log.Info("remote forward listening", "laddr", bound, "requested", net.JoinHostPort(fr.BindHost, strconv.Itoa(int(fr.BindPort))))
+	sc.wg.Add(1)
+	go func() {
+		defer sc.wg.Done()
+		rl.serve()
+	}()
+	if fr.BindPort == 0 {
+		return boundPort, nil
+	}
+	return 0, nil
+}
+
+// remoteListener is one tcpip-forward: it accepts on the server and opens a
+// forwarded-tcpip channel back to the client for each connection.
+type remoteListener struct {
+	sc   *serverConn
+	ln   net.Listener
+	req  forwardRequest // as the client asked
+	port uint32         // bound port
+	key  boundKey       // bound address, the key of Server.bound
+	once sync.Once
+}
+
+func (rl *remoteListener) close() {
+	rl.once.Do(func() {
+		rl.ln.Close()
+		rl.sc.srv.unregister(rl.key, rl.sc)
+	})
+}
+
+func (rl *remoteListener) serve() {
+	defer rl.close()
+	err := accept.Loop(rl.ln, rl.sc.log, func(c net.Conn) {
+		rl.sc.wg.Add(1)
+		go func() {
+			defer rl.sc.wg.Done()
+			rl.forward(c)
+		}()
+	})
+	if !errors.Is(err, net.ErrClosed) {
+		rl.sc.log.Warn("remote forward stopped", "laddr", rl.key.addr, "err", err)
+	}
+}
+
+// forward carries one accepted connection back to the client.
+func (rl *remoteListener) forward(c net.Conn) {
+	oh, op := hostPort(c.RemoteAddr())
+	payload := channelOpen{Host: rl.req.BindHost, Port: rl.port, OriginHost: oh, OriginPort: op}
+	var early []byte
+	if rl.sc.early.Load() {
+		early = readEarly(c)
+	}
+	ch, err := openEarly(rl.sc.open, chanForwardedTCPIP, chanForwardedTCPIPEarly, payload, early, &rl.sc.early)
+	putEarly(early)
+	if err != nil {
+		rl.sc.srv.meter.refuse()
+		rl.sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	pipe(rl.sc.ctx, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch)
+}

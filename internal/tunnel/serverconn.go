@@ -1,0 +1,238 @@
+package tunnel
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+
+	"github.com/pinhole-dev/pinhole/internal/auth"
+)
+
+// serverConn is one authenticated client connection.
+type serverConn struct {
+	srv   *Server
+	ctx   context.Context // ends with the connection
+	conn  *ssh.ServerConn
+	opts  *auth.Options
+	key   string      // the SHA256 fingerprint of the key it logged in with
+	caps  peerCaps    // what the client speaks beyond RFC 4254
+	early atomic.Bool // the client takes forwarded-tcpip-early@pinhole (early.go)
+	log   *slog.Logger
+
+	mu          sync.Mutex
+	forwards    map[forwardRequest]*remoteListener // keyed as the client asked, port 0 by the bound port; nil once closing
+	udpForwards map[forwardRequest]*udpListener
+	wg          sync.WaitGroup
+}
+
+// errShuttingDown is the reason a draining server gives for what it no
+// longer opens.
+const errShuttingDown = "pinhole server is shutting down; connect again in a moment"
+
+func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	ctx, cancel := context.WithCancel(sc.srv.ctx)
+	sc.ctx = ctx
+	sc.wg.Add(2)
+	go func() {
+		defer sc.wg.Done()
+		keepalive(ctx, sc.conn, sc.srv.cfg.KeepaliveInterval, sc.srv.cfg.KeepaliveCountMax, sc.log)
+	}()
+	go func() {
+		defer sc.wg.Done()
+		for req := range reqs {
+			sc.globalRequest(req)
+		}
+	}()
+	for nc := range chans {
+		var serve func(context.Context, ssh.NewChannel)
+		switch nc.ChannelType() {
+		case chanDirectTCPIP, chanDirectTCPIPEarly:
+			serve = sc.direct
+		case chanDirectUDP:
+			serve = sc.directUDP
+		case chanSession:
+			serve = sc.session
+		default:
+			nc.Reject(ssh.UnknownChannelType, "pinhole only forwards ports: channel type "+strconv.Quote(nc.ChannelType())+" is not served")
+			continue
+		}
+		if nc.ChannelType() != chanSession && sc.srv.stopped() {
+			sc.srv.meter.refuse()
+			nc.Reject(ssh.ConnectionFailed, errShuttingDown)
+			continue
+		}
+		sc.wg.Add(1)
+		go func() {
+			defer sc.wg.Done()
+			serve(ctx, nc)
+		}()
+	}
+	// The connection is gone: stop its forwards and wait for its streams.
+	cancel()
+	sc.close()
+	sc.wg.Wait()
+}
+
+// close ends the connection and its remote forwards at once, so their
+// ports are free when it returns. It is idempotent.
+func (sc *serverConn) close() {
+	sc.conn.Close()
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, rl := range sc.forwards {
+		rl.close()
+	}
+	for _, ul := range sc.udpForwards {
+		ul.close()
+	}
+	sc.forwards = nil // listen refuses from now on
+}
+
+// stopListening closes the connection's remote-forward listeners and leaves
+// its streams open: what a draining server does.
+func (sc *serverConn) stopListening() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	for _, rl := range sc.forwards {
+		rl.close()
+	}
+	for _, ul := range sc.udpForwards {
+		ul.close()
+	}
+}
+
+func (sc *serverConn) globalRequest(req *ssh.Request) {
+	switch req.Type {
+	case reqTCPIPForward, reqUDPForward:
+		listen := sc.listen
+		if req.Type == reqUDPForward {
+			listen = sc.listenUDP
+		}
+		port, err := listen(req.Payload)
+		if err != nil {
+			sc.log.Info("remote forward refused", "err", err)
+			var reason []byte
+			if sc.caps.reasons {
+				reason = []byte(err.Error())
+			}
+			req.Reply(false, reason)
+			return
+		}
+		var reply []byte
+		if port != 0 {
+			reply = ssh.Marshal(forwardReply{Port: port})
+		}
+		req.Reply(true, reply)
+	case reqCancelUDP:
+		var fr forwardRequest
+		if err := ssh.Unmarshal(req.Payload, &fr); err != nil {
+			req.Reply(false, nil)
+			return
+		}
+		sc.mu.Lock()
+		ul := sc.udpForwards[fr]
+		delete(sc.udpForwards, fr)
+		sc.mu.Unlock()
+		if ul != nil {
+			ul.close()
+			sc.log.Info("remote udp forward canceled", "laddr", ul.pc.LocalAddr().String())
+		}
+		req.Reply(ul != nil, nil)
+	case reqCancelForward:
+		var fr forwardRequest
+		if err := ssh.Unmarshal(req.Payload, &fr); err != nil {
+			req.Reply(false, nil)
+			return
+		}
+		sc.mu.Lock()
+		rl := sc.forwards[fr]
+		delete(sc.forwards, fr)
+		sc.mu.Unlock()
+		if rl == nil {
+			req.Reply(false, nil)
+			return
+		}
+		rl.close()
+		sc.log.Info("remote forward canceled", "laddr", rl.ln.Addr().String())
+		req.Reply(true, nil)
+	case reqKeepalive:
+		// OpenSSH answers failure to requests it does not serve; any answer
+		// tells the client we are alive.
+		req.Reply(false, nil)
+	default:
+		if req.WantReply {
+			req.Reply(false, nil)
+		}
+	}
+}
+
+// open opens a stream channel to the client, for openEarly.
+func (sc *serverConn) open(chanType string, _ channelOpen, payload []byte) (ssh.Channel, error) {
+	ch, reqs, err := sc.conn.OpenChannel(chanType, payload)
+	if err != nil {
+		return nil, err
+	}
+	ignoreRequests(reqs)
+	return ch, nil
+}
+
+// direct serves a direct-tcpip channel (ssh -L, ssh -D): check
+// permitopen, dial, then relay.
+func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
+	ch, c, _, ok := sc.openTarget(ctx, nc, "tcp")
+	if !ok {
+		return
+	}
+	pipe(ctx, &sc.wg, &sc.srv.meter, true, c, ch)
+}
+
+// openTarget serves the common part of direct-tcpip and
+// direct-udp@pinhole: parse the payload, check permitopen, dial the target
+// over network and accept the channel, or reject it with OpenSSH's reason
+// codes. ok is false when the channel was rejected.
+func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network string) (ch ssh.Channel, c net.Conn, target string, ok bool) {
+	p, early, err := parseOpen(nc.ChannelType(), nc.ExtraData())
+	if err != nil {
+		sc.srv.meter.refuse()
+		nc.Reject(ssh.ConnectionFailed, "malformed "+nc.ChannelType()+" request")
+		return nil, nil, "", false
+	}
+	target = p.target()
+	if p.Port > 65535 || sc.opts == nil || !sc.opts.AllowOpen(p.Host, int(p.Port)) {
+		sc.srv.meter.refuse()
+		sc.log.Info("refused to open", "raddr", target, "proto", network, "reason", "permitopen")
+		nc.Reject(ssh.Prohibited, "connecting to "+target+"/"+network+" is not allowed for this key (permitopen or no-port-forwarding in authorized_keys)")
+		return nil, nil, "", false
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	c, err = sc.srv.cfg.Dial(dctx, network, target)
+	cancel()
+	if err != nil {
+		sc.srv.meter.refuse()
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+		nc.Reject(ssh.ConnectionFailed, dialReason(err))
+		return nil, nil, "", false
+	}
+	if err := writeEarly(c, target, early); err != nil {
+		sc.srv.meter.refuse()
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+		nc.Reject(ssh.ConnectionFailed, err.Error())
+		return nil, nil, "", false
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		c.Close()
+		return nil, nil, "", false
+	}
+	ignoreRequests(reqs)
+	if sc.log.Enabled(ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
+		sc.log.Debug("channel open", "type", nc.ChannelType(), "raddr", target, "origin", p.origin())
+	}
+	return ch, c, target, true
+}
