@@ -63,7 +63,8 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		known    = fs.String("known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
 		check    = fs.String("host-key-check", "accept-new", "yes: only known host keys; accept-new: remember a new host's key, refuse a changed one; no: accept any key (insecure)")
 		_        = fs.Bool("N", false, "accepted for ssh compatibility: pinhole never runs a remote command")
-		alive    = fs.Duration("keepalive", 15*time.Second, "ask the server whether it is alive this often (ssh's ServerAliveInterval)")
+		alive    = fs.Duration("keepalive", tunnel.DefaultKeepaliveInterval, "ask the server whether it is alive this often (ssh's ServerAliveInterval)")
+		drainFor = fs.Duration("drain", 10*time.Second, "on the first SIGINT or SIGTERM, stop taking new connections and let open streams finish for this long (a second signal stops at once)")
 		aliveMax = fs.Int("keepalive-count", 3, "reconnect after this many unanswered keepalives (ssh's ServerAliveCountMax)")
 		pauth    = fs.String("proxy-auth", "", "user:pass that -D proxy clients must give (SOCKS5 and HTTP Basic)")
 		pauthF   = fs.String("proxy-auth-file", "", "file of user:pass lines that -D proxy clients may give")
@@ -144,31 +145,12 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		return errors.New("no keys to log in with: create one with 'ssh-keygen -t ed25519', pass -i FILE, or start ssh-agent")
 	}
 
-	// Bind every -D listener before connecting, so a taken port fails at once.
-	var proxies []net.Listener
-	defer func() {
-		for _, ln := range proxies {
-			ln.Close()
-		}
-	}()
-	for _, f := range dynamic.list {
-		addr := f.ListenAddr()
-		if err := socks.CheckOpen(addr, creds != nil); err != nil && !*open {
-			return err
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("-D %s: %w (is another program using that port? pick another one)", f, err)
-		}
-		proxies = append(proxies, ln)
-	}
-
 	addr := net.JoinHostPort(host, strconv.Itoa(*port))
 	interval := *alive
 	if interval == 0 {
 		interval = -1
 	}
-	client, err := tunnel.Dial(ctx, tunnel.ClientConfig{
+	cfg := tunnel.ClientConfig{
 		Addr:              addr,
 		User:              userName,
 		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
@@ -176,63 +158,91 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		HostKeyAlgorithms: kh.Algorithms(addr),
 		Local:             local.list,
 		Remote:            remote.list,
+		Dynamic:           dynamic.list,
+		AllowOpenProxy:    *open,
 		KeepaliveInterval: interval,
 		KeepaliveCountMax: *aliveMax,
 		UDPIdleTimeout:    *udpIdle,
 		UDPMaxFlows:       *udpFlows,
 		UDPOptional:       !onlyUDP,
+		Cores:             e.cores,
 		Logger:            e.log,
-	})
+	}
+	if creds != nil {
+		cfg.ProxyCredentials = creds
+	}
+	client, err := tunnel.Dial(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	fmt.Fprintf(e.stdout, "pinhole connect: connected to %s as %s\n", addr, userName)
-	for i, a := range client.LocalAddrs() {
-		if local.list[i].Proto == spec.UDP && !client.UDP() {
-			fmt.Fprintf(e.stderr, "pinhole connect: -L %s: skipped: %s is not a pinhole server, so it cannot carry UDP\n", local.list[i], addr)
-			continue
-		}
-		fmt.Fprintf(e.stdout, "pinhole connect: -L %s: listening on %s, connecting to %s from the server\n", local.list[i], a, local.list[i].Target())
-	}
-	for i, a := range client.RemoteAddrs() {
-		if remote.list[i].Proto == spec.UDP && !client.UDP() {
-			fmt.Fprintf(e.stderr, "pinhole connect: -R %s: skipped: %s is not a pinhole server, so it cannot carry UDP\n", remote.list[i], addr)
-			continue
-		}
-		if a == "" {
-			fmt.Fprintf(e.stdout, "pinhole connect: -R %s: refused by the server for now (see the log); retrying\n", remote.list[i])
-			continue
-		}
-		fmt.Fprintf(e.stdout, "pinhole connect: -R %s: the server listens on %s, connecting to %s from here\n", remote.list[i], a, remote.list[i].Target())
-	}
-
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := client.DialContext(ctx, network, addr)
-		if errors.Is(err, tunnel.ErrProhibited) {
-			err = fmt.Errorf("%w: %w", socks.ErrNotAllowed, err)
-		}
-		return c, err
-	}
-	errc := make(chan error, len(proxies))
-	for i, ln := range proxies {
-		ps := &socks.Server{Dial: dial, DialUDP: client.DialUDP, NoUDP: !client.UDP(), UDPIdleTimeout: *udpIdle, Logger: e.log}
-		if creds != nil {
-			ps.Credentials = creds
-		}
-		fmt.Fprintf(e.stdout, "pinhole connect: -D %s: SOCKS4/4a/5 and HTTP proxy on %s, connecting from the server\n", dynamic.list[i], ln.Addr())
-		go func() { errc <- ps.Serve(ln) }()
-		defer ps.Close()
+	for _, f := range client.Forwardings() {
+		printForward(e, addr, f)
 	}
 
 	select {
 	case <-ctx.Done():
-		return nil
+		return drainClient(e, client, *drainFor)
 	case <-client.Done():
 		return client.Wait()
-	case err := <-errc:
-		return fmt.Errorf("proxy stopped: %w", err)
 	}
+}
+
+// printForward says where a forward listens, or why it does not.
+func printForward(e *env, server string, f *tunnel.Forwarding) {
+	s := f.Spec()
+	if f.State() == tunnel.StateClosed {
+		if errors.Is(f.Err(), tunnel.ErrNoUDP) {
+			fmt.Fprintf(e.stderr, "pinhole connect: %s %s: skipped: %s is not a pinhole server, so it cannot carry UDP\n", s.Kind, s, server)
+			return
+		}
+		fmt.Fprintf(e.stderr, "pinhole connect: %s %s: skipped: %v\n", s.Kind, s, f.Err())
+		return
+	}
+	switch s.Kind {
+	case spec.Local:
+		fmt.Fprintf(e.stdout, "pinhole connect: -L %s: listening on %s, connecting to %s from the server\n", s, f.Addr(), s.Target())
+	case spec.Dynamic:
+		fmt.Fprintf(e.stdout, "pinhole connect: -D %s: SOCKS4/4a/5 and HTTP proxy on %s, connecting from the server\n", s, f.Addr())
+	case spec.Remote:
+		if f.State() != tunnel.StateUp {
+			why := "see the log"
+			if err := f.Err(); err != nil {
+				why = err.Error()
+			}
+			fmt.Fprintf(e.stdout, "pinhole connect: -R %s: refused by the server for now (%s); retrying\n", s, why)
+			return
+		}
+		fmt.Fprintf(e.stdout, "pinhole connect: -R %s: the server listens on %s, connecting to %s from here\n", s, remoteWhere(s, f), s.Target())
+	}
+}
+
+// remoteWhere is where the server listens for a -R, as asked: the bind
+// host given (localhost by default) with the port it bound.
+func remoteWhere(s spec.Forward, f *tunnel.Forwarding) string {
+	host := s.BindHost
+	switch host {
+	case "":
+		host = "localhost"
+	case "*":
+		host = ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(f.Addr().Port())))
+}
+
+// drainClient stops the client gracefully: no new connections, open
+// streams get up to d (or until a second signal) to finish.
+func drainClient(e *env, c *tunnel.Client, d time.Duration) error {
+	if open := c.Stats().StreamsOpen; open > 0 {
+		e.log.Info("stopping: no new connections; waiting for open streams (a second signal stops at once)", "streams", open, "drain", d)
+	}
+	ctx, cancel := context.WithTimeout(e.force, d)
+	defer cancel()
+	if err := c.Shutdown(ctx); err != nil {
+		return fmt.Errorf("stopped before open streams finished, they were cut: %w", err)
+	}
+	return nil
 }
 
 // splitDestination splits [user@]host; the host may be an IPv6 literal,

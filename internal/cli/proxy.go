@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/socks"
 )
@@ -20,6 +21,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		pauth  = fs.String("proxy-auth", "", "`user:pass` that clients must give (SOCKS5 and HTTP Basic; SOCKS4 is then refused)")
 		pauthF = fs.String("proxy-auth-file", "", "`file` of user:pass lines that clients may give")
 		open   = fs.Bool("allow-open-proxy", false, "allow a non-loopback --listen address without --proxy-auth")
+		drainD = fs.Duration("drain", 10*time.Second, "on the first SIGINT or SIGTERM, stop accepting and let open connections finish for this long (a second signal stops at once)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: pinhole proxy [flags]\n\nRuns a SOCKS4/4a/5 and HTTP proxy on one port, connecting from this machine.\n\n")
@@ -54,8 +56,13 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	go func() { errc <- s.Serve(ln) }()
 	select {
 	case <-ctx.Done():
-		s.Close()
+		dctx, cancel := context.WithTimeout(e.force, *drainD)
+		defer cancel()
+		err := s.Shutdown(dctx)
 		<-errc
+		if err != nil {
+			return fmt.Errorf("stopped before open connections finished, they were cut: %w", err)
+		}
 		return nil
 	case err := <-errc:
 		s.Close()

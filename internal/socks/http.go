@@ -88,6 +88,9 @@ func splitTarget(hostport string) (string, error) {
 func (hs *handshake) http() error {
 	for first := true; ; first = false {
 		if !first {
+			if !hs.s.setIdle(hs.c, true) {
+				return nil // shutting down: no next request
+			}
 			hs.c.SetDeadline(time.Now().Add(hs.timeout))
 			hs.lr.n = maxHandshake
 		}
@@ -102,6 +105,7 @@ func (hs *handshake) http() error {
 			}
 			return err
 		}
+		hs.s.setIdle(hs.c, false)
 		hs.c.SetDeadline(time.Time{})
 		hs.lr.n = math.MaxInt64 // the body has no cap
 		if !hs.httpAuthorized(req) {

@@ -74,9 +74,10 @@ type Server struct {
 	// datagram, each Read returns one. nil means a plain UDP socket.
 	DialUDP func(ctx context.Context, addr string) (net.Conn, error)
 
-	// NoUDP answers UDP ASSOCIATE with "command not supported", for a
-	// path that cannot carry UDP (a tunnel through a stock sshd).
-	NoUDP bool
+	// NoUDP, if set, is asked at each UDP ASSOCIATE whether the path
+	// cannot carry UDP now (a tunnel through a stock sshd); true answers
+	// "command not supported".
+	NoUDP func() bool
 
 	// UDPIdleTimeout ends an association's flow to one destination after
 	// this long without a datagram. 0 means 60 s.
@@ -88,7 +89,7 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]context.CancelFunc
+	conns     map[net.Conn]*client
 	wg        sync.WaitGroup
 	transport *http.Transport // for absolute-form HTTP requests; made on first use
 }
@@ -144,8 +145,8 @@ func (s *Server) Close() error {
 	for l := range s.listeners {
 		l.Close()
 	}
-	for c, cancel := range s.conns {
-		cancel()
+	for c, cl := range s.conns {
+		cl.cancel()
 		c.Close()
 	}
 	t := s.transport
@@ -167,6 +168,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for l := range s.listeners {
 		l.Close()
 	}
+	for c, cl := range s.conns {
+		if cl.idle {
+			c.Close() // waiting for a request that is not wanted now
+		}
+	}
 	s.mu.Unlock()
 	var err error
 	for delay := time.Millisecond; s.active() > 0; delay = min(2*delay, 100*time.Millisecond) {
@@ -183,6 +189,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.Close()
 	return err
+}
+
+// client is one connection being served.
+type client struct {
+	cancel context.CancelFunc
+	// idle: waiting for a request (the first, or the next on a kept-alive
+	// HTTP connection), which Shutdown does not wait for.
+	idle bool
+}
+
+// setIdle marks c waiting for a request, or serving one. It reports
+// false when c is to stop: idle while the Server shuts down.
+func (s *Server) setIdle(c net.Conn, idle bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cl := s.conns[c]; cl != nil {
+		cl.idle = idle
+	}
+	return !idle || !s.closed
 }
 
 // active is how many clients are being served.
@@ -226,10 +251,10 @@ func (s *Server) track(parent context.Context, c net.Conn) (context.Context, boo
 		return nil, false
 	}
 	if s.conns == nil {
-		s.conns = make(map[net.Conn]context.CancelFunc)
+		s.conns = make(map[net.Conn]*client)
 	}
 	ctx, cancel := context.WithCancel(parent)
-	s.conns[c] = cancel
+	s.conns[c] = &client{cancel: cancel, idle: true}
 	s.wg.Add(1)
 	return ctx, true
 }
@@ -237,11 +262,11 @@ func (s *Server) track(parent context.Context, c net.Conn) (context.Context, boo
 func (s *Server) untrack(c net.Conn) {
 	c.Close()
 	s.mu.Lock()
-	cancel := s.conns[c]
+	cl := s.conns[c]
 	delete(s.conns, c)
 	s.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if cl != nil {
+		cl.cancel()
 	}
 	s.wg.Done()
 }
@@ -299,6 +324,7 @@ func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, erro
 // connect dials addr for the client, clearing the handshake deadline first
 // so that a slow dial is bounded by Dial alone.
 func (hs *handshake) connect(addr string) (net.Conn, error) {
+	hs.s.setIdle(hs.c, false)
 	hs.c.SetDeadline(time.Time{})
 	t, err := hs.s.dial(hs.ctx, "tcp", addr)
 	if err != nil {

@@ -822,3 +822,53 @@ func TestShutdown(t *testing.T) {
 		t.Fatal("the client that stayed still reads after Shutdown gave up")
 	}
 }
+
+// TestShutdownClosesIdle: a kept-alive HTTP proxy connection waiting for
+// its next request, and a client that has not sent its request, do not
+// hold Shutdown up.
+func TestShutdownClosesIdle(t *testing.T) {
+	s := &Server{}
+	ln := listen(t)
+	go s.Serve(ln)
+	silent, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	origin := startTarget(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			req.Body.Close()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	kept, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	fmt.Fprintf(kept, "GET http://%s/ HTTP/1.1\r\nHost: %s\r\n\r\n", origin, origin)
+	kept.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(kept), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	for s.active() != 2 { // silent and kept; both now idle
+		time.Sleep(5 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v with only idle clients", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown took %v with only idle clients", d)
+	}
+}

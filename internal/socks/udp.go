@@ -80,7 +80,8 @@ func (s *Server) dialUDP(ctx context.Context, addr string) (net.Conn, error) {
 // udpAssociate answers UDP ASSOCIATE: a relay socket on the address the
 // client reached us at, alive while the control connection is.
 func (hs *handshake) udpAssociate(want string) error {
-	if hs.s.NoUDP {
+	hs.s.setIdle(hs.c, false)
+	if hs.s.NoUDP != nil && hs.s.NoUDP() {
 		hs.c.Write(appendSOCKS5Reply(nil, repCommandUnsupported, nil))
 		return errors.New("socks: UDP ASSOCIATE refused: this proxy's path cannot carry UDP (a tunnel through a server without pinhole's UDP extension)")
 	}

@@ -110,7 +110,7 @@ func TestUDPAssociate(t *testing.T) {
 }
 
 func TestUDPAssociateRefused(t *testing.T) {
-	addr := startServer(t, &Server{NoUDP: true})
+	addr := startServer(t, &Server{NoUDP: func() bool { return true }})
 	if _, code := associate(t, addr); code != repCommandUnsupported {
 		t.Fatalf("UDP ASSOCIATE with NoUDP: reply %#x, want 0x07 command not supported", code)
 	}

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +16,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 )
 
@@ -35,20 +36,30 @@ type ClientConfig struct {
 	// server with several keys shows the one known_hosts holds.
 	HostKeyAlgorithms []string
 
-	// Local are the -L forwards: listen here, connect from the server.
-	Local []spec.Forward
-	// Remote are the -R forwards: listen on the server, connect from here.
-	Remote []spec.Forward
+	// Local, Remote and Dynamic are the -L, -R and -D forwards Dial sets up,
+	// as Client.Forward would one by one. More can be added, and any
+	// removed, while the client runs.
+	Local, Remote, Dynamic []spec.Forward
+
+	// ProxyCredentials, if set, are what clients of a -D proxy must give
+	// (SOCKS5 username/password, HTTP Basic). nil asks for none.
+	ProxyCredentials socks.Credentials
+	// AllowOpenProxy lets a -D proxy listen on a non-loopback address
+	// without ProxyCredentials. Without it such a forward is refused: it
+	// would let anyone who reaches this machine connect from the server.
+	AllowOpenProxy bool
 
 	// KeepaliveInterval is how often the server is asked whether it is
-	// alive (ssh's ServerAliveInterval). 0 means 15 s; negative: never.
+	// alive (ssh's ServerAliveInterval). 0 means DefaultKeepaliveInterval;
+	// negative: never.
 	KeepaliveInterval time.Duration
 	// KeepaliveCountMax unanswered keepalives drop the connection, which
-	// is then reconnected. 0 means 3.
+	// is then reconnected. 0 means DefaultKeepaliveCountMax.
 	KeepaliveCountMax int
 	// ConnectTimeout bounds one TCP connect plus SSH handshake. 0 means 15 s.
 	ConnectTimeout time.Duration
 	// BackoffMin and BackoffMax bound the wait between reconnect attempts,
+	// and between the attempts at a remote forward the server refuses,
 	// which doubles from Min to Max with ±20% jitter. 0 means 250 ms and
 	// 5 s.
 	BackoffMin, BackoffMax time.Duration
@@ -62,14 +73,15 @@ type ClientConfig struct {
 	// UDPMaxFlows caps the flows of one local UDP forward. 0 means 1024.
 	UDPMaxFlows int
 	// UDPOptional makes a server without pinhole's UDP extension (a stock
-	// sshd) a warning instead of an error: the /udp forwards are dropped and
-	// the rest go on. Otherwise Dial fails with ErrNoUDP.
+	// sshd) a warning instead of an error when Dial meets it: the /udp
+	// forwards are closed, with ErrNoUDP as their Err, and the rest go on.
+	// Otherwise Dial fails with ErrNoUDP.
 	UDPOptional bool
 
 	// Dial opens the TCP connection to the server. nil means net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Listen opens -L listeners. nil means net.Listen, with TCP keepalive
-	// at the system's timing on accepted connections.
+	// Listen opens -L and -D listeners. nil means net.Listen, with TCP
+	// keepalive at the system's timing on accepted connections.
 	Listen func(network, addr string) (net.Listener, error)
 	// Cores, if set, is told how many SSH connections the client holds
 	// (cores.go). nil leaves GOMAXPROCS alone.
@@ -79,45 +91,135 @@ type ClientConfig struct {
 	Logger *slog.Logger
 }
 
+// State is where a Client or a Forwarding is in its life.
+//
+// A Client's states, and what moves it from one to the next (setState is
+// the only place that changes it):
+//
+//	                 connected                 connection lost
+//	Dial ─► connecting ────────► up ◄──────────────────► reconnecting
+//	            │                 │        reconnected        │
+//	            │                 │ Shutdown                  │
+//	            │                 ▼                           │
+//	            │             draining ─streams done, or ctx─┐│
+//	            │                                            ▼▼
+//	            └── Dial fails, Close, fatal error ────────► closed
+//
+// (Close, and a fatal error on reconnecting, lead from every state to
+// closed; a connection that completes after Close is closed at once.)
+//
+// A Forwarding follows its client: it is up while the client is (a
+// remote forward only once the server listens for it, connecting until
+// then), connecting or reconnecting while the client is, draining while
+// it or its client drains, and closed once it or its client is.
+type State uint8
+
+const (
+	StateConnecting State = iota
+	StateUp
+	StateReconnecting
+	StateDraining
+	StateClosed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateUp:
+		return "up"
+	case StateReconnecting:
+		return "reconnecting"
+	case StateDraining:
+		return "draining"
+	case StateClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
 // Client is a tunnel that stays up: it reconnects with backoff when the
 // connection drops and restores every remote forward; local listeners stay
-// bound throughout. Create one with Dial.
+// bound throughout. Forwards are handles (Forward) that can be added and
+// closed while it runs. Create one with Dial.
 type Client struct {
 	cfg    ClientConfig
 	sshCfg *ssh.ClientConfig
 	log    *slog.Logger
-	ctx    context.Context
+	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	locals []net.Listener // TCP -L listeners, in order
-	udps   []*net.UDPConn // UDP -L sockets, in order
-	laddrs []net.Addr     // every -L's address, in cfg.Local order
-	udp    atomic.Bool    // the server speaks pinhole's UDP extension
-	meter  meter
+	meter  meter          // streams opened by DialContext and DialUDP
+	udp    atomic.Bool    // the server last connected to speaks pinhole's UDP extension
+	wg     sync.WaitGroup // the supervisor and every goroutine of DialContext's streams
 
-	mu      sync.Mutex
-	conn    *link         // nil while disconnected
-	up      chan struct{} // closed while conn != nil
-	remotes []string      // per Remote forward: where the server listens, "" if not now
-	err     error         // why the client stopped
-	done    chan struct{}
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	state    State
+	link     *link         // the connection; set in up and, while it lasts, draining
+	up       chan struct{} // closed when the client leaves connecting or reconnecting
+	forwards []*Forwarding // in the order added, until closed by their owner
+	retired  Stats         // of forwards closed and removed
+	err      error         // why the client closed
+	done     chan struct{} // closed in closed
 }
 
-// Dial binds every local forward, connects to the server, asks for every
-// remote forward and returns a Client that keeps them working until Close;
-// ctx bounds only this first connect. It fails at once, without retrying, when a local port cannot
-// be bound, the server cannot be reached, the host key is wrong or
-// authentication fails. A remote forward the server refuses is logged and
-// the others go on.
+// Dial sets up every forward of cfg, connects to the server, asks for the
+// remote forwards and returns a Client that keeps them working until
+// Close; ctx bounds only this first connect. It fails at once, without
+// retrying, when a local port cannot be bound, the server cannot be
+// reached, the host key is wrong or authentication fails. A remote forward
+// the server refuses is logged and retried, and the others go on.
 func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
+	c, err := newClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Local ports first, so that a taken one fails before connecting.
+	for _, f := range slices.Concat(cfg.Local, cfg.Dynamic) {
+		if _, err := c.Forward(ctx, f); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	l, err := c.connect(ctx)
+	if err == nil && !l.caps.udp && !cfg.UDPOptional && c.hasUDP() {
+		l.Close()
+		err = &FatalError{Err: fmt.Errorf("%w (%s says it is %q): /udp forwards need pinhole server at the far end; drop them or run pinhole server there", ErrNoUDP, cfg.Addr, l.ServerVersion())}
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if !c.connected(l) {
+		return nil, net.ErrClosed
+	}
+	c.log.Info("connected", "user", cfg.User)
+	for _, f := range cfg.Remote {
+		_, err := c.Forward(ctx, f)
+		switch {
+		case errors.Is(err, ErrNoUDP):
+			c.skip(f, err)
+		case err != nil:
+			c.Close()
+			return nil, err
+		}
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.supervise(l)
+	}()
+	return c, nil
+}
+
+func newClient(cfg ClientConfig) (*Client, error) {
 	if cfg.HostKeyCallback == nil {
 		return nil, errors.New("tunnel: ClientConfig.HostKeyCallback is nil; use an auth.KnownHosts callback")
 	}
 	if cfg.KeepaliveInterval == 0 {
-		cfg.KeepaliveInterval = 15 * time.Second
+		cfg.KeepaliveInterval = DefaultKeepaliveInterval
 	}
 	if cfg.KeepaliveCountMax <= 0 {
-		cfg.KeepaliveCountMax = 3
+		cfg.KeepaliveCountMax = DefaultKeepaliveCountMax
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 15 * time.Second
@@ -137,14 +239,14 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	if cfg.Listen == nil {
 		cfg.Listen = listenStreams
 	}
-	for _, f := range cfg.Local {
-		if f.Kind != spec.Local {
-			return nil, fmt.Errorf("tunnel: %s %s is not a local forward", f.Kind, f)
-		}
-	}
-	for _, f := range cfg.Remote {
-		if f.Kind != spec.Remote {
-			return nil, fmt.Errorf("tunnel: %s %s is not a remote forward", f.Kind, f)
+	for _, set := range []struct {
+		kind spec.Kind
+		fs   []spec.Forward
+	}{{spec.Local, cfg.Local}, {spec.Remote, cfg.Remote}, {spec.Dynamic, cfg.Dynamic}} {
+		for _, f := range set.fs {
+			if f.Kind != set.kind {
+				return nil, fmt.Errorf("tunnel: %s %s is not a %s forward", f.Kind, f, set.kind)
+			}
 		}
 	}
 	log := cfg.Logger
@@ -162,84 +264,240 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 			ClientVersion:     versionPrefix + "_" + Version,
 			Timeout:           cfg.ConnectTimeout,
 		},
-		log:     log.With("tunnel", cfg.Addr),
-		up:      make(chan struct{}),
-		remotes: make([]string, len(cfg.Remote)),
-		done:    make(chan struct{}),
+		log:  log.With("tunnel", cfg.Addr),
+		up:   make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	if err := c.bindLocals(); err != nil {
-		c.cancel()
-		c.closeListeners()
-		return nil, err
-	}
-	conn, err := c.connect(ctx)
-	if err != nil {
-		c.cancel()
-		c.closeListeners()
-		c.wg.Wait()
-		return nil, err
-	}
-	c.setConn(conn)
-	c.log.Info("connected", "user", cfg.User)
-	c.serveLocals()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.maintain(conn)
-	}()
 	return c, nil
 }
 
-// remoteBindHost is what a tcpip-forward asks for, as OpenSSH's ssh sends
-// it: "localhost" when no bind address was given, "" for "*".
-func remoteBindHost(f spec.Forward) string {
-	switch f.BindHost {
-	case "":
-		return "localhost"
-	case "*":
-		return ""
+func (c *Client) hasUDP() bool {
+	for _, f := range slices.Concat(c.cfg.Local, c.cfg.Remote) {
+		if f.Proto == spec.UDP {
+			return true
+		}
 	}
-	return f.BindHost
+	return false
 }
 
-// LocalAddrs are the addresses the -L forwards listen on, in order: a
-// *net.TCPAddr or, for /udp, a *net.UDPAddr.
-func (c *Client) LocalAddrs() []net.Addr {
-	return append([]net.Addr(nil), c.laddrs...)
-}
-
-// UDP reports whether the server speaks pinhole's UDP extension, so /udp
-// forwards and SOCKS5 UDP ASSOCIATE work.
-func (c *Client) UDP() bool { return c.udp.Load() }
-
-// RemoteAddrs are where the server listens for each -R forward, in order:
-// host:port with the port the server chose for port 0; "" for a forward the
-// server refused or while disconnected.
-func (c *Client) RemoteAddrs() []string {
+// State is where the client is in its life (the diagram on State).
+func (c *Client) State() State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]string(nil), c.remotes...)
+	return c.state
 }
 
-// Close stops reconnecting, closes the listeners, the connection and every
-// stream, and waits for them. It is idempotent.
-func (c *Client) Close() error {
-	c.cancel()
-	c.closeListeners()
-	c.mu.Lock()
-	if c.conn != nil {
-		c.conn.Close()
+// setState moves the client to st; c.mu is held. It is the only place the
+// state changes, and it refuses what the diagram on State has no arrow
+// for, reporting false. l is the new connection when st is up, else nil.
+//   - up: l becomes the connection and those waiting for one go on.
+//   - reconnecting: the connection is gone; waiters wait again.
+//   - draining: nothing waits for a connection any more.
+//   - closed: the client's context ends, and with it the connection,
+//     every stream and the supervisor; Done is closed. A closed client
+//     stays closed: a connection that completes afterwards is closed by
+//     its caller.
+func (c *Client) setState(st State, l *link) bool {
+	from := c.state
+	switch {
+	case from == StateClosed, from == st:
+		return false
+	case from == StateDraining && st != StateClosed:
+		return false
+	case st == StateUp && from != StateConnecting && from != StateReconnecting:
+		return false
+	case st == StateReconnecting && from != StateUp:
+		return false
 	}
+	c.state = st
+	wasWaiting := from == StateConnecting || from == StateReconnecting
+	switch st {
+	case StateUp:
+		c.link = l
+	case StateReconnecting:
+		c.link = nil
+		c.up = make(chan struct{})
+	case StateClosed:
+		c.cancel()
+		if c.link != nil {
+			c.link.Close()
+		}
+		close(c.done)
+	}
+	if wasWaiting && st != StateReconnecting {
+		close(c.up)
+	}
+	return true
+}
+
+// connected makes l the client's connection, restores the remote forwards
+// on it, and reports true; a client closed in the meantime closes l and
+// reports false.
+func (c *Client) connected(l *link) bool {
+	c.mu.Lock()
+	if !c.setState(StateUp, l) {
+		c.mu.Unlock()
+		l.Close()
+		return false
+	}
+	fs := slices.Clone(c.forwards)
 	c.mu.Unlock()
+	c.udp.Store(l.caps.udp)
+	var wg sync.WaitGroup
+	for _, f := range fs {
+		switch {
+		case f.spec.Proto == spec.UDP && !l.caps.udp:
+			c.log.Warn("forward closed: the server does not speak pinhole's UDP extension", "forward", f.flag())
+			f.close(fmt.Errorf("%w (%s is not pinhole server)", ErrNoUDP, c.cfg.Addr))
+		case f.spec.Kind == spec.Remote:
+			wg.Go(func() { f.request(c.ctx, l) })
+		}
+	}
+	wg.Wait()
+	return true
+}
+
+// skip lists f as a forward the client could not start, closed, with err.
+func (c *Client) skip(f spec.Forward, err error) {
+	c.log.Warn("forward skipped", "forward", f.Kind.String()+" "+f.String(), "err", err)
+	fw := &Forwarding{c: c, spec: f, closed: true, err: err}
+	fw.ctx, fw.cancel = context.WithCancel(c.ctx)
+	fw.cancel()
+	c.mu.Lock()
+	c.forwards = append(c.forwards, fw)
+	c.mu.Unlock()
+}
+
+// current returns the live connection, waiting for a reconnect while ctx
+// allows.
+func (c *Client) current(ctx context.Context) (*link, error) {
+	for {
+		c.mu.Lock()
+		l, up, st := c.link, c.up, c.state
+		c.mu.Unlock()
+		switch {
+		case l != nil && st != StateDraining:
+			return l, nil
+		case st == StateDraining || st == StateClosed:
+			return nil, net.ErrClosed
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("tunnel: not connected to %s: %w", c.cfg.Addr, ctx.Err())
+		}
+	}
+}
+
+// currentUntil is current with a deadline; it makes a context only when
+// there is no connection to return at once.
+func (c *Client) currentUntil(ctx context.Context, deadline time.Time) (*link, error) {
+	c.mu.Lock()
+	l, st := c.link, c.state
+	c.mu.Unlock()
+	if l != nil && st == StateUp {
+		return l, nil
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return c.current(ctx)
+}
+
+// UDP reports whether the server last connected to speaks pinhole's UDP
+// extension, so /udp forwards and SOCKS5 UDP ASSOCIATE work.
+func (c *Client) UDP() bool { return c.udp.Load() }
+
+// Forwardings are the client's forwards in the order they were added,
+// without those closed by Forwarding.Close (a forward the client had to
+// close, such as a /udp one on a server without UDP, stays, closed, with
+// its Err).
+func (c *Client) Forwardings() []*Forwarding {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.forwards)
+}
+
+// Stats are the figures of every forward the client has had, and of the
+// streams of DialContext and DialUDP.
+func (c *Client) Stats() Stats {
+	c.mu.Lock()
+	s := c.retired.add(c.meter.stats())
+	fs := slices.Clone(c.forwards)
+	c.mu.Unlock()
+	for _, f := range fs {
+		s = s.add(f.Stats())
+	}
+	return s
+}
+
+// LocalAddrs are the addresses the -L forwards listen on, in the order
+// added: a *net.TCPAddr or, for /udp, a *net.UDPAddr; nil for one closed.
+func (c *Client) LocalAddrs() []net.Addr {
+	var out []net.Addr
+	for _, f := range c.Forwardings() {
+		if f.spec.Kind == spec.Local {
+			out = append(out, f.netAddr())
+		}
+	}
+	return out
+}
+
+// RemoteAddrs are where the server listens for each -R forward, in the
+// order added: host:port with the port the server chose for port 0; "" for
+// a forward the server refused or while disconnected.
+func (c *Client) RemoteAddrs() []string {
+	var out []string
+	for _, f := range c.Forwardings() {
+		if f.spec.Kind == spec.Remote {
+			out = append(out, f.remoteAddr())
+		}
+	}
+	return out
+}
+
+// Close stops reconnecting, closes every forward, the connection and every
+// stream, and waits for them. It is idempotent, and returns within a
+// moment in every state.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.setState(StateClosed, nil)
+	fs := slices.Clone(c.forwards)
+	c.mu.Unlock()
+	for _, f := range fs {
+		f.close(nil)
+	}
 	c.wg.Wait()
-	c.stop(nil)
 	return nil
 }
 
-// Wait blocks until the client stops and returns why: nil after Close, or
-// the fatal error (a host key mismatch or refused authentication on
-// reconnect) that ended it.
+// Shutdown stops the client gracefully, as http.Server.Shutdown does: every
+// forward stops taking new connections (local listeners close, the server
+// is told to stop listening for the remote ones), open TCP streams go on
+// until they end or ctx ends, and then everything is closed as Close
+// does. It returns ctx's error if streams were still open then.
+func (c *Client) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	c.setState(StateDraining, nil)
+	fs := slices.Clone(c.forwards)
+	c.mu.Unlock()
+	for _, f := range fs {
+		f.stopAccepting()
+	}
+	err := drain(ctx, func() int64 {
+		n := c.meter.streams.Load()
+		for _, f := range fs {
+			n += f.meter.streams.Load()
+		}
+		return n
+	})
+	c.Close()
+	return err
+}
+
+// Wait blocks until the client stops and returns why: nil after Close or
+// Shutdown, or the fatal error (a host key mismatch or refused
+// authentication on reconnect) that ended it.
 func (c *Client) Wait() error {
 	<-c.done
 	c.mu.Lock()
@@ -250,65 +508,90 @@ func (c *Client) Wait() error {
 // Done is closed when the client has stopped.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
-func (c *Client) stop(err error) {
+// fail closes the client for a reason retrying cannot fix.
+func (c *Client) fail(err error) {
+	c.log.Error("giving up", "err", err)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	select {
-	case <-c.done:
-	default:
+	if c.state != StateClosed {
 		c.err = err
-		close(c.done)
 	}
+	c.mu.Unlock()
+	go c.Close() // Close waits for the supervisor, which calls fail
 }
 
-func (c *Client) closeListeners() {
-	for _, ln := range c.locals {
-		ln.Close()
-	}
-	for _, pc := range c.udps {
-		pc.Close()
-	}
-}
-
-func (c *Client) setConn(conn *link) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.conn = conn
-	if conn != nil {
-		close(c.up)
-	} else {
-		c.up = make(chan struct{})
-		for i := range c.remotes {
-			c.remotes[i] = ""
-		}
-	}
-}
-
-// current returns the live connection, waiting for a reconnect while ctx
-// allows.
-func (c *Client) current(ctx context.Context) (*link, error) {
+// supervise watches the connection and reconnects when it drops, until
+// the client closes.
+func (c *Client) supervise(l *link) {
 	for {
+		kctx, kcancel := context.WithCancel(l.ctx)
+		go keepalive(kctx, l, c.cfg.KeepaliveInterval, c.cfg.KeepaliveCountMax, l.activity, c.log)
+		err := l.Wait()
+		l.cancel()
+		kcancel()
 		c.mu.Lock()
-		conn, up := c.conn, c.up
+		lost := c.setState(StateReconnecting, nil)
 		c.mu.Unlock()
-		if conn != nil {
-			return conn, nil
+		if !lost {
+			return // closed, or draining: nothing to reconnect for
 		}
-		select {
-		case <-up:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("tunnel: not connected to %s: %w", c.cfg.Addr, ctx.Err())
-		case <-c.ctx.Done():
-			return nil, net.ErrClosed
+		c.log.Warn("connection lost; reconnecting", "err", err)
+		if l = c.reconnect(); l == nil {
+			return
 		}
+		c.log.Info("reconnected")
 	}
 }
 
-// connect dials the server, runs the handshake and asks for the remote
-// forwards.
+// reconnect connects again with backoff until it succeeds, the client
+// closes, or a fatal error closes it; nil for the last two.
+func (c *Client) reconnect() *link {
+	delay := c.cfg.BackoffMin
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(jitter(delay))
+		select {
+		case <-c.ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		l, err := c.connect(c.ctx)
+		if err == nil {
+			if !c.connected(l) {
+				return nil
+			}
+			return l
+		}
+		var fatal *FatalError
+		if errors.As(err, &fatal) {
+			c.fail(err)
+			return nil
+		}
+		delay = min(2*delay, c.cfg.BackoffMax)
+		c.log.Warn("reconnect failed", "attempt", attempt, "err", err, "next", delay)
+	}
+}
+
+// link is one SSH connection to the server. Its ctx ends when the
+// connection does, and with it every stream it carried.
+type link struct {
+	*ssh.Client
+	ctx      context.Context
+	cancel   context.CancelFunc
+	caps     peerCaps
+	early    atomic.Bool   // the server takes direct-tcpip-early@pinhole (early.go)
+	activity func() uint64 // reads from the server so far, for keepalive
+
+	mu      sync.Mutex
+	remotes map[remoteKey][]*Forwarding // the -R forwards the server listens for on this connection
+}
+
+// connect dials the server, runs the handshake and starts serving the
+// channels the server opens back; ctx and the client's own bound it.
 func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
+	stopOnClose := context.AfterFunc(c.ctx, cancel)
+	defer stopOnClose()
 	release := c.cfg.Cores.Hold() // until the link ends
 	defer func() {
 		if err != nil {
@@ -323,7 +606,8 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	sc, chans, reqs, err := ssh.NewClientConn(newBufferedConn(nc), c.cfg.Addr, c.sshCfg)
+	bc := newBufferedConn(nc)
+	sc, chans, reqs, err := ssh.NewClientConn(bc, c.cfg.Addr, c.sshCfg)
 	if !stop() || err != nil {
 		nc.Close()
 		if err == nil {
@@ -333,65 +617,40 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 	}
 	nc.SetDeadline(time.Time{})
 	conn := ssh.NewClient(sc, chans, reqs)
-	udp := strings.HasPrefix(string(conn.ServerVersion()), versionPrefix)
-	c.udp.Store(udp)
-	if !udp && c.hasUDP() && !c.cfg.UDPOptional {
-		conn.Close()
-		return nil, &FatalError{Err: fmt.Errorf("%w (%s says it is %q): /udp forwards need pinhole server at the far end; drop them or run pinhole server there", ErrNoUDP, c.cfg.Addr, conn.ServerVersion())}
-	}
-	forwarded := conn.HandleChannelOpen(chanForwardedTCPIP)
+	caps := capsOf(conn.ServerVersion())
 	// Handlers first, so no forwarded channel can come before them.
+	forwarded := conn.HandleChannelOpen(chanForwardedTCPIP)
 	var forwardedUDP, forwardedEarly <-chan ssh.NewChannel
-	if udp {
+	if caps.udp {
 		forwardedUDP = conn.HandleChannelOpen(chanForwardedUDP)
+	}
+	if caps.early {
 		forwardedEarly = conn.HandleChannelOpen(chanForwardedTCPIPEarly)
 	}
-	l := &link{Client: conn}
-	l.early.Store(udp) // a pinhole server
+	l := &link{Client: conn, caps: caps, activity: bc.activity, remotes: make(map[remoteKey][]*Forwarding)}
+	l.early.Store(caps.early)
 	l.ctx, l.cancel = context.WithCancel(c.ctx)
-	context.AfterFunc(l.ctx, release)
-	table := c.requestRemotes(conn)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.serveForwarded(l, forwarded, table, false)
-	}()
-	if forwardedUDP != nil {
-		c.wg.Add(2)
-		go func() {
-			defer c.wg.Done()
-			c.serveForwarded(l, forwardedUDP, table, true)
-		}()
-		go func() {
-			defer c.wg.Done()
-			c.serveForwarded(l, forwardedEarly, table, false)
-		}()
+	context.AfterFunc(l.ctx, func() {
+		l.Close()
+		release()
+	})
+	for _, in := range []struct {
+		ch  <-chan ssh.NewChannel
+		udp bool
+	}{{forwarded, false}, {forwardedUDP, true}, {forwardedEarly, false}} {
+		if in.ch != nil {
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				l.serveForwarded(in.ch, in.udp)
+			}()
+		}
 	}
 	return l, nil
 }
 
 // ErrNoUDP means the server is not pinhole and so cannot carry UDP.
 var ErrNoUDP = errors.New("tunnel: the server does not speak pinhole's UDP extension")
-
-func (c *Client) hasUDP() bool {
-	for _, fs := range [][]spec.Forward{c.cfg.Local, c.cfg.Remote} {
-		for _, f := range fs {
-			if f.Proto == spec.UDP {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// link is one SSH connection to the server. Its ctx ends when the
-// connection does, and with it every stream it carried.
-type link struct {
-	*ssh.Client
-	ctx    context.Context
-	cancel context.CancelFunc
-	early  atomic.Bool // the server takes direct-tcpip-early@pinhole (early.go)
-}
 
 // FatalError is an error the client does not retry: the host key is wrong
 // or the server refuses our keys.
@@ -410,366 +669,6 @@ func (c *Client) explain(err error) error {
 		return &FatalError{Err: fmt.Errorf("tunnel: %s refused our keys for user %q: add your public key (~/.ssh/id_ed25519.pub) to the server's authorized_keys, or name the right one with -i (%w)", c.cfg.Addr, c.cfg.User, err)}
 	}
 	return fmt.Errorf("tunnel: %s: %w", c.cfg.Addr, err)
-}
-
-// remoteTable maps the protocol and port the server listens on to the -R
-// forward.
-type remoteTable map[remoteKey][]remoteEntry
-
-type remoteKey struct {
-	proto spec.Proto
-	port  uint32
-}
-
-type remoteEntry struct {
-	host string // as sent in tcpip-forward
-	f    spec.Forward
-}
-
-// requestRemotes asks conn for every -R forward. Refused ones are logged
-// and retried in the background while conn lives: right after a reconnect
-// the server may not yet have noticed that our old connection is gone.
-func (c *Client) requestRemotes(conn *ssh.Client) *syncTable {
-	t := &syncTable{m: make(remoteTable)}
-	for i, f := range c.cfg.Remote {
-		if f.Proto == spec.UDP && !c.udp.Load() {
-			c.log.Warn("remote forward skipped: the server does not speak pinhole's UDP extension", "forward", "-R "+f.String())
-			continue
-		}
-		if err := c.requestRemote(conn, i, f, t); err != nil {
-			c.log.Warn("remote forward refused; retrying while connected", "err", err)
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				c.retryRemote(conn, i, f, t)
-			}()
-		}
-	}
-	return t
-}
-
-func (c *Client) requestRemote(conn *ssh.Client, i int, f spec.Forward, t *syncTable) error {
-	host := remoteBindHost(f)
-	req := reqTCPIPForward
-	if f.Proto == spec.UDP {
-		req = reqUDPForward
-	}
-	ok, reply, err := conn.SendRequest(req, true, ssh.Marshal(forwardRequest{BindHost: host, BindPort: uint32(f.BindPort)}))
-	if err != nil {
-		return fmt.Errorf("tunnel: -R %s: %w", f, err)
-	}
-	if !ok {
-		return &ForwardError{Spec: f.String(), Reason: string(reply)}
-	}
-	port := uint32(f.BindPort)
-	if port == 0 {
-		var r forwardReply
-		if err := ssh.Unmarshal(reply, &r); err != nil {
-			return fmt.Errorf("tunnel: -R %s: the server's reply has no port: %w", f, err)
-		}
-		port = r.Port
-	}
-	t.add(f.Proto, port, remoteEntry{host: host, f: f})
-	where := net.JoinHostPort(host, strconv.Itoa(int(port)))
-	c.mu.Lock()
-	c.remotes[i] = where
-	c.mu.Unlock()
-	c.log.Info("remote forward listening", "laddr", where, "raddr", f.Target())
-	return nil
-}
-
-func (c *Client) retryRemote(conn *ssh.Client, i int, f spec.Forward, t *syncTable) {
-	delay := c.cfg.BackoffMin
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-time.After(jitter(delay)):
-		}
-		err := c.requestRemote(conn, i, f, t)
-		if err == nil {
-			return
-		}
-		var fe *ForwardError
-		if !errors.As(err, &fe) {
-			return // the connection is gone; the reconnect asks again
-		}
-		c.log.Debug("remote forward still refused", "err", err)
-		delay = min(2*delay, 30*time.Second)
-	}
-}
-
-type syncTable struct {
-	mu sync.Mutex
-	m  remoteTable
-}
-
-func (t *syncTable) add(proto spec.Proto, port uint32, e remoteEntry) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	k := remoteKey{proto, port}
-	t.m[k] = append(t.m[k], e)
-}
-
-// lookup finds the forward for a forwarded-tcpip channel: by port, and by
-// host when several forwards share the port.
-func (t *syncTable) lookup(proto spec.Proto, host string, port uint32) (spec.Forward, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	es := t.m[remoteKey{proto, port}]
-	if len(es) == 1 {
-		return es[0].f, true
-	}
-	for _, e := range es {
-		if e.host == host {
-			return e.f, true
-		}
-	}
-	return spec.Forward{}, false
-}
-
-// serveForwarded connects each forwarded-tcpip (or forwarded-udp@pinhole)
-// channel to its -R target, until the connection closes.
-func (c *Client) serveForwarded(l *link, in <-chan ssh.NewChannel, t *syncTable, udp bool) {
-	proto := spec.TCP
-	if udp {
-		proto = spec.UDP
-	}
-	for nc := range in {
-		p, early, err := parseOpen(nc.ChannelType(), nc.ExtraData())
-		if err != nil {
-			nc.Reject(ssh.ConnectionFailed, "malformed "+nc.ChannelType()+" request")
-			continue
-		}
-		f, ok := t.lookup(proto, p.Host, p.Port)
-		if !ok {
-			nc.Reject(ssh.Prohibited, "no remote forward for "+p.target())
-			continue
-		}
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.forwardIn(l, nc, p, early, f)
-		}()
-	}
-}
-
-func (c *Client) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early []byte, f spec.Forward) {
-	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-	d := net.Dialer{KeepAliveConfig: streamKeepAlive}
-	conn, err := d.DialContext(ctx, f.Proto.String(), f.Target())
-	cancel()
-	if err != nil {
-		c.log.Info("remote forward: cannot reach target", "raddr", f.Target(), "peer", p.origin(), "err", err)
-		nc.Reject(ssh.ConnectionFailed, dialReason(err))
-		return
-	}
-	if err := writeEarly(conn, f.Target(), early); err != nil {
-		c.log.Info("remote forward: cannot reach target", "raddr", f.Target(), "peer", p.origin(), "err", err)
-		nc.Reject(ssh.ConnectionFailed, err.Error())
-		return
-	}
-	if c.log.Enabled(c.ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
-		c.log.Debug("forwarded channel", "type", nc.ChannelType(), "raddr", f.Target(), "origin", p.origin())
-	}
-	ch, reqs, err := nc.Accept()
-	if err != nil {
-		conn.Close()
-		return
-	}
-	ignoreRequests(reqs)
-	if f.Proto == spec.UDP {
-		stop := context.AfterFunc(l.ctx, func() { conn.Close() })
-		defer stop()
-		pipeDatagrams(newDatagramConn(ch, conn.LocalAddr(), conn.RemoteAddr()), conn)
-		return
-	}
-	pipe(l.ctx, &c.wg, &c.meter, true, conn, ch)
-}
-
-// serveLocal accepts on a -L listener until it is closed.
-func (c *Client) serveLocal(ln net.Listener, f spec.Forward) {
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			return
-		}
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.forwardOut(conn, f)
-		}()
-	}
-}
-
-// forwardOut carries a connection accepted by a -L listener. It waits up to
-// StreamWait for the tunnel and for the server to open the stream; when
-// that passes first, conn is closed then, and the stream when it comes.
-//
-// Unlike open, it waits for the server's answer itself, with a timer for
-// StreamWait rather than a context: one goroutine and one hand-off fewer
-// for each new connection (BenchmarkNewConn).
-func (c *Client) forwardOut(conn net.Conn, f spec.Forward) {
-	deadline := time.Now().Add(c.cfg.StreamWait)
-	l, err := c.currentUntil(deadline)
-	var ch ssh.Channel
-	if err == nil {
-		expired := time.AfterFunc(time.Until(deadline), func() { conn.Close() })
-		p := newChannelOpen(f.Host, f.HostPort, conn.RemoteAddr())
-		var early []byte
-		if l.early.Load() {
-			early = readEarly(conn)
-		}
-		ch, err = openEarly(l.openChannel, chanDirectTCPIP, chanDirectTCPIPEarly, p, early, &l.early)
-		putEarly(early)
-		if !expired.Stop() {
-			if ch != nil {
-				ch.Close()
-			}
-			ch, err = nil, fmt.Errorf("tunnel: open %s: %w", p.target(), context.DeadlineExceeded)
-		}
-	}
-	if err != nil {
-		c.log.Info("local forward failed", "laddr", conn.LocalAddr().String(), "raddr", f.Target(), "err", err)
-		conn.Close()
-		return
-	}
-	pipe(l.ctx, &c.wg, &c.meter, false, conn, ch)
-}
-
-// currentUntil is current with a deadline; it makes a context only when
-// there is no connection to return at once.
-func (c *Client) currentUntil(deadline time.Time) (*link, error) {
-	c.mu.Lock()
-	conn := c.conn
-	c.mu.Unlock()
-	if conn != nil {
-		return conn, nil
-	}
-	ctx, cancel := context.WithDeadline(c.ctx, deadline)
-	defer cancel()
-	return c.current(ctx)
-}
-
-func newChannelOpen(host string, port uint16, origin net.Addr) channelOpen {
-	p := channelOpen{Host: host, Port: uint32(port)}
-	if origin != nil {
-		p.OriginHost, p.OriginPort = hostPort(origin)
-	}
-	return p
-}
-
-// openChannel opens a channel of chanType for p (marshalled as payload)
-// on l and waits for the server's answer.
-func (l *link) openChannel(chanType string, p channelOpen, payload []byte) (ssh.Channel, error) {
-	ch, reqs, err := l.OpenChannel(chanType, payload)
-	if err != nil {
-		return nil, openError(p.target(), err)
-	}
-	ignoreRequests(reqs)
-	return ch, nil
-}
-
-// open opens a channel of chanType to host:port on the current
-// connection, and returns it with that connection.
-func (c *Client) open(ctx context.Context, chanType, host string, port uint16, origin net.Addr) (ssh.Channel, *link, error) {
-	conn, err := c.current(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	p := newChannelOpen(host, port, origin)
-	type result struct {
-		ch  ssh.Channel
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		ch, err := conn.openChannel(chanType, p, ssh.Marshal(p))
-		res <- result{ch, err}
-	}()
-	select {
-	case r := <-res:
-		if r.err != nil {
-			return nil, nil, r.err
-		}
-		return r.ch, conn, nil
-	case <-ctx.Done():
-		go func() {
-			if r := <-res; r.ch != nil {
-				r.ch.Close()
-			}
-		}()
-		return nil, nil, fmt.Errorf("tunnel: open %s: %w", p.target(), ctx.Err())
-	}
-}
-
-// DialContext opens a stream to addr (host:port, the host resolved by the
-// server) through the tunnel, waiting for a reconnect if need be. network
-// must be "tcp" (or "tcp4"/"tcp6"). It is what -D hands to the SOCKS server.
-func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
-		return nil, fmt.Errorf("tunnel: network %q: only tcp is carried over direct-tcpip", network)
-	}
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: dial %q: %w", addr, err)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: dial %q: bad port", addr)
-	}
-	ch, _, err := c.open(ctx, chanDirectTCPIP, host, uint16(port), nil)
-	if err != nil {
-		return nil, err
-	}
-	return &chanConn{Channel: ch, raddr: addrString{addr}, laddr: addrString{c.cfg.Addr}}, nil
-}
-
-// maintain watches the connection and reconnects when it drops.
-func (c *Client) maintain(conn *link) {
-	for {
-		kctx, kcancel := context.WithCancel(c.ctx)
-		go keepalive(kctx, conn, c.cfg.KeepaliveInterval, c.cfg.KeepaliveCountMax, c.log)
-		err := conn.Wait()
-		conn.cancel()
-		kcancel()
-		c.setConn(nil)
-		if c.ctx.Err() != nil {
-			return
-		}
-		c.log.Warn("connection lost; reconnecting", "err", err)
-		delay := c.cfg.BackoffMin
-		for attempt := 1; ; attempt++ {
-			select {
-			case <-c.ctx.Done():
-				return
-			case <-time.After(jitter(delay)):
-			}
-			conn, err = c.connect(c.ctx)
-			if err == nil {
-				break
-			}
-			var fatal *FatalError
-			if errors.As(err, &fatal) {
-				c.log.Error("giving up", "err", err)
-				c.stop(err)
-				c.cancel()
-				c.closeListeners()
-				return
-			}
-			delay = min(2*delay, c.cfg.BackoffMax)
-			c.log.Warn("reconnect failed", "attempt", attempt, "err", err, "next", delay)
-		}
-		c.setConn(conn)
-		c.log.Info("reconnected")
-	}
 }
 
 // jitter spreads d by ±20% so many clients do not reconnect in step.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/rawio"
@@ -103,8 +104,9 @@ const readBufSize = 128 << 10
 // other threads in the middle of a long loopback write.
 type bufferedConn struct {
 	net.Conn
-	r *bufio.Reader
-	w io.Writer
+	r     *bufio.Reader
+	w     io.Writer
+	reads atomic.Uint64 // reads that brought data: keepalive's sign of life
 }
 
 func newBufferedConn(c net.Conn) *bufferedConn {
@@ -116,5 +118,14 @@ func newBufferedConn(c net.Conn) *bufferedConn {
 	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(r, readBufSize), w: w}
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *bufferedConn) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
+	return n, err
+}
+
+// activity counts the reads that brought data, for keepalive.
+func (c *bufferedConn) activity() uint64            { return c.reads.Load() }
 func (c *bufferedConn) Write(p []byte) (int, error) { return c.w.Write(p) }

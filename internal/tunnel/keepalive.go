@@ -8,12 +8,17 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
-// keepalive sends keepalive@openssh.com every interval and closes conn when
-// count intervals in a row pass without a reply, as OpenSSH's
-// ServerAliveInterval/ServerAliveCountMax (and sshd's ClientAlive*) do. Any
-// reply counts, success or failure: OpenSSH answers failure. It returns when
-// ctx ends or it closed conn.
-func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count int, log *slog.Logger) {
+// keepalive closes conn when the peer has stopped answering, as OpenSSH's
+// ServerAliveInterval/ServerAliveCountMax (and sshd's ClientAlive*) do:
+// every interval it sends keepalive@openssh.com, and count intervals in a
+// row without a reply close the connection. Any reply counts, success or
+// failure: OpenSSH answers failure. So does any data read from the peer
+// (activity, a count of reads, may be nil): on a slow, lossy path the
+// request and its reply queue behind bulk data for longer than the
+// intervals allow while the peer is plainly alive, and an interval that
+// saw data needs no request at all. It returns when ctx ends or it closed
+// conn.
+func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count int, activity func() uint64, log *slog.Logger) {
 	if interval <= 0 {
 		return
 	}
@@ -21,6 +26,7 @@ func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count
 	defer tick.Stop()
 	replied := make(chan struct{}, 1)
 	inflight, missed := false, 0
+	var seen uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -28,6 +34,12 @@ func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count
 		case <-replied:
 			inflight, missed = false, 0
 		case <-tick.C:
+			if activity != nil {
+				if now := activity(); now != seen {
+					seen, missed = now, 0
+					continue
+				}
+			}
 			if inflight {
 				missed++
 				if missed >= count {

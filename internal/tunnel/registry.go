@@ -223,5 +223,5 @@ func (rl *remoteListener) forward(c net.Conn) {
 		c.Close()
 		return
 	}
-	pipe(rl.sc.ctx, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch)
+	pipe(rl.sc.ctx, nil, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch)
 }

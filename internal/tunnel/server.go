@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
@@ -333,21 +332,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.setState(serverDraining)
 	s.mu.Unlock()
-	err := drain(ctx, &s.meter.streams)
+	err := drain(ctx, s.meter.streams.Load)
 	s.Close()
 	return err
 }
 
-// drain waits until open reads 0 or ctx ends, polling as
+// drain waits until open returns 0 or ctx ends, polling as
 // http.Server.Shutdown does, more slowly as time goes on.
-func drain(ctx context.Context, open *atomic.Int64) error {
+func drain(ctx context.Context, open func() int64) error {
 	delay := time.Millisecond
-	for open.Load() > 0 {
+	for open() > 0 {
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("tunnel: %d streams still open: %w", open.Load(), ctx.Err())
+			return fmt.Errorf("tunnel: %d streams still open: %w", open(), ctx.Err())
 		case <-t.C:
 		}
 		delay = min(2*delay, 100*time.Millisecond)
@@ -360,7 +359,8 @@ func (s *Server) handshake(c net.Conn) {
 	defer s.cfg.Cores.Hold()()
 	peer := c.RemoteAddr().String()
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	conn, chans, reqs, err := ssh.NewServerConn(newBufferedConn(c), s.sshCfg)
+	bc := newBufferedConn(c)
+	conn, chans, reqs, err := ssh.NewServerConn(bc, s.sshCfg)
 	if err != nil {
 		c.Close()
 		if !errors.Is(err, io.EOF) {
@@ -377,6 +377,7 @@ func (s *Server) handshake(c net.Conn) {
 		opts:        opts,
 		key:         conn.Permissions.Extensions["pubkey-fp"],
 		caps:        caps,
+		activity:    bc.activity,
 		log:         s.log.With("peer", peer, "user", conn.User()),
 		forwards:    make(map[forwardRequest]*remoteListener),
 		udpForwards: make(map[forwardRequest]*udpListener),

@@ -24,6 +24,8 @@ type serverConn struct {
 	caps  peerCaps    // what the client speaks beyond RFC 4254
 	early atomic.Bool // the client takes forwarded-tcpip-early@pinhole (early.go)
 	log   *slog.Logger
+	// activity counts reads from the client, for keepalive.
+	activity func() uint64
 
 	mu          sync.Mutex
 	forwards    map[forwardRequest]*remoteListener // keyed as the client asked, port 0 by the bound port; nil once closing
@@ -41,7 +43,7 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 	sc.wg.Add(2)
 	go func() {
 		defer sc.wg.Done()
-		keepalive(ctx, sc.conn, sc.srv.cfg.KeepaliveInterval, sc.srv.cfg.KeepaliveCountMax, sc.log)
+		keepalive(ctx, sc.conn, sc.srv.cfg.KeepaliveInterval, sc.srv.cfg.KeepaliveCountMax, sc.activity, sc.log)
 	}()
 	go func() {
 		defer sc.wg.Done()
@@ -189,7 +191,7 @@ func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
 	if !ok {
 		return
 	}
-	pipe(ctx, &sc.wg, &sc.srv.meter, true, c, ch)
+	pipe(ctx, nil, &sc.wg, &sc.srv.meter, true, c, ch)
 }
 
 // openTarget serves the common part of direct-tcpip and

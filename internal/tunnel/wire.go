@@ -177,9 +177,14 @@ func ignoreRequests(<-chan *ssh.Request) {}
 // connIsTarget, else the side that asked for the target. When ctx (the
 // stream's SSH connection) ends first, conn is closed: the channel then
 // only reads EOF, and a peer that ignores EOF would otherwise keep the
-// stream half open forever.
-func pipe(ctx context.Context, wg *sync.WaitGroup, m *meter, connIsTarget bool, conn net.Conn, ch ssh.Channel) {
+// stream half open forever. So is it when also (the stream's forward, or
+// nil) ends.
+func pipe(ctx, also context.Context, wg *sync.WaitGroup, m *meter, connIsTarget bool, conn net.Conn, ch ssh.Channel) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	stopAlso := func() bool { return false }
+	if also != nil {
+		stopAlso = context.AfterFunc(also, func() { conn.Close() })
+	}
 	end := m.open(false)
 	toCh, fromCh := &m.toTarget, &m.fromTarget
 	if connIsTarget {
@@ -189,6 +194,7 @@ func pipe(ctx context.Context, wg *sync.WaitGroup, m *meter, connIsTarget bool, 
 	go func() {
 		defer wg.Done()
 		defer stop()
+		defer stopAlso()
 		defer end()
 		relay.PipeCount(conn, ch, toCh, fromCh)
 	}()
