@@ -17,12 +17,17 @@ func checkAddr(t *testing.T, addr string) {
 	}
 }
 
+// FuzzSOCKS5 reads a client's greeting, its username and password when
+// auth says the proxy asks for them (as socks5 does when Credentials are
+// set), and its request, in the order the handshake reads them.
 func FuzzSOCKS5(f *testing.F) {
-	f.Add([]byte("\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50"))
-	f.Add([]byte("\x05\x01\x02\x01\x05alice\x06s3cret\x05\x01\x00\x03\x0bexample.com\x01\xbb"))
-	f.Add([]byte("\x05\x02\x00\x02\x05\x03\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x35"))
-	f.Add([]byte("\x05\x00\x05\x01\x00\x03\x00\x00\x00"))
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Add(false, []byte("\x05\x01\x00\x05\x01\x00\x01\x7f\x00\x00\x01\x00\x50"))
+	f.Add(true, []byte("\x05\x01\x02\x01\x05alice\x06s3cret\x05\x01\x00\x03\x0bexample.com\x01\xbb"))
+	f.Add(false, []byte("\x05\x02\x00\x02\x05\x03\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x35"))
+	f.Add(false, []byte("\x05\x00\x05\x01\x00\x03\x00\x00\x00"))
+	f.Add(false, []byte("\x05\x01\x00\x05\x01\x00\x03\x09127.0.0.1\x00\x50"))
+	f.Add(false, []byte("\x05\x01\x00\x05\x01\x00\x07"))
+	f.Fuzz(func(t *testing.T, auth bool, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))
 		methods, err := readSOCKS5Methods(r)
 		if err != nil {
@@ -31,8 +36,14 @@ func FuzzSOCKS5(f *testing.F) {
 		if len(methods) > 255 {
 			t.Fatalf("%d methods", len(methods))
 		}
-		if _, _, err := readSOCKS5UserPass(r); err != nil {
-			return
+		if auth {
+			user, password, err := readSOCKS5UserPass(r)
+			if err != nil {
+				return
+			}
+			if len(user) > 255 || len(password) > 255 {
+				t.Fatalf("user name of %d bytes, password of %d", len(user), len(password))
+			}
 		}
 		req, err := readSOCKS5Request(r)
 		var re *replyError
@@ -46,6 +57,11 @@ func FuzzSOCKS5(f *testing.F) {
 			return
 		}
 		checkAddr(t, req.addr)
+		// The address parsed encodes, as a UDP header, to one that
+		// parses the same.
+		if again, _, err := parseUDPDatagram(appendUDPHeader(nil, req.addr)); err != nil || again != req.addr {
+			t.Fatalf("%q re-encoded parses as %q, %v", req.addr, again, err)
+		}
 		// A reply for any bound address must be well formed too.
 		if b := appendSOCKS5Reply(nil, 0, nil); len(b) != 10 {
 			t.Fatalf("reply %x", b)

@@ -45,25 +45,37 @@ func TestReadFrame(t *testing.T) {
 }
 
 // FuzzReadFrame: any bytes from the peer give whole frames or an error,
-// never a panic or a frame longer than its header says.
+// never a panic; each frame is the bytes its header covers, in order, and
+// one longer than the buffer is skipped whole.
 func FuzzReadFrame(f *testing.F) {
 	f.Add(frames([]byte("hello"), nil))
+	f.Add(frames(make([]byte, 1025), []byte("after")))
 	f.Add([]byte{0xff, 0xff, 1, 2})
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))
 		buf := make([]byte, 1024)
-		for range 1000 {
+		rest := data // what the frames still to read come from
+		for {
 			n, err := readFrame(r, buf)
-			if errors.Is(err, io.ErrShortBuffer) {
-				continue
-			}
-			if err != nil {
+			if err != nil && !errors.Is(err, io.ErrShortBuffer) {
+				if len(rest) >= 2 && 2+int(binary.BigEndian.Uint16(rest)) <= len(rest) {
+					t.Fatalf("%v with a whole frame left: %x", err, rest)
+				}
 				return
 			}
-			if n > len(buf) {
-				t.Fatalf("frame of %d bytes in a %d-byte buffer", n, len(buf))
+			if len(rest) < 2 {
+				t.Fatalf("a frame from %x", rest)
 			}
+			size := int(binary.BigEndian.Uint16(rest))
+			if errors.Is(err, io.ErrShortBuffer) {
+				if size <= len(buf) {
+					t.Fatalf("frame of %d bytes refused by a %d-byte buffer", size, len(buf))
+				}
+			} else if n != size || !bytes.Equal(buf[:n], rest[2:2+size]) {
+				t.Fatalf("frame %x; want %x", buf[:n], rest[2:2+size])
+			}
+			rest = rest[2+size:]
 		}
 	})
 }

@@ -75,35 +75,41 @@ func (ps hostPatterns) match(a addr) bool {
 // See
 // https://android.googlesource.com/platform/external/openssh/+/ab28f5495c85297e7a597c1ba62e996416da7c7e/addrmatch.c
 // The matching of * has no regard for separators, unlike filesystem globs
+//
+// Upstream writes this as a recursion that tries every length for every
+// *, which takes time exponential in the number of *s: a known_hosts line
+// whose pattern is thirty *s kept a check busy for hours. This computes
+// the same recursion bottom-up, in O(len(pat)*len(str)) time: next[j] is
+// whether pat[i+1:] matches str[j:], cur[j] whether pat[i:] does. The
+// answers are upstream's, edge cases included (a * at the end of pat
+// matches one character or more, so "a*" does not match "a").
 func wildcardMatch(pat []byte, str []byte) bool {
-	for {
-		if len(pat) == 0 {
-			return len(str) == 0
-		}
-		if len(str) == 0 {
-			return false
-		}
-
-		if pat[0] == '*' {
-			if len(pat) == 1 {
-				return true
+	n := len(str)
+	next := make([]bool, n+1)
+	cur := make([]bool, n+1)
+	next[n] = true // empty pattern, empty string
+	for i := len(pat) - 1; i >= 0; i-- {
+		cur[n] = false // a non-empty pattern never matches ""
+		switch {
+		case pat[i] == '*' && i == len(pat)-1:
+			for j := range n {
+				cur[j] = true
 			}
-
-			for j := range str {
-				if wildcardMatch(pat[1:], str[j:]) {
-					return true
-				}
+		case pat[i] == '*':
+			// Any j' >= j, j' < n, with pat[i+1:] matching str[j':].
+			found := false
+			for j := n - 1; j >= 0; j-- {
+				found = found || next[j]
+				cur[j] = found
 			}
-			return false
+		default:
+			for j := range n {
+				cur[j] = (pat[i] == '?' || pat[i] == str[j]) && next[j+1]
+			}
 		}
-
-		if pat[0] == '?' || pat[0] == str[0] {
-			pat = pat[1:]
-			str = str[1:]
-		} else {
-			return false
-		}
+		next, cur = cur, next
 	}
+	return next[0]
 }
 
 func (p *hostPattern) match(a addr) bool {

@@ -615,3 +615,74 @@ func TestReadNoValidLines(t *testing.T) {
 		t.Errorf("Read with a valid revoked line: %v", err)
 	}
 }
+
+// recursiveWildcardMatch is upstream's wildcardMatch, kept as the
+// reference that the bottom-up version must agree with.
+func recursiveWildcardMatch(pat []byte, str []byte) bool {
+	for {
+		if len(pat) == 0 {
+			return len(str) == 0
+		}
+		if len(str) == 0 {
+			return false
+		}
+		if pat[0] == '*' {
+			if len(pat) == 1 {
+				return true
+			}
+			for j := range str {
+				if recursiveWildcardMatch(pat[1:], str[j:]) {
+					return true
+				}
+			}
+			return false
+		}
+		if pat[0] == '?' || pat[0] == str[0] {
+			pat = pat[1:]
+			str = str[1:]
+		} else {
+			return false
+		}
+	}
+}
+
+// TestWildcardMatchAsUpstream compares wildcardMatch with upstream's
+// recursion for every pattern over "a?*" up to 6 characters and every
+// string over "ab" up to 5.
+func TestWildcardMatchAsUpstream(t *testing.T) {
+	all := func(alphabet string, max int) []string {
+		out := []string{""}
+		for prev := out; max > 0; max-- {
+			var longer []string
+			for _, s := range prev {
+				for _, c := range alphabet {
+					longer = append(longer, s+string(c))
+				}
+			}
+			out = append(out, longer...)
+			prev = longer
+		}
+		return out
+	}
+	strs := all("ab", 5)
+	for _, pat := range all("a?*", 6) {
+		for _, str := range strs {
+			want := recursiveWildcardMatch([]byte(pat), []byte(str))
+			if got := wildcardMatch([]byte(pat), []byte(str)); got != want {
+				t.Fatalf("wildcardMatch(%q, %q) = %v, upstream %v", pat, str, got, want)
+			}
+		}
+	}
+}
+
+// TestWildcardMatchManyStars: a pattern of many *s is checked in time
+// linear in its length, not exponential.
+func TestWildcardMatchManyStars(t *testing.T) {
+	pat := []byte(strings.Repeat("*", 4096) + "x")
+	if wildcardMatch(pat, []byte("a.example.com")) {
+		t.Fatal("matched")
+	}
+	if !wildcardMatch(pat, []byte("a.example.comx")) {
+		t.Fatal("did not match")
+	}
+}
