@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
@@ -151,7 +152,11 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	fmt.Fprintf(cfg.Progress, "soak: pinhole connect (pid %d) → pinhole server (pid %d) up; %v in all, warm-up %v\n",
 		ends[0].pid, ends[1].pid, cfg.Duration, cfg.Warmup)
 
-	r := &SoakReport{cfg: cfg, header: machine(ctx, Config{Command: cfg.Command, Pinhole: cfg.Pinhole}, built)}
+	// The table's header, but of the versions only Go's and pinhole's.
+	header := machine(ctx, Config{Command: cfg.Command, Pinhole: cfg.Pinhole}, built)
+	goVersion, pinhole := goAndPinhole(ctx, cfg.Pinhole, built)
+	header[len(header)-1] = fmt.Sprintf("Versions: %s; %s.", goVersion, pinhole)
+	r := &SoakReport{cfg: cfg, header: header}
 	for _, e := range ends {
 		r.Ends = append(r.Ends, e.name)
 	}
@@ -267,6 +272,8 @@ type soak struct {
 	// and keeps new ones from opening.
 	gate sync.RWMutex
 
+	bulkSent atomic.Int64 // bytes the bulk stream sent so far, for the progress lines
+
 	mu sync.Mutex
 	c  trafficCounts
 }
@@ -380,7 +387,7 @@ func (s *soak) progress(ctx context.Context, began time.Time) {
 		case <-tick.C:
 		}
 		c := s.counts()
-		fmt.Fprintf(s.cfg.Progress, "soak: %v: %s\n", time.Since(began).Round(time.Second), c.brief())
+		fmt.Fprintf(s.cfg.Progress, "soak: %v: %s; bulk %.0f MB sent\n", time.Since(began).Round(time.Second), c.brief(), float64(s.bulkSent.Load())/1e6)
 	}
 }
 

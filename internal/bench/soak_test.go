@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -336,7 +337,7 @@ func TestBulkStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	n, err := bulkStream(ctx, t.Context(), sink.Port(), rate, pattern)
+	n, err := bulkStream(ctx, t.Context(), sink.Port(), rate, pattern, new(atomic.Int64))
 	took := time.Since(began)
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +375,7 @@ func TestBulkStream(t *testing.T) {
 	}()
 	ctx2, cancel2 := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel2()
-	if _, err := bulkStream(ctx2, t.Context(), relay.Addr().(*net.TCPAddr).Port, rate, pattern); !errors.Is(err, errWrongBytes) {
+	if _, err := bulkStream(ctx2, t.Context(), relay.Addr().(*net.TCPAddr).Port, rate, pattern, new(atomic.Int64)); !errors.Is(err, errWrongBytes) {
 		t.Fatalf("through a corrupting relay: %v; want wrong bytes", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -69,8 +70,8 @@ func (c *trafficCounts) note(kind string, err error) {
 }
 
 func (c trafficCounts) brief() string {
-	return fmt.Sprintf("churn %d conns (%d failed, %d wrong), bulk %.0f MB in %d streams (%d failed, %d wrong), udp %d sent, %d lost, %d wrong",
-		c.Conns, c.ConnsFailed, c.ConnsWrong, float64(c.BulkBytes)/1e6, c.BulkStreams, c.BulkFailed, c.BulkWrong, c.UDPSent, c.UDPLost, c.UDPWrong)
+	return fmt.Sprintf("churn %d conns (%d failed, %d wrong), bulk streams %d failed, %d wrong, udp %d sent, %d lost, %d wrong",
+		c.Conns, c.ConnsFailed, c.ConnsWrong, c.BulkFailed, c.BulkWrong, c.UDPSent, c.UDPLost, c.UDPWrong)
 }
 
 // churn is one churning connection: open, echo, check, close, again.
@@ -173,7 +174,7 @@ func (s *soak) bulk(ctx, hard context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		n, err := bulkStream(ctx, hard, s.f.iperfPort, s.cfg.BulkRate, pattern)
+		n, err := bulkStream(ctx, hard, s.f.iperfPort, s.cfg.BulkRate, pattern, &s.bulkSent)
 		s.count(func(c *trafficCounts) {
 			c.BulkStreams++
 			switch {
@@ -202,8 +203,9 @@ func pace(began, now time.Time, sent int64, rate float64) time.Duration {
 
 // bulkStream sends pattern's bytes through port at rate until ctx ends,
 // then half-closes and compares the length and CRC-32 that the sink
-// reports with what was sent. It returns the bytes sent.
-func bulkStream(ctx, hard context.Context, port int, rate float64, pattern []byte) (int64, error) {
+// reports with what was sent. It returns the bytes sent, and adds them to
+// progress as it goes.
+func bulkStream(ctx, hard context.Context, port int, rate float64, pattern []byte, progress *atomic.Int64) (int64, error) {
 	c, err := dialLoopback(hard, port)
 	if err != nil {
 		return 0, err
@@ -224,6 +226,7 @@ func bulkStream(ctx, hard context.Context, port int, rate float64, pattern []byt
 		n, err := c.Write(chunk)
 		crc.Write(chunk[:n])
 		sent += int64(n)
+		progress.Add(int64(n))
 		if err != nil {
 			return sent, fmt.Errorf("after %d bytes: %w", sent, err)
 		}
