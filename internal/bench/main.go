@@ -25,7 +25,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	skip := fs.String("skip", "", "comma-separated measurements to leave out: "+names(measurements(Config{}), func(m measurement) string { return m.name }))
 	pinhole := fs.String("pinhole", "", "pinhole binary to measure (default: go build ./cmd/pinhole from the current tree)")
 	soak := fs.Duration("soak", 0, "instead of the table: soak one pinhole tunnel for this long (such as 10m) and check that memory, goroutines and fds stop growing")
-	soakWarmup := fs.Duration("soak-warmup", 0, "of -soak: the warm-up, after which growth is measured (default a fifth of -soak)")
+	soakWarmup := fs.Duration("soak-warmup", 0, "of -soak: the warm-up, after which growth is measured (default a fifth of -soak, but at least 1m or half of it)")
 	soakConns := fs.Int("soak-conns", 200, "of -soak: connections churning at once")
 	soakBulk := fs.Float64("soak-bulk-rate", 25, "of -soak: the bulk stream's rate limit, MB/s (kept low: a shared machine's cores are for others too)")
 	soakUDP := fs.Int("soak-udp-rate", 200, "of -soak: datagrams per second on the UDP flow")

@@ -239,6 +239,20 @@ func TestSoakMarkdown(t *testing.T) {
 	}
 }
 
+func TestSoakWarmupDefault(t *testing.T) {
+	for d, want := range map[time.Duration]time.Duration{
+		10 * time.Minute: 2 * time.Minute,
+		time.Hour:        12 * time.Minute,
+		2 * time.Minute:  time.Minute,
+		5 * time.Minute:  time.Minute,
+		30 * time.Second: 15 * time.Second,
+	} {
+		if got := (SoakConfig{Duration: d}).withDefaults().Warmup; got != want {
+			t.Errorf("-soak %v: warm-up %v; want %v", d, got, want)
+		}
+	}
+}
+
 func TestSoakUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"-soak", "5s"},
