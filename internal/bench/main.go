@@ -24,6 +24,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	only := fs.String("only", "", "comma-separated setups to run (default all): "+names(setups(), func(s setup) string { return s.name }))
 	skip := fs.String("skip", "", "comma-separated measurements to leave out: "+names(measurements(Config{}), func(m measurement) string { return m.name }))
 	pinhole := fs.String("pinhole", "", "pinhole binary to measure (default: go build ./cmd/pinhole from the current tree)")
+	soak := fs.Duration("soak", 0, "instead of the table: soak one pinhole tunnel for this long (such as 10m) and check that memory, goroutines and fds stop growing")
+	soakWarmup := fs.Duration("soak-warmup", 0, "of -soak: the warm-up, after which growth is measured (default a fifth of -soak, but at least 1m or half of it)")
+	soakConns := fs.Int("soak-conns", 200, "of -soak: connections churning at once")
+	soakBulk := fs.Float64("soak-bulk-rate", 25, "of -soak: the bulk stream's rate limit, MB/s (kept low: a shared machine's cores are for others too)")
+	soakUDP := fs.Int("soak-udp-rate", 200, "of -soak: datagrams per second on the UDP flow")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./cmd/pinhole-bench [flags]\n\n"+
 			"Runs pinhole and OpenSSH side by side on loopback and prints one markdown table,\n"+
@@ -39,6 +44,23 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "pinhole-bench: unexpected argument %q; run 'pinhole-bench -h' for the flags\n", fs.Arg(0))
 		return 2
+	}
+	if *soak > 0 {
+		outSet := false
+		fs.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
+		if !outSet {
+			*out = "" // the table's default file is not for the soak's report
+		}
+		return mainSoak(ctx, SoakConfig{
+			Duration: *soak,
+			Warmup:   *soakWarmup,
+			Conns:    *soakConns,
+			BulkRate: *soakBulk * 1e6,
+			UDPRate:  *soakUDP,
+			Pinhole:  *pinhole,
+			Command:  commandLine(args),
+			Progress: stderr,
+		}, *out, stdout, stderr)
 	}
 	cfg := Config{
 		Rounds:   *rounds,
@@ -69,6 +91,37 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "pinhole-bench: stopped early (%v): the table holds what was measured until then\n", err)
+		return 1
+	}
+	return 0
+}
+
+// mainSoak is Main for -soak: 0 when the soak passed, 1 when it failed or
+// could not run, 2 for bad usage.
+func mainSoak(ctx context.Context, cfg SoakConfig, out string, stdout, stderr io.Writer) int {
+	if cfg.Conns < 1 || cfg.BulkRate <= 0 || cfg.UDPRate < 1 {
+		fmt.Fprintln(stderr, "pinhole-bench: -soak-conns, -soak-bulk-rate and -soak-udp-rate must be positive")
+		return 2
+	}
+	if err := cfg.withDefaults().check(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	r, err := RunSoak(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "pinhole-bench: soak: %v\n", err)
+		return 1
+	}
+	report := r.Markdown()
+	fmt.Fprint(stdout, "\n"+report)
+	if out != "" {
+		if err := os.WriteFile(out, []byte(report), 0o644); err != nil {
+			fmt.Fprintf(stderr, "pinhole-bench: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "pinhole-bench: the report is in %s\n", out)
+	}
+	if !r.Pass() {
 		return 1
 	}
 	return 0

@@ -35,14 +35,7 @@ func machine(ctx context.Context, cfg Config, built bool) []string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
 	}
-	goVersion := firstLine(ctx, "go", "env", "GOVERSION")
-	if goVersion == "" {
-		goVersion = runtime.Version()
-	}
-	pinhole := "pinhole " + cfg.Pinhole
-	if built {
-		pinhole = "pinhole built from the tree at " + orUnknown(firstLine(ctx, "git", "describe", "--always", "--dirty"))
-	}
+	goVersion, pinhole := goAndPinhole(ctx, cfg.Pinhole, built)
 	return []string{
 		fmt.Sprintf("Command: `%s`, %s.", cfg.Command, time.Now().UTC().Format("2006-01-02 15:04 MST")),
 		fmt.Sprintf("Machine: %s, %d cores%s, kernel %s, everything on loopback.", cpu, runtime.NumCPU(), mem, kernel),
@@ -52,6 +45,19 @@ func machine(ctx context.Context, cfg Config, built bool) []string {
 			orUnknown(firstLine(ctx, "socat", "-V", "|socat version")),
 			pinhole),
 	}
+}
+
+// goAndPinhole returns the Go version and which pinhole is measured.
+func goAndPinhole(ctx context.Context, bin string, built bool) (goVersion, pinhole string) {
+	goVersion = firstLine(ctx, "go", "env", "GOVERSION")
+	if goVersion == "" {
+		goVersion = runtime.Version()
+	}
+	pinhole = "pinhole " + bin
+	if built {
+		pinhole = "pinhole built from the tree at " + orUnknown(firstLine(ctx, "git", "describe", "--always", "--dirty"))
+	}
+	return goVersion, pinhole
 }
 
 // procField returns the value of the first "key: value" line of a /proc

@@ -198,8 +198,9 @@ func (l *lab) startSSHD(dir string, f *forwarding) (*sshtest.SSHD, error) {
 }
 
 // startPinholeServer starts pinhole server with a new host key, letting
-// the client's key in, and returns its address and known_hosts line.
-func (l *lab) startPinholeServer(ctx context.Context, dir string, f *forwarding) (p *proc, addr, knownHosts string, err error) {
+// the client's key in, and extra flags, and returns its address and
+// known_hosts line.
+func (l *lab) startPinholeServer(ctx context.Context, dir string, f *forwarding, extra ...string) (p *proc, addr, knownHosts string, err error) {
 	hostKey, err := sshtest.WriteKey(dir, "pinhole_host_key")
 	if err != nil {
 		return nil, "", "", err
@@ -209,8 +210,9 @@ func (l *lab) startPinholeServer(ctx context.Context, dir string, f *forwarding)
 		return nil, "", "", fmt.Errorf("bench: %w", err)
 	}
 	p, ports, err := startOnPorts(ctx, 1, func(ports []int) (*proc, error) {
-		return startProc(l.pinhole, "server", "--listen", loopback(ports[0]),
-			"--host-key", hostKey.PrivateFile, "--authorized-keys", authorized)
+		args := []string{"server", "--listen", loopback(ports[0]),
+			"--host-key", hostKey.PrivateFile, "--authorized-keys", authorized}
+		return startProc(l.pinhole, append(args, extra...)...)
 	}, outputHas("listening on 127.0.0.1:%d"))
 	if err != nil {
 		return nil, "", "", err
@@ -262,9 +264,10 @@ func (l *lab) startSSH(ctx context.Context, dir string, f *forwarding, o sshtest
 	return p, nil
 }
 
-// startPinholeConnect starts pinhole connect to addr with forwards to
-// iperf3 and the echo server, and with udp one to the UDP echo server.
-func (l *lab) startPinholeConnect(ctx context.Context, dir string, f *forwarding, addr, user, knownHosts string, iperf int, udp bool) (*proc, error) {
+// startPinholeConnect starts pinhole connect to addr with extra flags and
+// forwards to iperf3 (or whatever listens on port iperf) and the echo
+// server, and with udp one to the UDP echo server.
+func (l *lab) startPinholeConnect(ctx context.Context, dir string, f *forwarding, addr, user, knownHosts string, iperf int, udp bool, extra ...string) (*proc, error) {
 	host, port, err := splitHostPort(addr)
 	if err != nil {
 		return nil, err
@@ -280,6 +283,7 @@ func (l *lab) startPinholeConnect(ctx context.Context, dir string, f *forwarding
 	p, ports, err := startOnPorts(ctx, n, func(ports []int) (*proc, error) {
 		args := []string{"connect", "-p", port, "-l", user, "-i", l.key.PrivateFile,
 			"--known-hosts", knownHostsFile, "--host-key-check", "yes"}
+		args = append(args, extra...)
 		args = append(args, l.forwardSpecs(ports, iperf)...)
 		return startProc(l.pinhole, append(args, host)...)
 	}, forwarderReady)

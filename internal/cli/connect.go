@@ -53,6 +53,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 func runConnect(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole connect", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	defer debugAddrFlag(fs, e)()
 	var (
 		local    = &forwardList{kind: spec.Local}
 		remote   = &forwardList{kind: spec.Remote}

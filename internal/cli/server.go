@@ -21,6 +21,7 @@ import (
 func runServer(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole server", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	defer debugAddrFlag(fs, e)()
 	listen := fs.String("listen", ":2222", "address to accept SSH connections on")
 	hostKey := fs.String("host-key", "", "host key file; generated (ed25519, mode 0600) if missing (default in the user's state directory)")
 	authKeys := fs.String("authorized-keys", "", "authorized_keys file of the keys allowed in, with sshd's options (default ~/.ssh/authorized_keys)")
