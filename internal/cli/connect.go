@@ -74,6 +74,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	fs.Var(local, "L", "`[bind:]port:host:hostport` listen here, connect to host:hostport from the server (repeatable)")
 	fs.Var(remote, "R", "`[bind:]port:host:hostport` listen on the server, connect to host:hostport from here (repeatable)")
 	fs.Var(dynamic, "D", "`[bind:]port` SOCKS4/4a/5 and HTTP proxy here, connecting from the server (repeatable)")
+	fs.Var(&debugFlag{ctx: ctx, e: e}, "debug-addr", debugUsage)
 	fs.Var(&idents, "i", "identity (private key) `file` (repeatable; default ~/.ssh/id_ed25519, id_ecdsa, id_rsa; ssh-agent is used when SSH_AUTH_SOCK is set)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\n\n")

@@ -30,6 +30,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	udpFlows := fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per remote /udp forward")
 	ciphers := fs.String("ciphers", "", "comma-separated ciphers to offer, as sshd's Ciphers (default: all of aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr)")
 	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
+	fs.Var(&debugFlag{ctx: ctx, e: e}, "debug-addr", debugUsage)
 	var mf mapFlags
 	mf.register(fs, "map-")
 	fs.Usage = func() {
