@@ -56,9 +56,9 @@ import (
 // The lab's addresses, the same in every lab: each lab has namespaces of its
 // own.
 var (
-	ClientAddr   = netip.MustParseAddr("10.99.1.2")  // the client, at first
-	MovedAddr    = netip.MustParseAddr("10.99.3.2")  // the client after MoveClient
-	ServerAddr   = netip.MustParseAddr("10.99.2.2")  // the server
+	ClientAddr   = netip.MustParseAddr("10.99.1.2") // the client, at first
+	MovedAddr    = netip.MustParseAddr("10.99.3.2") // the client after MoveClient
+	ServerAddr   = netip.MustParseAddr("10.99.2.2") // the server
 	clientGW     = netip.MustParsePrefix("10.99.1.1/24")
 	movedGW      = netip.MustParsePrefix("10.99.3.1/24")
 	serverGW     = netip.MustParsePrefix("10.99.2.1/24")
