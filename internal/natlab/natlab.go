@@ -168,7 +168,7 @@ func New(t testing.TB, cfg Config) *Lab {
 	t.Helper()
 	ip, nft := Need(t)
 	miniupnpd, _ := LookPath("miniupnpd")
-	deleteStale(ip)
+	DeleteStale(ip, prefix)
 
 	base := fmt.Sprintf("%s%d-%d-", prefix, os.Getpid(), counter.Add(1))
 	l := &Lab{
@@ -351,6 +351,24 @@ func lastLines(s string, n int) string {
 		lines = append([]string{"...\n"}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "")
+}
+
+// Attach returns a Lab with no namespaces of its own, for running programs
+// (Command, Output, Start) in namespaces that some other lab built, such
+// as faultlab's. It skips the test unless it runs as root on Linux with ip
+// installed.
+func Attach(t testing.TB) *Lab {
+	t.Helper()
+	if !supported {
+		t.Skip("natlab: skipping: the lab needs Linux network namespaces")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("natlab: skipping: the lab needs root (network namespaces); CI runs it as root")
+	}
+	NeedPrograms(t, "ip")
+	ip, _ := LookPath("ip")
+	nft, _ := LookPath("nft")
+	return &Lab{ip: ip, nft: nft}
 }
 
 // Command returns an exec.Cmd that runs name in namespace ns

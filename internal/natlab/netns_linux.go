@@ -69,10 +69,11 @@ func dieWithTest(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
-// deleteStale deletes the namespaces of labs whose test process died
-// without cleaning up (killed by a test timeout, say). Only natlab's names
-// (natlab-PID-...) whose PID no longer runs are touched.
-func deleteStale(ip string) {
+// DeleteStale deletes the namespaces of labs whose test process died
+// without cleaning up (killed by a test timeout, say): those named
+// prefix+PID+"-..." whose PID no longer runs. New calls it with natlab's
+// prefix; other labs built on these helpers (faultlab) with theirs.
+func DeleteStale(ip, prefix string) {
 	entries, err := os.ReadDir("/run/netns")
 	if err != nil {
 		return

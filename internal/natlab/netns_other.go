@@ -18,4 +18,5 @@ func InNamespace(ns string, f func() error) error {
 
 func dieWithTest(cmd *exec.Cmd) {}
 
-func deleteStale(ip string) {}
+// DeleteStale does nothing: network namespaces are Linux's.
+func DeleteStale(ip, prefix string) {}
