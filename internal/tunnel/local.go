@@ -65,6 +65,9 @@ func (f *Forwarding) forwardOut(conn net.Conn) {
 			early = readEarly(conn)
 		}
 		ch, err = openEarly(l.openChannel, chanDirectTCPIP, chanDirectTCPIPEarly, p, early, &l.early)
+		if err == nil {
+			f.meter.toTarget.Add(int64(len(early)))
+		}
 		putEarly(early)
 		if !expired.Stop() {
 			if ch != nil {

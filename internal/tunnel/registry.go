@@ -216,6 +216,9 @@ func (rl *remoteListener) forward(c net.Conn) {
 		early = readEarly(c)
 	}
 	ch, err := openEarly(rl.sc.open, chanForwardedTCPIP, chanForwardedTCPIPEarly, payload, early, &rl.sc.early)
+	if err == nil {
+		rl.sc.srv.meter.toTarget.Add(int64(len(early)))
+	}
 	putEarly(early)
 	if err != nil {
 		rl.sc.srv.meter.refuse()

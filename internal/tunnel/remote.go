@@ -273,6 +273,7 @@ func (f *Forwarding) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early 
 		return
 	}
 	ignoreRequests(reqs)
+	f.meter.toTarget.Add(int64(len(early)))
 	if f.spec.Proto == spec.UDP {
 		stop := context.AfterFunc(l.ctx, func() { conn.Close() })
 		defer stop()

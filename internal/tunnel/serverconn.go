@@ -233,6 +233,7 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 		return nil, nil, "", false
 	}
 	ignoreRequests(reqs)
+	sc.srv.meter.toTarget.Add(int64(len(early)))
 	if sc.log.Enabled(ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
 		sc.log.Debug("channel open", "type", nc.ChannelType(), "raddr", target, "origin", p.origin())
 	}
