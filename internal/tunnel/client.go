@@ -93,6 +93,7 @@ type Client struct {
 	laddrs []net.Addr     // every -L's address, in cfg.Local order
 	udp    atomic.Bool    // the server speaks pinhole's UDP extension
 	meter  meter
+	banner authBanners // what the server said while refusing our keys (authmsg.go)
 
 	mu      sync.Mutex
 	conn    *link         // nil while disconnected
@@ -167,6 +168,7 @@ func Dial(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		remotes: make([]string, len(cfg.Remote)),
 		done:    make(chan struct{}),
 	}
+	c.sshCfg.BannerCallback = c.banner.record
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.bindLocals(); err != nil {
 		c.cancel()
@@ -323,6 +325,7 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	c.banner.take() // a new login: forget the last one's banners
 	sc, chans, reqs, err := ssh.NewClientConn(newBufferedConn(nc), c.cfg.Addr, c.sshCfg)
 	if !stop() || err != nil {
 		nc.Close()
@@ -406,8 +409,8 @@ func (c *Client) explain(err error) error {
 	switch {
 	case errors.Is(err, auth.ErrHostKeyMismatch), errors.Is(err, auth.ErrHostKeyUnknown):
 		return &FatalError{Err: fmt.Errorf("tunnel: %s: %w", c.cfg.Addr, err)}
-	case strings.Contains(err.Error(), "unable to authenticate"):
-		return &FatalError{Err: fmt.Errorf("tunnel: %s refused our keys for user %q: add your public key (~/.ssh/id_ed25519.pub) to the server's authorized_keys, or name the right one with -i (%w)", c.cfg.Addr, c.cfg.User, err)}
+	case isAuthRefusal(err):
+		return &FatalError{Err: authRefused(c.cfg.Addr, c.cfg.User, c.banner.take(), err)}
 	}
 	return fmt.Errorf("tunnel: %s: %w", c.cfg.Addr, err)
 }
