@@ -94,6 +94,8 @@ type startupGate struct {
 	unlogged uint64 // drops not yet in a log line
 	lastLog  time.Time
 	lastWhy  string
+	lastPeer net.Addr
+	flushing bool // a flush is scheduled
 }
 
 func newStartupGate(limit Startups, perSource int, log *slog.Logger) *startupGate {
@@ -159,16 +161,36 @@ func (g *startupGate) admit(peer net.Addr) (release func(), why string) {
 }
 
 // logDrop writes the "startup dropped" line for the first drop, and then
-// at most one a second, or when the reason changes, with the number of
-// drops it stands for; g.mu is held.
+// at most one a second, or when the reason changes, each with the number
+// of drops it stands for (dropped=): drops held back are written a second
+// after the last line, so the lines add up to every drop; g.mu is held.
 func (g *startupGate) logDrop(peer net.Addr, why string) {
 	now := g.now()
+	g.lastPeer = peer
 	if why == g.lastWhy && now.Sub(g.lastLog) < time.Second {
+		if !g.flushing {
+			g.flushing = true
+			time.AfterFunc(time.Second-now.Sub(g.lastLog), g.flush)
+		}
 		return
 	}
+	g.writeDrop(peer, why, now)
+}
+
+func (g *startupGate) writeDrop(peer net.Addr, why string, now time.Time) {
 	g.log.Warn("startup dropped", "peer", peer.String(), "reason", why,
 		"unauthenticated", g.total, "from_source", g.bySource[sourceOf(peer)], "dropped", g.unlogged)
 	g.lastLog, g.lastWhy, g.unlogged = now, why, 0
+}
+
+// flush writes the line for the drops logDrop held back.
+func (g *startupGate) flush() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.flushing = false
+	if g.unlogged > 0 {
+		g.writeDrop(g.lastPeer, g.lastWhy, g.now())
+	}
 }
 
 // StartupStats are the figures of the pre-authentication limits.
