@@ -405,6 +405,27 @@ func isLoopback(host string) bool {
 	return err == nil && a.Unmap().IsLoopback()
 }
 
+// ErrNotFrom and ErrExpired are why a key that is in authorized_keys is
+// refused all the same: Check wraps them, so a server can tell the client
+// (and its log) which option it was.
+var (
+	ErrNotFrom = errors.New("auth: key not allowed from this address (from= in authorized_keys)")
+	ErrExpired = errors.New("auth: key expired (expiry-time= in authorized_keys)")
+)
+
+// Check applies the options that refuse a listed key outright: from=
+// against the client's address and expiry-time= against now. It returns
+// nil, or an error wrapping ErrNotFrom or ErrExpired.
+func (o *Options) Check(addr netip.Addr, now time.Time) error {
+	if !o.AllowFrom(addr) {
+		return fmt.Errorf("%w: %s", ErrNotFrom, addr.Unmap())
+	}
+	if o.Expired(now) {
+		return fmt.Errorf("%w: at %s", ErrExpired, o.ExpiryTime.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
 // Expired reports whether the expiry-time option has passed at now.
 func (o *Options) Expired(now time.Time) bool {
 	return !o.ExpiryTime.IsZero() && now.After(o.ExpiryTime)

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -267,6 +268,36 @@ func TestExpired(t *testing.T) {
 		t.Run(tt.now.String(), func(t *testing.T) {
 			if got := tt.opts.Expired(tt.now); got != tt.want {
 				t.Errorf("Expired(%v) = %v, want %v", tt.now, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheck(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	from := netip.MustParseAddr("192.0.2.7")
+	tests := []struct {
+		options string
+		addr    netip.Addr
+		want    error
+	}{
+		{``, from, nil},
+		{`from="192.0.2.0/24"`, from, nil},
+		{`from="192.0.2.0/24"`, netip.MustParseAddr("::ffff:192.0.2.7"), nil},
+		{`from="10.0.0.1"`, from, ErrNotFrom},
+		{`expiry-time="20291231"`, from, ErrExpired},
+		{`expiry-time="20300102"`, from, nil},
+		{`from="10.0.0.1",expiry-time="20291231"`, from, ErrNotFrom},
+	}
+	for _, tt := range tests {
+		t.Run(tt.options, func(t *testing.T) {
+			o, err := parseOptions(tt.options)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = o.Check(tt.addr, now)
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("Check(%v) = %v, want %v", tt.addr, err, tt.want)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
@@ -32,6 +33,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	udpIdle := fs.Duration("udp-idle", 60*time.Second, "end a remote UDP forward's flow after this long without a datagram")
 	udpFlows := fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per remote /udp forward")
 	ciphers := fs.String("ciphers", "", "comma-separated ciphers to offer, as sshd's Ciphers (default: all of aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr)")
+	loginGrace := fs.Duration("login-grace", 30*time.Second, "close a connection that has not authenticated within this time, as sshd's LoginGraceTime (0: no limit)")
+	maxStartups := fs.String("max-startups", tunnel.DefaultMaxStartups.String(), "limit on connections that have not authenticated yet, as sshd's MaxStartups start:rate:full: from start on, drop new ones with rate percent probability, rising to 100 % at full")
+	perSource := fs.String("per-source-max-startups", strconv.Itoa(tunnel.DefaultPerSourceMaxStartups), "most unauthenticated connections from one address (IPv6: one /64), as sshd's PerSourceMaxStartups, or none")
+	maxAuthTries := fs.Int("max-auth-tries", 6, "close a connection after this many refused keys, as sshd's MaxAuthTries")
 	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
 	var mf mapFlags
 	mf.register(fs, "map-")
@@ -56,6 +61,25 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		if cipherList, err = tunnel.ParseCiphers(*ciphers); err != nil {
 			return err
 		}
+	}
+	startups, err := tunnel.ParseStartups(*maxStartups)
+	if err != nil {
+		return err
+	}
+	perSourceMax := -1
+	if *perSource != "none" {
+		if perSourceMax, err = strconv.Atoi(*perSource); err != nil || perSourceMax < 1 {
+			return fmt.Errorf("--per-source-max-startups %q: want a number of connections, at least 1, or none", *perSource)
+		}
+	}
+	if *maxAuthTries < 1 {
+		return fmt.Errorf("--max-auth-tries %d: want at least 1", *maxAuthTries)
+	}
+	grace := *loginGrace
+	if grace == 0 {
+		grace = -1
+	} else if grace < 0 {
+		return fmt.Errorf("--login-grace %v: want a positive duration, or 0 for no limit", grace)
 	}
 	mapCfg, err := mf.config(e)
 	if err != nil {
@@ -98,16 +122,20 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		probe = -1
 	}
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{
-		HostKeys:          []ssh.Signer{signer},
-		Authorize:         authorizer(keys),
-		GatewayPorts:      gp,
-		KeepaliveInterval: interval,
-		TakeoverProbe:     probe,
-		Cores:             e.cores,
-		UDPIdleTimeout:    *udpIdle,
-		UDPMaxFlows:       *udpFlows,
-		Ciphers:           cipherList,
-		Logger:            e.log,
+		HostKeys:             []ssh.Signer{signer},
+		Authorize:            authorizer(keys),
+		GatewayPorts:         gp,
+		KeepaliveInterval:    interval,
+		TakeoverProbe:        probe,
+		Cores:                e.cores,
+		UDPIdleTimeout:       *udpIdle,
+		UDPMaxFlows:          *udpFlows,
+		Ciphers:              cipherList,
+		HandshakeTimeout:     grace,
+		MaxStartups:          startups,
+		PerSourceMaxStartups: perSourceMax,
+		MaxAuthTries:         *maxAuthTries,
+		Logger:               e.log,
 	})
 	if err != nil {
 		return err
@@ -156,7 +184,9 @@ func drainServer(e *env, srv *tunnel.Server, d time.Duration, errc <-chan error)
 }
 
 // authorizer looks each offered key up in the authorized_keys file (re-read
-// when it changes) and applies its from= and expiry-time=.
+// when it changes) and applies its from= and expiry-time=; a refusal by
+// either wraps auth.ErrNotFrom or auth.ErrExpired, which the server tells
+// the client about.
 func authorizer(keys *auth.KeyFile) func(ssh.ConnMetadata, ssh.PublicKey) (*auth.Options, error) {
 	return func(meta ssh.ConnMetadata, key ssh.PublicKey) (*auth.Options, error) {
 		k, err := keys.Lookup(key)
@@ -166,12 +196,12 @@ func authorizer(keys *auth.KeyFile) func(ssh.ConnMetadata, ssh.PublicKey) (*auth
 		if k == nil {
 			return nil, nil
 		}
-		ap, err := netip.ParseAddrPort(meta.RemoteAddr().String())
-		if err != nil || !k.Options.AllowFrom(ap.Addr().Unmap()) {
-			return nil, fmt.Errorf("key %s is not allowed from %s (from= in authorized_keys line %d)", ssh.FingerprintSHA256(key), meta.RemoteAddr(), k.Line)
+		var addr netip.Addr
+		if ap, err := netip.ParseAddrPort(meta.RemoteAddr().String()); err == nil {
+			addr = ap.Addr()
 		}
-		if k.Options.Expired(time.Now()) {
-			return nil, fmt.Errorf("key %s expired (expiry-time= in authorized_keys line %d)", ssh.FingerprintSHA256(key), k.Line)
+		if err := k.Options.Check(addr, time.Now()); err != nil {
+			return nil, fmt.Errorf("authorized_keys line %d: %w", k.Line, err)
 		}
 		return &k.Options, nil
 	}

@@ -1406,11 +1406,12 @@ func TestClientAuthMaxAuthTries(t *testing.T) {
 }
 
 // Test if authentication attempts are correctly limited on server
-// when more public keys are provided then MaxAuthTries. The first
-// MaxAuthTries rejected keys, 6 by default, are not counted.
+// when more public keys are provided then MaxAuthTries. As in sshd (a
+// change of pinhole's fork), every rejected key counts: 5 rejected keys
+// and a good one get in, 6 rejected keys are disconnected.
 func TestClientAuthMaxAuthTriesPublicKey(t *testing.T) {
 	signers := []Signer{}
-	for i := 0; i < 6+5; i++ {
+	for i := 0; i < 5; i++ {
 		signers = append(signers, testSigners["ed25519"])
 	}
 
@@ -1468,8 +1469,9 @@ func TestClientAuthMaxAuthTriesPublicKeyQueries(t *testing.T) {
 		Message: "too many authentication failures",
 	})
 
-	// 2 rejected queries are not counted, the next one is the first failure.
-	for rejected := 3; rejected < 5; rejected++ {
+	// Every rejected query counts (pinhole's fork, as sshd): 1 gets in, 2
+	// are disconnected.
+	for rejected := 1; rejected < 4; rejected++ {
 		var signers []Signer
 		for i := 0; i < rejected; i++ {
 			signers = append(signers, testSigners["ecdsa"])
@@ -1492,7 +1494,7 @@ func TestClientAuthMaxAuthTriesPublicKeyQueries(t *testing.T) {
 		go newServer(c1, serverConfig)
 		_, _, _, cliErr := NewClientConn(c2, "", clientConfig)
 
-		if rejected >= 2*serverConfig.MaxAuthTries {
+		if rejected >= serverConfig.MaxAuthTries {
 			if cliErr == nil {
 				t.Fatalf("client: got no error with %d rejected keys, want %s", rejected, expectedErr)
 			} else if cliErr.Error() != expectedErr.Error() {

@@ -205,9 +205,9 @@ type ServerConfig struct {
 	// MaxAuthTries specifies the maximum number of authentication attempts
 	// permitted per connection. If set to a negative number, the number of
 	// attempts are unlimited. If set to zero, the number of attempts are limited
-	// to 6. Rejected public key queries count towards this limit only after
-	// exceeding a dedicated budget (also controlled by this option). This helps
-	// legitimate clients with multiple keys not hit the limit.
+	// to 6. Each rejected public key query counts towards this limit, as in
+	// sshd (a change of pinhole's fork: upstream does not count the first
+	// MaxAuthTries of them).
 	MaxAuthTries int
 
 	// PasswordCallback, if non-nil, is called when a user
@@ -664,7 +664,6 @@ func (s *connection) serverAuthenticate(config *ServerConfig) (*Permissions, err
 
 	authFailures := 0
 	authAttempts := 0
-	pubKeyQueryFailures := 0
 	noneAuthCount := 0
 	var authErrs []error
 	var calledBannerCallback bool
@@ -849,11 +848,10 @@ userAuthLoop:
 					}
 					continue userAuthLoop
 				}
+				// pinhole: a refused query counts toward MaxAuthTries as
+				// any failure does, as in sshd (upstream does not count
+				// the first MaxAuthTries of them; FORK.md).
 				authErr = candidate.result
-				pubKeyQueryFailures++
-				if pubKeyQueryFailures <= config.MaxAuthTries {
-					authFailures--
-				}
 			} else {
 				sig, payload, ok := parseSignature(payload)
 				if !ok || len(payload) > 0 {

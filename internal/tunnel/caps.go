@@ -20,10 +20,15 @@ type peerCaps struct {
 	// withdrawn for the rest of the connection (link.early,
 	// serverConn.early).
 	early bool
+	// banners: the peer is a pinhole client that reads the userauth
+	// banners pinhole server sends about a refused key (serverauth.go), so
+	// it is sent one for a key that is not listed too, which would only
+	// be noise on a stock ssh's terminal.
+	banners bool
 }
 
 // capsOf reads a peer's capabilities from its SSH version string.
 func capsOf(version []byte) peerCaps {
 	p := strings.HasPrefix(string(version), versionPrefix)
-	return peerCaps{reasons: p, udp: p, early: p}
+	return peerCaps{reasons: p, udp: p, early: p, banners: p}
 }

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,6 +150,7 @@ type Client struct {
 	meter  meter          // streams opened by DialContext and DialUDP
 	udp    atomic.Bool    // the server last connected to speaks pinhole's UDP extension
 	wg     sync.WaitGroup // the supervisor and every goroutine of DialContext's streams
+	banner authBanners    // what the server said while refusing our keys (authmsg.go)
 
 	mu       sync.Mutex
 	state    State
@@ -268,6 +268,7 @@ func newClient(cfg ClientConfig) (*Client, error) {
 		up:   make(chan struct{}),
 		done: make(chan struct{}),
 	}
+	c.sshCfg.BannerCallback = c.banner.record
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -606,6 +607,7 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 		nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	c.banner.take() // a new login: forget the last one's banners
 	bc := newBufferedConn(nc)
 	sc, chans, reqs, err := ssh.NewClientConn(bc, c.cfg.Addr, c.sshCfg)
 	if !stop() || err != nil {
@@ -665,8 +667,8 @@ func (c *Client) explain(err error) error {
 	switch {
 	case errors.Is(err, auth.ErrHostKeyMismatch), errors.Is(err, auth.ErrHostKeyUnknown):
 		return &FatalError{Err: fmt.Errorf("tunnel: %s: %w", c.cfg.Addr, err)}
-	case strings.Contains(err.Error(), "unable to authenticate"):
-		return &FatalError{Err: fmt.Errorf("tunnel: %s refused our keys for user %q: add your public key (~/.ssh/id_ed25519.pub) to the server's authorized_keys, or name the right one with -i (%w)", c.cfg.Addr, c.cfg.User, err)}
+	case isAuthRefusal(err):
+		return &FatalError{Err: authRefused(c.cfg.Addr, c.cfg.User, c.banner.take(), err)}
 	}
 	return fmt.Errorf("tunnel: %s: %w", c.cfg.Addr, err)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -106,9 +105,24 @@ type ServerConfig struct {
 	// ParseCiphers). nil means DefaultServerCiphers.
 	Ciphers []string
 
-	// HandshakeTimeout bounds the SSH handshake and authentication. 0 means
-	// 30 s.
+	// HandshakeTimeout bounds the SSH handshake and authentication, as
+	// sshd's LoginGraceTime: a connection that has not authenticated by
+	// then is closed. 0 means 30 s; negative means no limit.
 	HandshakeTimeout time.Duration
+
+	// MaxStartups limits the connections that have not authenticated
+	// yet, as sshd's MaxStartups (Startups says how). The zero value
+	// means DefaultMaxStartups, 10:30:100.
+	MaxStartups Startups
+	// PerSourceMaxStartups caps the unauthenticated connections of one
+	// source address (IPv6: one /64), as sshd's PerSourceMaxStartups:
+	// more from it are dropped. 0 means DefaultPerSourceMaxStartups (5);
+	// negative means no cap.
+	PerSourceMaxStartups int
+	// MaxAuthTries closes a connection once it has failed this many
+	// authentication attempts (each refused key counts, as in sshd's
+	// MaxAuthTries). 0 means 6; negative means no limit.
+	MaxAuthTries int
 
 	// Cores, if set, is told how many SSH connections the server holds,
 	// to size GOMAXPROCS by (cores.go). nil leaves GOMAXPROCS alone.
@@ -144,7 +158,8 @@ type Server struct {
 	log    *slog.Logger
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
-	meter  meter // every stream of every connection
+	meter  meter        // every stream of every connection
+	gate   *startupGate // MaxStartups, PerSourceMaxStartups
 
 	mu        sync.Mutex
 	state     serverState
@@ -186,8 +201,20 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.TakeoverProbe == 0 {
 		cfg.TakeoverProbe = 3 * time.Second
 	}
-	if cfg.HandshakeTimeout <= 0 {
+	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 30 * time.Second
+	}
+	if cfg.MaxStartups == (Startups{}) {
+		cfg.MaxStartups = DefaultMaxStartups
+	}
+	if m := cfg.MaxStartups; m.Full <= 0 || m.Start > m.Full || m.Start < 0 || m.Rate < 0 || m.Rate > 100 {
+		return nil, fmt.Errorf("tunnel: max startups %s: want 0 <= start <= full, full >= 1, rate 0-100", m)
+	}
+	if cfg.PerSourceMaxStartups == 0 {
+		cfg.PerSourceMaxStartups = DefaultPerSourceMaxStartups
+	}
+	if cfg.MaxAuthTries == 0 {
+		cfg.MaxAuthTries = 6
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -199,6 +226,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
 		bound:     make(map[boundKey]*serverConn),
+		gate:      newStartupGate(cfg.MaxStartups, cfg.PerSourceMaxStartups, log),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	offer := DefaultServerCiphers()
@@ -206,9 +234,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		offer = slices.Clone(cfg.Ciphers)
 	}
 	s.sshCfg = &ssh.ServerConfig{
-		Config:            ssh.Config{Ciphers: offer},
-		PublicKeyCallback: s.publicKey,
-		ServerVersion:     versionPrefix + "_" + Version,
+		Config:                    ssh.Config{Ciphers: offer},
+		PublicKeyCallback:         s.publicKey,
+		VerifiedPublicKeyCallback: s.verifiedKey,
+		MaxAuthTries:              cfg.MaxAuthTries,
+		ServerVersion:             versionPrefix + "_" + Version,
 	}
 	for _, k := range cfg.HostKeys {
 		s.sshCfg.AddHostKey(k)
@@ -216,29 +246,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// publicKey is the ssh.ServerConfig callback: the key must be authorized
-// and its from= must match; the options ride along in the Permissions.
-func (s *Server) publicKey(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-	if s.cfg.Authorize == nil {
-		return nil, errors.New("tunnel: no authorized keys configured")
-	}
-	opts, err := s.cfg.Authorize(meta, key)
-	if err != nil {
-		return nil, err
-	}
-	if opts == nil {
-		return nil, fmt.Errorf("tunnel: key %s is not authorized", ssh.FingerprintSHA256(key))
-	}
-	return &ssh.Permissions{
-		Extensions: map[string]string{"pubkey-fp": ssh.FingerprintSHA256(key)},
-		ExtraData:  map[any]any{optionsKey{}: opts},
-	}, nil
-}
-
 type optionsKey struct{}
 
 // Stats are the figures of every stream the server has carried.
 func (s *Server) Stats() Stats { return s.meter.stats() }
+
+// Startups are the figures of the pre-authentication limits.
+func (s *Server) Startups() StartupStats { return s.gate.stats() }
 
 // Serve accepts SSH connections on l until l fails or the server is closed
 // or shut down, when it returns net.ErrClosed. Serve closes l. Running out
@@ -251,10 +265,15 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	defer s.track(l, false)
 	err := accept.Loop(l, s.log, func(c net.Conn) {
+		release, _ := s.gate.admit(c.RemoteAddr())
+		if release == nil {
+			c.Close() // as sshd drops past MaxStartups: no word
+			return
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handshake(c)
+			s.handshake(c, release)
 		}()
 	})
 	l.Close()
@@ -355,19 +374,22 @@ func drain(ctx context.Context, open func() int64) error {
 }
 
 // handshake runs the SSH handshake on c and then serves the connection.
-func (s *Server) handshake(c net.Conn) {
+// The connection counts toward MaxStartups until it has authenticated or
+// failed: then it calls release.
+func (s *Server) handshake(c net.Conn, release func()) {
+	defer release()
 	defer s.cfg.Cores.Hold()()
 	peer := c.RemoteAddr().String()
-	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	s.loginGrace(c)
+	var attempts authAttempts
 	bc := newBufferedConn(c)
-	conn, chans, reqs, err := ssh.NewServerConn(bc, s.sshCfg)
+	conn, chans, reqs, err := ssh.NewServerConn(bc, s.authConfig(&attempts))
 	if err != nil {
 		c.Close()
-		if !errors.Is(err, io.EOF) {
-			s.log.Info("handshake failed", "peer", peer, "err", err)
-		}
+		s.logHandshakeEnd(peer, &attempts, err)
 		return
 	}
+	release()
 	c.SetDeadline(time.Time{})
 	opts, _ := conn.Permissions.ExtraData[optionsKey{}].(*auth.Options)
 	caps := capsOf(conn.ClientVersion())
