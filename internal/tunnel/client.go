@@ -345,6 +345,11 @@ func (c *Client) connected(l *link) bool {
 	fs := slices.Clone(c.forwards)
 	c.mu.Unlock()
 	c.udp.Store(l.caps.udp)
+	// The answers are awaited for as long as a connect may take: keepalives
+	// watch the connection only once this returns. One that comes later is
+	// still used.
+	ctx, cancel := context.WithTimeout(l.ctx, c.cfg.ConnectTimeout)
+	defer cancel()
 	var wg sync.WaitGroup
 	for _, f := range fs {
 		switch {
@@ -352,7 +357,7 @@ func (c *Client) connected(l *link) bool {
 			c.log.Warn("forward closed: the server does not speak pinhole's UDP extension", "forward", f.flag())
 			f.close(fmt.Errorf("%w (%s is not pinhole server)", ErrNoUDP, c.cfg.Addr))
 		case f.spec.Kind == spec.Remote:
-			wg.Go(func() { f.request(c.ctx, l) })
+			wg.Go(func() { f.request(ctx, l) })
 		}
 	}
 	wg.Wait()

@@ -11,10 +11,10 @@ import (
 // direct-tcpip channel (and each SOCKS5 UDP destination a
 // direct-udp@pinhole one) from the server.
 
-// serveDynamic starts the forward's proxy on its listener.
-func (f *Forwarding) serveDynamic() {
+// newProxy is the SOCKS and HTTP proxy of a -D forward.
+func (f *Forwarding) newProxy() *socks.Server {
 	c := f.c
-	f.proxy = &socks.Server{
+	p := &socks.Server{
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := c.dialStream(ctx, &f.meter, network, addr)
 			if err != nil {
@@ -38,12 +38,12 @@ func (f *Forwarding) serveDynamic() {
 		Logger:         c.log,
 	}
 	if c.cfg.ProxyCredentials != nil {
-		f.proxy.Credentials = c.cfg.ProxyCredentials
+		p.Credentials = c.cfg.ProxyCredentials
 	}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		err := f.proxy.Serve(f.ln)
-		f.stopped(err)
-	}()
+	return p
+}
+
+// serveDynamic runs the forward's proxy on its listener.
+func (f *Forwarding) serveDynamic() {
+	f.stopped(f.proxy.Serve(f.ln))
 }

@@ -79,6 +79,9 @@ func (c *Client) Forward(ctx context.Context, f spec.Forward) (*Forwarding, erro
 	c.forwards = append(c.forwards, fw)
 	c.mu.Unlock()
 	fw.serve()
+	if f.Kind != spec.Remote {
+		c.log.Info(f.Kind.String()+" forward listening", "forward", fw.flag(), "laddr", fw.netAddr().String())
+	}
 	if f.Kind == spec.Remote && l != nil {
 		fw.request(ctx, l)
 	}
@@ -95,6 +98,7 @@ func (f *Forwarding) bind() error {
 		if err := socks.CheckOpen(s.ListenAddr(), f.c.cfg.ProxyCredentials != nil); err != nil && !f.c.cfg.AllowOpenProxy {
 			return fmt.Errorf("tunnel: -D %s: %w", s, err)
 		}
+		f.proxy = f.newProxy()
 	case s.Proto == spec.UDP:
 		ua, err := net.ResolveUDPAddr("udp", s.ListenAddr())
 		if err != nil {
@@ -113,19 +117,30 @@ func (f *Forwarding) bind() error {
 	return nil
 }
 
-// serve starts the forward's accept loop.
+// serve starts the forward's accept loop, unless it was closed since
+// bind: a Close may come as soon as the forward is listed.
 func (f *Forwarding) serve() {
+	var loop func()
 	switch {
 	case f.spec.Kind == spec.Remote:
 		return // the connection's serveForwarded takes its streams
 	case f.spec.Kind == spec.Dynamic:
-		f.serveDynamic()
+		loop = f.serveDynamic
 	case f.spec.Proto == spec.UDP:
-		f.serveLocalUDP()
+		loop = f.serveLocalUDP
 	default:
-		f.serveLocal()
+		loop = f.serveLocal
 	}
-	f.c.log.Info(f.spec.Kind.String()+" forward listening", "forward", f.flag(), "laddr", f.netAddr().String())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		loop()
+	}()
 }
 
 // flag is the forward as a command line gives it: "-L 8080:db:5432".

@@ -19,20 +19,16 @@ import (
 // Local forwards (-L): listen here, and open a direct-tcpip (or
 // direct-udp@pinhole) channel to the target for each connection or flow.
 
-// serveLocal starts the accept loop of a TCP -L forward.
+// serveLocal is the accept loop of a TCP -L forward.
 func (f *Forwarding) serveLocal() {
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		err := accept.Loop(f.ln, f.c.log, func(conn net.Conn) {
-			f.wg.Add(1)
-			go func() {
-				defer f.wg.Done()
-				f.forwardOut(conn)
-			}()
-		})
-		f.stopped(err)
-	}()
+	err := accept.Loop(f.ln, f.c.log, func(conn net.Conn) {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			f.forwardOut(conn)
+		}()
+	})
+	f.stopped(err)
 }
 
 // stopped is called when the forward's accept loop ends with err: a
@@ -85,7 +81,7 @@ func (f *Forwarding) forwardOut(conn net.Conn) {
 	pipe(l.ctx, f.ctx, &f.wg, &f.meter, false, conn, ch)
 }
 
-// serveLocalUDP starts the flow table of a UDP -L forward.
+// serveLocalUDP runs the flow table of a UDP -L forward.
 func (f *Forwarding) serveLocalUDP() {
 	c := f.c
 	fwd := &relay.UDPForwarder{
@@ -102,11 +98,7 @@ func (f *Forwarding) serveLocalUDP() {
 			return conn, err
 		},
 	}
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		fwd.Serve(f.ctx, f.pc)
-	}()
+	fwd.Serve(f.ctx, f.pc)
 }
 
 func newChannelOpen(host string, port uint16, origin net.Addr) channelOpen {

@@ -184,13 +184,14 @@ func (f *Forwarding) cancelRemote(l *link) {
 }
 
 // cancelForward sends cancel-tcpip-forward (or cancel-udp-forward@pinhole)
-// for host:port without waiting for the reply.
+// for host:port without waiting for the reply, nor for the write: on a
+// connection that died silently it blocks until the connection is closed.
 func (l *link) cancelForward(proto spec.Proto, host string, port uint32) {
 	req := reqCancelForward
 	if proto == spec.UDP {
 		req = reqCancelUDP
 	}
-	l.SendRequest(req, false, ssh.Marshal(forwardRequest{BindHost: host, BindPort: port}))
+	go l.SendRequest(req, false, ssh.Marshal(forwardRequest{BindHost: host, BindPort: port}))
 }
 
 // lookup finds the forward for a forwarded channel: by port, and by host
