@@ -97,22 +97,31 @@ func (p *serverProc) waitExit(t *testing.T, d time.Duration) int {
 	}
 }
 
+// drainSetup runs the pinhole binary as a server with extra flags, and a
+// stock ssh -N -L through it to an echo; it returns the server and the
+// -L port.
+func drainSetup(t *testing.T, extra ...string) (*serverProc, int) {
+	t.Helper()
+	sshtest.Need(t, sshtest.SSHPath)
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildPinhole(t)
+	dir := t.TempDir()
+	key := sshtest.NewKey(t, dir, "id_client")
+	srv, known := startServerProc(t, bin, dir, key, extra...)
+	echo := streamtest.NewEcho(t)
+	_, port := sshtest.StartSSHForward(t, sshtest.SSHOptions{Addr: srv.addr, Key: key, KnownHosts: known},
+		func(p int) []string { return []string{"-L", fmt.Sprintf("127.0.0.1:%d:%s", p, echo.Addr())} }, nil)
+	return srv, port
+}
+
 // TestServerSIGTERMDrains: SIGTERM to pinhole server in the middle of a
 // 64 MiB transfer through a stock OpenSSH ssh -L: the server stops
 // accepting at once, the transfer completes byte for byte, and then the
 // server exits 0, saying so.
 func TestServerSIGTERMDrains(t *testing.T) {
-	sshtest.Need(t, sshtest.SSHPath)
-	if testing.Short() {
-		t.Skip("builds the binary and moves 128 MiB")
-	}
-	bin := buildPinhole(t)
-	dir := t.TempDir()
-	key := sshtest.NewKey(t, dir, "id_client")
-	srv, known := startServerProc(t, bin, dir, key, "--drain", "60s")
-	echo := streamtest.NewEcho(t)
-	_, port := sshtest.StartSSHForward(t, sshtest.SSHOptions{Addr: srv.addr, Key: key, KnownHosts: known},
-		func(p int) []string { return []string{"-L", fmt.Sprintf("127.0.0.1:%d:%s", p, echo.Addr())} }, nil)
+	srv, port := drainSetup(t, "--drain", "60s")
 
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
@@ -209,17 +218,7 @@ func waitRefused(t *testing.T, addr string) {
 // TestServerSecondSignalForces: with a stream that will not end, the
 // first SIGTERM drains, and a second one closes it at once, exiting 1.
 func TestServerSecondSignalForces(t *testing.T) {
-	sshtest.Need(t, sshtest.SSHPath)
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bin := buildPinhole(t)
-	dir := t.TempDir()
-	key := sshtest.NewKey(t, dir, "id_client")
-	srv, known := startServerProc(t, bin, dir, key, "--drain", "5m")
-	echo := streamtest.NewEcho(t)
-	_, port := sshtest.StartSSHForward(t, sshtest.SSHOptions{Addr: srv.addr, Key: key, KnownHosts: known},
-		func(p int) []string { return []string{"-L", fmt.Sprintf("127.0.0.1:%d:%s", p, echo.Addr())} }, nil)
+	srv, port := drainSetup(t, "--drain", "5m")
 	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)

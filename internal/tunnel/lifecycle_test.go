@@ -354,6 +354,46 @@ func bigTransfer(conn *net.TCPConn, size int64) (sent, got [32]byte, n int64, er
 	return sent, got, n, err
 }
 
+// transfer is a 64 MiB echo through a forward, running.
+type transfer struct {
+	conn *net.TCPConn
+	res  chan transferResult
+}
+
+type transferResult struct {
+	sent, got [32]byte
+	n         int64
+	err       error
+}
+
+const transferSize = 64 << 20
+
+// startTransfer starts a 64 MiB exchange with the echo behind laddr.
+func startTransfer(t *testing.T, laddr string) *transfer {
+	t.Helper()
+	conn, err := net.Dial("tcp", laddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	tr := &transfer{conn: conn.(*net.TCPConn), res: make(chan transferResult, 1)}
+	go func() {
+		s, g, n, err := bigTransfer(tr.conn, transferSize)
+		tr.res <- transferResult{s, g, n, err}
+	}()
+	return tr
+}
+
+// check fails the test unless every byte came back as sent.
+func (tr *transfer) check(t *testing.T, through string) {
+	t.Helper()
+	r := <-tr.res
+	if r.err != nil || r.n != transferSize || r.sent != r.got {
+		t.Fatalf("transfer through a draining %s: %d of %d bytes back (%v), checksums equal: %v", through, r.n, transferSize, r.err, r.sent == r.got)
+	}
+	tr.conn.Close()
+}
+
 // TestClientShutdownDrains: a 64 MiB transfer in flight when Shutdown
 // starts completes byte for byte, while new connections are refused.
 func TestClientShutdownDrains(t *testing.T) {
@@ -364,22 +404,7 @@ func TestClientShutdownDrains(t *testing.T) {
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+echo.Addr())}
 	c := dialClient(t, cfg)
 	laddr := c.LocalAddrs()[0].String()
-	conn, err := net.Dial("tcp", laddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	type result struct {
-		sent, got [32]byte
-		n         int64
-		err       error
-	}
-	res := make(chan result, 1)
-	const size = 64 << 20
-	go func() {
-		s, g, n, err := bigTransfer(conn.(*net.TCPConn), size)
-		res <- result{s, g, n, err}
-	}()
+	tr := startTransfer(t, laddr)
 	waitFor(t, 10*time.Second, "the transfer to start", func() bool { return c.Stats().ToTarget > 1<<20 })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -393,11 +418,7 @@ func TestClientShutdownDrains(t *testing.T) {
 		nc.Close()
 		return false
 	})
-	r := <-res
-	if r.err != nil || r.n != size || r.sent != r.got {
-		t.Fatalf("transfer through a draining client: %d of %d bytes back (%v), checksums equal: %v", r.n, size, r.err, r.sent == r.got)
-	}
-	conn.Close()
+	tr.check(t, "client")
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
@@ -413,22 +434,7 @@ func TestServerShutdownDrains(t *testing.T) {
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+echo.Addr())}
 	c := dialClient(t, cfg)
 	laddr := c.LocalAddrs()[0].String()
-	conn, err := net.Dial("tcp", laddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	type result struct {
-		sent, got [32]byte
-		n         int64
-		err       error
-	}
-	res := make(chan result, 1)
-	const size = 64 << 20
-	go func() {
-		s, g, n, err := bigTransfer(conn.(*net.TCPConn), size)
-		res <- result{s, g, n, err}
-	}()
+	tr := startTransfer(t, laddr)
 	waitFor(t, 10*time.Second, "the transfer to start", func() bool { return srv.srv.Stats().ToTarget > 1<<20 })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -455,11 +461,7 @@ func TestServerShutdownDrains(t *testing.T) {
 	if rf.State() == tunnel.StateUp || rf.Err() == nil || !strings.Contains(rf.Err().Error(), "shutting down") {
 		t.Fatalf("-R asked of a draining server: state %v, err %v; want refused as shutting down", rf.State(), rf.Err())
 	}
-	r := <-res
-	if r.err != nil || r.n != size || r.sent != r.got {
-		t.Fatalf("transfer through a draining server: %d of %d bytes back (%v), checksums equal: %v", r.n, size, r.err, r.sent == r.got)
-	}
-	conn.Close()
+	tr.check(t, "server")
 	select {
 	case err := <-shut:
 		if err != nil {
