@@ -1,0 +1,13 @@
+package sdnotify
+
+import "golang.org/x/sys/unix"
+
+// monotonicUsec is CLOCK_MONOTONIC in microseconds, the clock of
+// MONOTONIC_USEC.
+func monotonicUsec() (uint64, bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, false
+	}
+	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3, true
+}
