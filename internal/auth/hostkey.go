@@ -80,17 +80,9 @@ func loadHostKey(path string) (ssh.Signer, error) {
 	return s, nil
 }
 
-// DefaultHostKeyPath returns $XDG_STATE_HOME/pinhole/host_ed25519_key,
-// or ~/.local/state/pinhole/host_ed25519_key when XDG_STATE_HOME is unset
-// or not absolute.
-func DefaultHostKeyPath() (string, error) {
-	state := os.Getenv("XDG_STATE_HOME")
-	if !filepath.IsAbs(state) {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", fmt.Errorf("auth: finding the host key directory: %w; pass the host key path explicitly", err)
-		}
-		state = filepath.Join(home, ".local", "state")
-	}
-	return filepath.Join(state, "pinhole", "host_ed25519_key"), nil
+// DefaultHostKeyPath is the host key's file in pinhole's state
+// directory stateDir, which the caller finds (cli: $STATE_DIRECTORY under
+// systemd, else $XDG_STATE_HOME/pinhole or ~/.local/state/pinhole).
+func DefaultHostKeyPath(stateDir string) string {
+	return filepath.Join(stateDir, "host_ed25519_key")
 }

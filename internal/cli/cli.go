@@ -38,6 +38,12 @@ type env struct {
 	// cores sizes GOMAXPROCS by the SSH connections held; nil (under Main,
 	// or GOMAXPROCS set in the environment) leaves it alone.
 	cores *tunnel.CoreBudget
+	// getenv reads the environment: the process's under Run and Main,
+	// the one given under MainEnv.
+	getenv func(string) string
+	// svc is what a long-running subcommand tells systemd, and its
+	// reload requests (daemon.go).
+	svc *daemon
 }
 
 func commands() []command {
@@ -61,7 +67,10 @@ var errUsage = errors.New("usage")
 //   - GOMAXPROCS follows the number of SSH connections held
 //     (tunnel.CoreBudget) unless GOMAXPROCS is set;
 //   - the first SIGINT or SIGTERM asks for a graceful stop (a server
-//     drains its streams for --drain), a second forces it.
+//     drains its streams for --drain), a second forces it;
+//   - SIGHUP asks for a reload, in the subcommands that reload (server),
+//     from the moment they are ready for it; elsewhere it ends the
+//     process as usual.
 func Run(args []string, stdout, stderr io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
@@ -90,24 +99,56 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		case <-force.Done():
 		}
 	}()
-	return runMain(ctx, force, cores, args, stdout, stderr)
+	hup := func() (<-chan os.Signal, func()) {
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGHUP)
+		return c, func() { signal.Stop(c) }
+	}
+	return runMain(ctx, force, cores, hup, os.Getenv, args, stdout, stderr)
 }
 
 // Main runs pinhole with args (without the program name) until ctx ends,
 // and returns the process exit code: 0 on success, 1 on failure, 2 on bad
 // usage. ctx ending is a graceful stop, as a first signal is under Run.
+// It reads the process's environment; no reload request comes.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	return runMain(ctx, context.Background(), nil, args, stdout, stderr)
+	return runMain(ctx, context.Background(), nil, nil, os.Getenv, args, stdout, stderr)
 }
 
-func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, args []string, stdout, stderr io.Writer) int {
+// MainEnv is Main with the environment environ ("KEY=value" entries, as
+// os.Environ gives) instead of the process's: what a test of the
+// variables systemd sets (NOTIFY_SOCKET, WATCHDOG_USEC, STATE_DIRECTORY)
+// passes in.
+func MainEnv(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	vars := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	getenv := func(k string) string { return vars[k] }
+	return runMain(ctx, context.Background(), nil, nil, getenv, args, stdout, stderr)
+}
+
+func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, hup func() (<-chan os.Signal, func()), getenv func(string) string, args []string, stdout, stderr io.Writer) int {
 	e := &env{
 		stdout: stdout,
 		stderr: stderr,
 		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		force:  force,
 		cores:  cores,
+		getenv: getenv,
 	}
+	svc, err := newDaemon(e, getenv, hup)
+	if err != nil {
+		fmt.Fprintf(stderr, "pinhole: %v\n", err)
+		return 1
+	}
+	svcCtx, svcDone := context.WithCancel(context.Background())
+	svc.ctx = svcCtx
+	e.svc = svc
+	defer svc.wg.Wait()
+	defer svcDone()
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
 		if len(args) == 0 {

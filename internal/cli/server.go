@@ -86,9 +86,11 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if *hostKey == "" {
-		if *hostKey, err = auth.DefaultHostKeyPath(); err != nil {
+		dir, err := stateDir(e.getenv)
+		if err != nil {
 			return err
 		}
+		*hostKey = auth.DefaultHostKeyPath(dir)
 	}
 	if *authKeys == "" {
 		home, err := os.UserHomeDir()
@@ -154,15 +156,41 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 	defer unmap()
 
+	reload, stopReloads := e.svc.reloads()
+	defer stopReloads()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case <-ctx.Done():
-		return drainServer(e, srv, *drainFor, errc)
-	case err := <-errc:
-		srv.Close()
-		return err
+	status := "listening on " + ln.Addr().String()
+	e.svc.ready(status)
+	for {
+		select {
+		case <-ctx.Done():
+			e.svc.stopping(fmt.Sprintf("draining: no new connections, open streams get up to %v", *drainFor))
+			return drainServer(e, srv, *drainFor, errc)
+		case err := <-errc:
+			srv.Close()
+			return err
+		case <-reload:
+			e.svc.reloading("reading " + *authKeys + " again")
+			reloadServer(e, keys)
+			e.svc.ready(status)
+		}
 	}
+}
+
+// reloadServer is a reload request (SIGHUP): the authorized_keys file is
+// read again at once (it is also read again whenever it changes). The
+// other settings are flags, which only a restart changes.
+func reloadServer(e *env, keys *auth.KeyFile) {
+	problems, err := keys.Load()
+	if err != nil {
+		e.log.Warn("reload: cannot read authorized_keys; every key is refused until it can be read", "err", err)
+		return
+	}
+	for _, p := range problems {
+		e.log.Warn("reload: a line of authorized_keys is refused", "err", p)
+	}
+	e.log.Info("reload: authorized_keys read again", "refused_lines", len(problems))
 }
 
 // drainServer shuts srv down gracefully: new connections and streams are
