@@ -14,7 +14,8 @@ import (
 
 // daemon is what a long-running subcommand (server, up) tells the service
 // manager, and the reload requests it gets. Under systemd (Type=notify)
-// every call is an sd_notify message; elsewhere each does nothing. Errors
+// every call is an sd_notify message; elsewhere (and on a nil *daemon)
+// each does nothing. Errors
 // sending are logged once, never fatal: a service that cannot tell systemd
 // it is ready is stopped by systemd's start timeout, which says why.
 //
@@ -62,6 +63,9 @@ func (s *daemon) warn(err error) {
 // starts the watchdog pings when the unit has WatchdogSec=; they stop when
 // the subcommand returns.
 func (s *daemon) ready(status string) {
+	if s == nil {
+		return
+	}
 	s.warn(s.n.Ready(status))
 	s.watchdog.Do(func() {
 		if s.n.WatchdogInterval() == 0 {
@@ -79,17 +83,25 @@ func (s *daemon) ready(status string) {
 }
 
 // reloading says a reload has begun; ready ends it.
-func (s *daemon) reloading(status string) { s.warn(s.n.Reloading(status)) }
+func (s *daemon) reloading(status string) {
+	if s != nil {
+		s.warn(s.n.Reloading(status))
+	}
+}
 
 // stopping says a graceful stop has begun.
-func (s *daemon) stopping(status string) { s.warn(s.n.Stopping(status)) }
+func (s *daemon) stopping(status string) {
+	if s != nil {
+		s.warn(s.n.Stopping(status))
+	}
+}
 
 // reloads returns the channel on which reload requests (SIGHUP) arrive,
 // and a function that stops them. SIGHUP is caught only from this call
 // on, so that a command that does not reload still ends when its terminal
 // goes. Under Main the channel is nil: no request ever comes.
 func (s *daemon) reloads() (<-chan os.Signal, func()) {
-	if s.hup == nil {
+	if s == nil || s.hup == nil {
 		return nil, func() {}
 	}
 	return s.hup()
