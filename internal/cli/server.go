@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
@@ -143,6 +144,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	ln, err := net.Listen("tcp", *listen)
+	if errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("cannot listen on %s: %w (a port below 1024 needs root or CAP_NET_BIND_SERVICE: "+
+			"AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit, docs/systemd.md; or pick a port from 1024 up with --listen)", *listen, err)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot listen on %s: %w (is another server on that port? pick another with --listen)", *listen, err)
 	}
