@@ -568,3 +568,54 @@ func TestRemoteRetryBackoff(t *testing.T) {
 		t.Fatalf("-R in place %v after its port freed, with BackoffMax 200 ms", d)
 	}
 }
+
+// TestUDPForwardHandles: /udp forwards added to a running client carry
+// datagrams, count them (a flow is a stream), and closing the -R one
+// cancels it on the server (cancel-udp-forward@pinhole) so that its port
+// is free again.
+func TestUDPForwardHandles(t *testing.T) {
+	echo := streamtest.NewUDPEcho(t)
+	clientKey := newSigner(t)
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", clientKey.PublicKey())))
+	c := dialClient(t, clientConfig(t, srv.addr, srv.hostKey.PublicKey(), clientKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	target := echo.LocalAddr().String()
+	var fs []*tunnel.Forwarding
+	for _, s := range []struct {
+		k    spec.Kind
+		spec string
+	}{{spec.Local, "127.0.0.1:0:" + target + "/udp"}, {spec.Remote, "0:" + target + "/udp"}} {
+		f, err := c.Forward(ctx, mustParse(t, s.k, s.spec))
+		if err != nil || f.State() != tunnel.StateUp {
+			t.Fatalf("Forward(%s): %v, state %v (%v)", s.spec, err, f.State(), f.Err())
+		}
+		fs = append(fs, f)
+	}
+	msg := bytes.Repeat([]byte("u"), 1000)
+	for _, f := range fs {
+		uc := dialUDP(t, f.Addr().String())
+		if err := roundTrip(uc, msg); err != nil {
+			t.Fatalf("through %v at %s: %v", f.Spec(), f.Addr(), err)
+		}
+		waitFor(t, 5*time.Second, fmt.Sprintf("%v's counts", f.Spec()), func() bool {
+			s := f.Stats()
+			// A lost and resent datagram counts again.
+			return s.StreamsTotal == 1 && s.ToTarget >= int64(len(msg)) && s.FromTarget >= int64(len(msg)) && s.ToTarget%int64(len(msg)) == 0
+		})
+	}
+	rf := fs[1]
+	raddr := rf.Addr().String()
+	rf.Close()
+	waitFor(t, 5*time.Second, "the -R/udp port to be free on the server", func() bool {
+		pc, err := net.ListenPacket("udp", raddr)
+		if err != nil {
+			return false
+		}
+		pc.Close()
+		return true
+	})
+	if err := roundTrip(dialUDP(t, fs[0].Addr().String()), msg); err != nil {
+		t.Fatalf("-L/udp after closing the -R/udp: %v", err)
+	}
+}
