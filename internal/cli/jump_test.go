@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -155,5 +156,57 @@ func TestConnectDialErrors(t *testing.T) {
 				t.Errorf("stdout %q, want nothing", stdout)
 			}
 		})
+	}
+}
+
+// TestStdioForwardHalfClose: -W passes EOF on stdin on as EOF on the
+// stream, the far end still answers, and -W returns once it closes.
+func TestStdioForwardHalfClose(t *testing.T) {
+	w := newWorld(t, "")
+	// The far end reads to EOF, then says how much it got and closes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "got %d bytes", n)
+	}()
+	signers, closeAgent, err := auth.ClientSigners([]string{w.identity}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAgent()
+	kh, err := auth.OpenKnownHosts(w.known, auth.HostKeyAcceptNew, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := tunnel.Dial(ctx, tunnel.ClientConfig{Addr: w.addr, User: "tester", Auth: []ssh.AuthMethod{ssh.PublicKeys(signers...)}, HostKeyCallback: kh.Callback()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in := strings.NewReader(strings.Repeat("x", 100000))
+	var out strings.Builder
+	done := make(chan error, 1)
+	go func() { done <- stdioForward(ctx, c, ln.Addr().String(), in, &out) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("stdioForward did not return within 20 s of the far end closing")
+	}
+	if out.String() != "got 100000 bytes" {
+		t.Fatalf("the far end answered %q, want %q", out.String(), "got 100000 bytes")
 	}
 }

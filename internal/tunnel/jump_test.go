@@ -332,3 +332,77 @@ func (c *countedClose) Close() error {
 	c.once.Do(func() { c.closed.Add(1) })
 	return c.Conn.Close()
 }
+
+// holdingListener keeps what it accepted, so a test can cut it.
+type holdingListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *holdingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *holdingListener) cut() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+	return len(l.conns)
+}
+
+// TestJumpReconnect: when the connection to the jump host drops, the
+// client reconnects through a fresh chain and its streams work again.
+func TestJumpReconnect(t *testing.T) {
+	key := newSigner(t)
+	ln := &holdingListener{Listener: listenLoopback(t)}
+	jump := startServer(t, ln, newSigner(t), keySet(t, authorizedLine("", key.PublicKey())))
+	dest := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", key.PublicKey())))
+	hk := newRecordingHostKeys(t, knownLine(jump.addr, jump.hostKey.PublicKey()), knownLine(dest.addr, dest.hostKey.PublicKey()))
+	dial, err := tunnel.JumpDialer(tunnel.JumpConfig{
+		Hosts:           []tunnel.JumpHost{hop(t, jump.addr, "tester")},
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(key)},
+		HostKeyCallback: hk.callback,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := clientConfig(t, dest.addr, nil, key)
+	cfg.HostKeyCallback = hk.callback
+	cfg.Dial = dial
+	c := dialClient(t, cfg)
+	target := streamtest.NewTarget(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", target.Port())
+	exchangeThrough(t, c, addr)
+	if n := ln.cut(); n != 1 {
+		t.Fatalf("the jump host had %d connections, want 1", n)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for c.State() == tunnel.StateUp && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for c.State() != tunnel.StateUp {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client did not reconnect through the jump host within 15 s: %v", c.State())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	exchangeThrough(t, c, addr)
+	ln.mu.Lock()
+	n := len(ln.conns)
+	ln.mu.Unlock()
+	if n != 2 {
+		t.Errorf("the jump host saw %d connections, want 2: the reconnect did not go through it afresh", n)
+	}
+	if got := hk.asked(); len(got) != 4 || got[2] != jump.addr || got[3] != dest.addr {
+		t.Errorf("host keys checked for %q, want the jump host's and the destination's twice", got)
+	}
+}
