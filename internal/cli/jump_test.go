@@ -30,25 +30,29 @@ func TestConnectStdioUnderOpenSSH(t *testing.T) {
 	key := sshtest.NewKey(t, t.TempDir(), "id_target")
 	sshd := sshtest.StartSSHD(t, sshtest.SSHDConfig{AuthorizedKeys: key.AuthorizedLine})
 	_, wport, _ := net.SplitHostPort(w.addr)
-	proxy := fmt.Sprintf("%s connect -W %%h:%%p -p %s -i %s --known-hosts %s tester@127.0.0.1", bin, wport, w.identity, w.known)
-	o := sshd.Options(key, "-o", "ProxyCommand="+proxy)
-	o.Session = true
-	o.Command = []string{"echo", "hello-through-pinhole", "$SSH_CONNECTION"}
-	p := sshtest.StartSSH(t, o)
-	if err := p.Wait(); err != nil {
-		t.Fatalf("ssh with pinhole connect -W as its ProxyCommand: %v; its output:\n%s", err, p.Stderr())
-	}
-	out := p.Stderr()
-	if !strings.Contains(out, "hello-through-pinhole") {
-		t.Fatalf("the command's output did not come back through pinhole connect -W:\n%s", out)
-	}
-	if strings.Contains(out, "level=INFO") {
-		t.Errorf("pinhole connect -W wrote info lines to ssh's terminal:\n%s", out)
+	plain := fmt.Sprintf("%s connect -W %%h:%%p -p %s -i %s --known-hosts %s tester@127.0.0.1", bin, wport, w.identity, w.known)
+	// -W takes -J: here pinhole server is its own jump host.
+	jumped := fmt.Sprintf("%s connect -W %%h:%%p -J tester@%s -p %s -i %s --known-hosts %s tester@127.0.0.1", bin, w.addr, wport, w.identity, w.known)
+	for _, proxy := range []string{plain, jumped} {
+		o := sshd.Options(key, "-o", "ProxyCommand="+proxy)
+		o.Session = true
+		o.Command = []string{"echo", "hello-through-pinhole"}
+		p := sshtest.StartSSH(t, o)
+		if err := p.Wait(); err != nil {
+			t.Fatalf("ssh with ProxyCommand %s: %v; its output:\n%s", proxy, err, p.Stderr())
+		}
+		out := p.Stderr()
+		if !strings.Contains(out, "hello-through-pinhole") {
+			t.Fatalf("the command's output did not come back through ProxyCommand %s:\n%s", proxy, out)
+		}
+		if strings.Contains(out, "level=INFO") {
+			t.Errorf("pinhole connect -W wrote info lines to ssh's terminal:\n%s", out)
+		}
 	}
 	// ssh had no way to sshd but its ProxyCommand, and pinhole server saw
-	// that command log in.
-	if !strings.Contains(w.server.stderr.String(), `msg="client connected"`) {
-		t.Errorf("pinhole server's log shows no login from pinhole connect -W:\n%s", w.server.stderr)
+	// that command log in: once, then twice (as jump host and destination).
+	if n := strings.Count(w.server.stderr.String(), `msg="client connected"`); n != 3 {
+		t.Errorf("pinhole server logged %d logins, want 3:\n%s", n, w.server.stderr)
 	}
 }
 
