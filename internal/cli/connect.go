@@ -73,10 +73,10 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		udpIdle  = fs.Duration("udp-idle", 60*time.Second, "end a UDP flow after this long without a datagram")
 		udpFlows = fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per /udp forward")
 		dialSet  dialSettings
-		stdio    = fs.String("W", "", "`host:port` forward stdin and stdout to host:port through the server, and exit when it closes (for ssh's ProxyCommand; no -L/-R/-D)")
+		stdio    = fs.String("W", "", "forward stdin and stdout to `host:port` through the server, and exit when it closes (ssh -W, for ssh's ProxyCommand; no -L/-R/-D)")
 	)
-	fs.StringVar(&dialSet.Jump, "J", "", "`[user@]host[:port][,...]` connect through these jump hosts in turn, as ssh -J (each checked in known_hosts under its own name)")
-	fs.StringVar(&dialSet.Bind, "b", "", "`address` connect from this local IP address (to the first jump host with -J)")
+	fs.StringVar(&dialSet.Jump, "J", "", "connect through the jump hosts `[user@]host[:port][,...]` in turn, as ssh -J (each checked in known_hosts under its own name)")
+	fs.StringVar(&dialSet.Bind, "b", "", "connect from the local IP address `ADDR` (to the first jump host with -J), as ssh -b")
 	fs.Var(local, "L", "`[bind:]port:host:hostport` listen here, connect to host:hostport from the server (repeatable)")
 	fs.Var(remote, "R", "`[bind:]port:host:hostport` listen on the server, connect to host:hostport from here (repeatable)")
 	fs.Var(dynamic, "D", "`[bind:]port` SOCKS4/4a/5 and HTTP proxy here, connecting from the server (repeatable)")
