@@ -115,6 +115,9 @@ func (cfg ProxyCommandConfig) dial(ctx context.Context, network, addr string) (n
 	cmd.Stdout = cmdOut
 	cmd.Stderr = cfg.Stderr
 	cmd.Env = cfg.Env
+	// A child of the command that keeps its stderr open must not keep
+	// Close waiting once the command itself has exited.
+	cmd.WaitDelay = time.Second
 	err = cmd.Start()
 	cmdIn.Close()
 	cmdOut.Close()
