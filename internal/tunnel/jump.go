@@ -126,7 +126,7 @@ func parseJumpHost(s string) (JumpHost, error) {
 	if port != "" || strings.HasSuffix(rest, ":") {
 		n, err := strconv.ParseUint(port, 10, 16)
 		if err != nil || n == 0 || strconv.FormatUint(n, 10) != port {
-			return h, fmt.Errorf("port %q: want 1 to 65535", port)
+			return h, fmt.Errorf("port %q is not a number from 1 to 65535", port)
 		}
 		h.Port = uint16(n)
 	}
