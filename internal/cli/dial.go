@@ -18,6 +18,12 @@ type dialSettings struct {
 	Bind         string // -b ADDR: the source address of the connection (to the first jump host with -J)
 	Jump         string // -J [user@]host[:port][,...], or "none"
 	ProxyCommand string // a command whose stdio is the transport (%h %p %r %n expanded), or "none"
+
+	// ResolveHop, if set, completes each jump host as parsed from Jump
+	// before it is dialled: ssh_config's HostName, Port and User for it,
+	// and its own Auth and HostKeyCallback where they differ. A hop left
+	// without a user logs in as the local user; Port 0 means 22.
+	ResolveHop func(tunnel.JumpHost) (tunnel.JumpHost, error)
 }
 
 // check reports a malformed -b, -J or ProxyCommand before anything is
@@ -77,6 +83,13 @@ func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.Auth
 	hops, err := tunnel.ParseJump(s.Jump)
 	if err != nil {
 		return nil, err
+	}
+	if s.ResolveHop != nil {
+		for i, h := range hops {
+			if hops[i], err = s.ResolveHop(h); err != nil {
+				return nil, fmt.Errorf("-J %s: %w", h, err)
+			}
+		}
 	}
 	local := ""
 	if u, err := user.Current(); err == nil {
