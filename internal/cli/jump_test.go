@@ -214,3 +214,59 @@ func TestStdioForwardHalfClose(t *testing.T) {
 		t.Fatalf("the far end answered %q, want %q", out.String(), "got 100000 bytes")
 	}
 }
+
+// TestDialSettingsResolveHop: a -J alias is completed by ResolveHop (as
+// ssh_config's HostName, Port and User would) before it is dialled, and
+// an error from it names the hop.
+func TestDialSettingsResolveHop(t *testing.T) {
+	w := newWorld(t, "")
+	host, portStr, _ := net.SplitHostPort(w.addr)
+	var port uint16
+	fmt.Sscan(portStr, &port)
+	signers, closeAgent, err := auth.ClientSigners([]string{w.identity}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAgent()
+	authm := []ssh.AuthMethod{ssh.PublicKeys(signers...)}
+	kh, err := auth.OpenKnownHosts(w.known, auth.HostKeyAcceptNew, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{stderr: io.Discard, log: quietLogger(&env{stderr: io.Discard})}
+	var resolved []string
+	ds := dialSettings{Jump: "bastion", ResolveHop: func(h tunnel.JumpHost) (tunnel.JumpHost, error) {
+		resolved = append(resolved, h.Host)
+		if h.Host != "bastion" {
+			return h, fmt.Errorf("no such Host in ssh_config")
+		}
+		h.Host, h.Port, h.User = host, port, "tester"
+		return h, nil
+	}}
+	dial, err := ds.dialer(e, "tester", host, authm, kh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := tunnel.Dial(ctx, tunnel.ClientConfig{Addr: w.addr, User: "tester", Auth: authm, HostKeyCallback: kh.Callback(), Dial: dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if len(resolved) != 1 {
+		t.Errorf("ResolveHop called for %q, want once for bastion", resolved)
+	}
+	// The server logs a login just after it answers it: give it a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(w.server.stderr.String(), `msg="client connected"`) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := strings.Count(w.server.stderr.String(), `msg="client connected"`); n != 2 {
+		t.Errorf("the server saw %d logins, want 2 (as the jump host, then as the destination):\n%s", n, w.server.stderr)
+	}
+	ds.Jump = "elsewhere"
+	if _, err := ds.dialer(e, "tester", host, authm, kh); err == nil || !strings.Contains(err.Error(), "-J elsewhere: no such Host") {
+		t.Errorf("a hop ResolveHop refuses: %v", err)
+	}
+}
