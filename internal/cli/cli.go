@@ -29,6 +29,7 @@ type command struct {
 
 // env is what every subcommand gets from Main.
 type env struct {
+	stdin  io.Reader // os.Stdin: what connect -W forwards
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
@@ -102,6 +103,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, args []string, stdout, stderr io.Writer) int {
 	e := &env{
+		stdin:  os.Stdin,
 		stdout: stdout,
 		stderr: stderr,
 		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),

@@ -72,13 +72,17 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		open     = fs.Bool("allow-open-proxy", false, "allow a -D proxy on a non-loopback address without --proxy-auth")
 		udpIdle  = fs.Duration("udp-idle", 60*time.Second, "end a UDP flow after this long without a datagram")
 		udpFlows = fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per /udp forward")
+		dialSet  dialSettings
+		stdio    = fs.String("W", "", "forward stdin and stdout to `host:port` through the server, and exit when it closes (ssh -W, for ssh's ProxyCommand; no -L/-R/-D)")
 	)
+	fs.StringVar(&dialSet.Jump, "J", "", "connect through the jump hosts `[user@]host[:port][,...]` in turn, as ssh -J (each checked in known_hosts under its own name)")
+	fs.StringVar(&dialSet.Bind, "b", "", "connect from the local IP address `ADDR` (to the first jump host with -J), as ssh -b")
 	fs.Var(local, "L", "`[bind:]port:host:hostport` listen here, connect to host:hostport from the server (repeatable)")
 	fs.Var(remote, "R", "`[bind:]port:host:hostport` listen on the server, connect to host:hostport from here (repeatable)")
 	fs.Var(dynamic, "D", "`[bind:]port` SOCKS4/4a/5 and HTTP proxy here, connecting from the server (repeatable)")
 	fs.Var(&idents, "i", "identity (private key) `file` (repeatable; default ~/.ssh/id_ed25519, id_ecdsa, id_rsa; ssh-agent is used when SSH_AUTH_SOCK is set)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host\n       pinhole connect -W host:port [flags] [user@]host\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\n\n")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -104,7 +108,20 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if *port < 1 || *port > 65535 {
 		return fmt.Errorf("-p %d: want a port from 1 to 65535", *port)
 	}
-	if len(local.list)+len(remote.list)+len(dynamic.list) == 0 {
+	if err := dialSet.check(); err != nil {
+		return err
+	}
+	if *stdio != "" {
+		if err := checkStdioTarget(*stdio); err != nil {
+			return err
+		}
+		if len(local.list)+len(remote.list)+len(dynamic.list) > 0 {
+			return errors.New("-W forwards stdin and stdout alone: drop -L, -R and -D, or run a second pinhole connect for them")
+		}
+		quiet := *e
+		quiet.log = quietLogger(e)
+		e = &quiet
+	} else if len(local.list)+len(remote.list)+len(dynamic.list) == 0 {
 		return errors.New("nothing to forward: give at least one -L, -R or -D (see pinhole connect -h)")
 	}
 	// Against a stock sshd /udp forwards cannot work: that is an error when
@@ -147,6 +164,11 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	}
 
 	addr := net.JoinHostPort(host, strconv.Itoa(*port))
+	authMethods := []ssh.AuthMethod{ssh.PublicKeys(signers...)}
+	dial, err := dialSet.dialer(e, userName, host, authMethods, kh)
+	if err != nil {
+		return err
+	}
 	interval := *alive
 	if interval == 0 {
 		interval = -1
@@ -154,7 +176,8 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	cfg := tunnel.ClientConfig{
 		Addr:              addr,
 		User:              userName,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		Auth:              authMethods,
+		Dial:              dial,
 		HostKeyCallback:   kh.Callback(),
 		HostKeyAlgorithms: kh.Algorithms(addr),
 		Local:             local.list,
@@ -177,6 +200,9 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer client.Close()
+	if *stdio != "" {
+		return stdioForward(ctx, client, *stdio, e.stdin, e.stdout)
+	}
 	fmt.Fprintf(e.stdout, "pinhole connect: connected to %s as %s\n", addr, userName)
 	for _, f := range client.Forwardings() {
 		printForward(e, addr, f)
