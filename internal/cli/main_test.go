@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +69,7 @@ func start(t *testing.T, args ...string) *proc {
 		case <-p.code:
 		case <-time.After(20 * time.Second):
 			t.Errorf("pinhole %s did not stop within 20 s of its context ending", args[0])
+			pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
 		}
 		if t.Failed() {
 			t.Logf("stderr of pinhole %s:\n%s", strings.Join(args, " "), p.stderr)

@@ -425,13 +425,15 @@ func TestClientShutdownDrains(t *testing.T) {
 }
 
 // TestServerShutdownDrains: the same for the server, whose draining also
-// refuses new streams and remote forwards on the connections it has.
+// closes the remote forwards' listeners and refuses new streams and
+// remote forwards on the connections it has.
 func TestServerShutdownDrains(t *testing.T) {
 	echo := streamtest.NewEcho(t)
 	clientKey, hostKey := newSigner(t), newSigner(t)
 	srv := startServer(t, nil, hostKey, keySet(t, authorizedLine("", clientKey.PublicKey())))
 	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), clientKey)
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+echo.Addr())}
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "0:"+echo.Addr())}
 	c := dialClient(t, cfg)
 	laddr := c.LocalAddrs()[0].String()
 	tr := startTransfer(t, laddr)
@@ -440,14 +442,16 @@ func TestServerShutdownDrains(t *testing.T) {
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.srv.Shutdown(ctx) }()
-	waitFor(t, 5*time.Second, "the server's listener to close", func() bool {
-		nc, err := net.Dial("tcp", srv.addr)
-		if err != nil {
-			return true
-		}
-		nc.Close()
-		return false
-	})
+	for _, addr := range []string{srv.addr, c.Forwardings()[1].Addr().String()} {
+		waitFor(t, 5*time.Second, "the server's listener on "+addr+" to close", func() bool {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				return true
+			}
+			nc.Close()
+			return false
+		})
+	}
 	// A new stream on the open connection is refused while draining.
 	if err := echoThrough(laddr, []byte("new")); err == nil {
 		t.Fatal("a new stream was opened on a draining server")
