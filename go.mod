@@ -9,3 +9,5 @@ require (
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.50.0
 )
+
+require github.com/pelletier/go-toml/v2 v2.4.3
