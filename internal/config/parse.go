@@ -194,6 +194,7 @@ type tunnelDraft struct {
 	userAt, hostAt pos
 	fwdPos         map[spec.Forward]pos
 	hasHost        bool
+	hasFwd         bool // a local, remote or dynamic key, good or not
 }
 
 func (ps *parser) build(leaves []leaf, tables []table) *Config {
@@ -284,7 +285,7 @@ func (ps *parser) build(leaves []leaf, tables []table) *Config {
 		default:
 			d.t.Conn.User = d.hostUser
 		}
-		if len(d.t.Forwards) == 0 {
+		if !d.hasFwd {
 			ps.errorf(d.at, "tunnel %s has nothing to forward: add local = [\"8080:localhost:80\"], remote = [...] or dynamic = [\"1080\"]", name)
 		}
 		for _, f := range d.t.Forwards {
@@ -318,11 +319,11 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 	}
 	switch name {
 	case "host":
+		d.hasHost = true
 		s, ok := ps.str(l, "host = \"user@server.example.com\"")
 		if !ok {
 			return
 		}
-		d.hasHost = true
 		u, h := s, ""
 		if i := strings.LastIndex(s, "@"); i >= 0 {
 			u, h = s[:i], s[i+1:]
@@ -391,6 +392,7 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 		}
 		c.KeepaliveCount = int(n)
 	case "local", "remote", "dynamic":
+		d.hasFwd = true
 		kind := map[string]spec.Kind{"local": spec.Local, "remote": spec.Remote, "dynamic": spec.Dynamic}[name]
 		example := map[string]string{"local": `local = ["8080:localhost:80"]`, "remote": `remote = ["8080:localhost:3000"]`, "dynamic": `dynamic = ["1080"]`}[name]
 		for _, s := range ps.strs(l, example) {

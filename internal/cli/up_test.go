@@ -1,0 +1,348 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
+)
+
+// lineLog keeps every stdout line of a proc, so that lines of several
+// tunnels, in any order, can be waited for.
+type lineLog struct {
+	mu    sync.Mutex
+	lines []string
+	more  chan struct{} // closed and renewed at each line
+}
+
+func collect(p *proc) *lineLog {
+	l := &lineLog{more: make(chan struct{})}
+	go func() {
+		for line := range p.lines {
+			l.mu.Lock()
+			l.lines = append(l.lines, line)
+			close(l.more)
+			l.more = make(chan struct{})
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// count is how many lines match re.
+func (l *lineLog) count(re string) int {
+	rx := regexp.MustCompile(re)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if rx.MatchString(s) {
+			n++
+		}
+	}
+	return n
+}
+
+// wait returns the submatches of the nth (from 1) line matching re.
+func (l *lineLog) wait(t *testing.T, p *proc, re string, nth int) []string {
+	t.Helper()
+	rx := regexp.MustCompile(re)
+	deadline := time.After(20 * time.Second)
+	for {
+		l.mu.Lock()
+		n := 0
+		for _, s := range l.lines {
+			if m := rx.FindStringSubmatch(s); m != nil {
+				if n++; n == nth {
+					l.mu.Unlock()
+					return m
+				}
+			}
+		}
+		more := l.more
+		l.mu.Unlock()
+		select {
+		case <-more:
+		case <-deadline:
+			l.mu.Lock()
+			t.Fatalf("no %d. stdout line matching %q within 20 s; stdout:\n%s\nstderr:\n%s", nth, re, strings.Join(l.lines, "\n"), p.stderr)
+		}
+	}
+}
+
+// gatedConn holds its writes once limit bytes have gone out, until open
+// is closed: a stream kept open, half sent, for as long as a test wants.
+type gatedConn struct {
+	*net.TCPConn
+	limit   int
+	sent    int
+	reached chan struct{}
+	open    chan struct{}
+}
+
+func gate(t *testing.T, addr string, limit int) *gatedConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &gatedConn{TCPConn: c.(*net.TCPConn), limit: limit, reached: make(chan struct{}), open: make(chan struct{})}
+}
+
+func (g *gatedConn) Write(p []byte) (int, error) {
+	written := 0
+	if g.sent < g.limit {
+		n := min(len(p), g.limit-g.sent)
+		m, err := g.TCPConn.Write(p[:n])
+		g.sent += m
+		written += m
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+		if g.sent == g.limit {
+			close(g.reached)
+		}
+	}
+	if len(p) == 0 {
+		return written, nil
+	}
+	<-g.open
+	m, err := g.TCPConn.Write(p)
+	g.sent += m
+	return written + m, err
+}
+
+// gatedStream is a checksummed exchange through addr held open halfway.
+type gatedStream struct {
+	g   *gatedConn
+	err chan error
+}
+
+func hold(t *testing.T, addr string, seed uint64) *gatedStream {
+	t.Helper()
+	h := &gatedStream{g: gate(t, addr, 256<<10), err: make(chan error, 1)}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		h.err <- streamtest.Exchange(ctx, h.g, seed, 1<<20, 1<<20)
+	}()
+	select {
+	case <-h.g.reached:
+	case err := <-h.err:
+		t.Fatalf("the stream through %s ended before it was held: %v", addr, err)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the stream through %s did not reach 256 KiB in 20 s", addr)
+	}
+	return h
+}
+
+// finish lets the stream go on and checks every byte of both directions.
+func (h *gatedStream) finish(t *testing.T, what string) {
+	t.Helper()
+	close(h.g.open)
+	if err := <-h.err; err != nil {
+		t.Errorf("the stream held through %s: %v", what, err)
+	}
+}
+
+func exchangeThrough(t *testing.T, addr string, seed uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", addr, err)
+	}
+	defer c.Close()
+	if err := streamtest.Exchange(ctx, c, seed, 256<<10, 256<<10); err != nil {
+		t.Fatalf("through %s: %v", addr, err)
+	}
+}
+
+// refusedSoon checks that addr stops accepting within 10 s.
+func refusedSoon(t *testing.T, addr, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (%s) still accepts 10 s after it was removed", what, addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// upTunnel is one [tunnel.NAME] of a test's config, to w's server.
+func (w *world) upTunnel(name string, extra string, local ...int) string {
+	_, port, _ := net.SplitHostPort(w.addr)
+	var fw []string
+	for _, p := range local {
+		fw = append(fw, fmt.Sprintf("%q", fmt.Sprintf("0:127.0.0.1:%d", p)))
+	}
+	return fmt.Sprintf("[tunnel.%s]\nhost = \"tester@127.0.0.1\"\nport = %s\nidentity = [%q]\nknown-hosts = %q\nkeepalive = \"1s\"\nlocal = [%s]\n%s\n",
+		name, port, w.identity, w.known, strings.Join(fw, ", "), extra)
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceFile writes path as editors do: a new file renamed over it.
+func replaceFile(t *testing.T, path, data string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	writeFile(t, tmp, data)
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpReload: pinhole up against a real pinhole server, through four
+// reloads (SIGHUP with nothing changed; SIGHUP adding a tunnel, removing
+// one and changing a tunnel's forwards; an editor's rename-and-replace
+// restarting a tunnel; a write in place adding a forward back) and a file
+// that does not validate. A checksummed stream through the tunnel that
+// never changes, and one through the forward of the changed tunnel that
+// stays, are held open across all of them and finish byte for byte; that
+// tunnel connects once.
+func TestUpReload(t *testing.T) {
+	w := newWorld(t, "")
+	tgt := make([]int, 5)
+	for i := range tgt {
+		tgt[i] = streamtest.NewTarget(t).Port()
+	}
+	file := filepath.Join(w.dir, "up.toml")
+	conf := func(tunnels ...string) string { return "drain = \"5s\"\n\n" + strings.Join(tunnels, "\n") }
+	keep := w.upTunnel("keep", "", tgt[0])
+	writeFile(t, file, conf(keep, w.upTunnel("gone", "", tgt[1]), w.upTunnel("fwds", "", tgt[2], tgt[3])))
+
+	reload := make(chan struct{}, 1)
+	p := startReload(t, reload, "up", "-c", file)
+	out := collect(p)
+	listening := func(name string, target, nth int) string {
+		t.Helper()
+		return out.wait(t, p, fmt.Sprintf(`^pinhole up: %s: -L 0:127\.0\.0\.1:%d: listening on (\S+),`, name, target), nth)[1]
+	}
+	keepAddr := listening("keep", tgt[0], 1)
+	goneAddr := listening("gone", tgt[1], 1)
+	fwdA := listening("fwds", tgt[2], 1)
+	fwdB := listening("fwds", tgt[3], 1)
+	out.wait(t, p, `^pinhole up: running 3 tunnels`, 1)
+
+	held := hold(t, keepAddr, 1)
+	heldA := hold(t, fwdA, 2)
+	exchangeThrough(t, fwdB, 3)
+	exchangeThrough(t, goneAddr, 4)
+
+	// 1. SIGHUP, the file as it was: nothing is touched.
+	reload <- struct{}{}
+	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 0 restarted, 0 changed, 3 unchanged`, 1)
+
+	// 2. SIGHUP after gone is removed, fresh added, fwds' second forward
+	// swapped for another.
+	writeFile(t, file, conf(keep, w.upTunnel("fwds", "", tgt[2], tgt[4]), w.upTunnel("fresh", "", tgt[1])))
+	reload <- struct{}{}
+	out.wait(t, p, `reloaded \S+: 1 started, 1 stopped, 0 restarted, 1 changed, 1 unchanged`, 1)
+	freshAddr := listening("fresh", tgt[1], 1)
+	fwdC := listening("fwds", tgt[4], 1)
+	refusedSoon(t, goneAddr, "the removed tunnel's -L")
+	refusedSoon(t, fwdB, "the removed forward")
+	exchangeThrough(t, freshAddr, 5)
+	exchangeThrough(t, fwdC, 6)
+
+	// 3. The editor's way, and no signal: fresh's keepalive changes, so it
+	// restarts.
+	replaceFile(t, file, conf(keep, w.upTunnel("fwds", "", tgt[2], tgt[4]), strings.Replace(w.upTunnel("fresh", "", tgt[1]), `keepalive = "1s"`, `keepalive = "2s"`, 1)))
+	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 1 restarted, 0 changed, 2 unchanged`, 1)
+	out.wait(t, p, `^pinhole up: fresh: connected to `, 2)
+	exchangeThrough(t, listening("fresh", tgt[1], 2), 7)
+
+	// 4. Written in place: the removed forward comes back to fwds.
+	writeFile(t, file, conf(keep, w.upTunnel("fwds", "", tgt[2], tgt[4], tgt[3]), strings.Replace(w.upTunnel("fresh", "", tgt[1]), `keepalive = "1s"`, `keepalive = "2s"`, 1)))
+	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 0 restarted, 1 changed, 2 unchanged`, 1)
+	exchangeThrough(t, listening("fwds", tgt[3], 2), 8)
+
+	// 5. A file that does not validate is refused, in one log line, and
+	// everything runs on.
+	writeFile(t, file, conf(strings.Replace(keep, "host =", "hostname =", 1)))
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), "reload refused") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refusal logged 10 s after a bad file was written; stderr:\n%s", p.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * watchEvery) // it is said once, not at every look at the file
+	var refusals []string
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		if strings.Contains(line, "reload refused") {
+			refusals = append(refusals, line)
+		}
+	}
+	if len(refusals) != 1 || !regexp.MustCompile(`up\.toml:4:1: unknown key \\"hostname\\" in \[tunnel\.keep\]: did you mean \\"host\\"\?`).MatchString(refusals[0]) {
+		t.Errorf("want one refusal line naming up.toml:4:1 and \"host\", got:\n%s", strings.Join(refusals, "\n"))
+	}
+	exchangeThrough(t, keepAddr, 9)
+	exchangeThrough(t, fwdC, 10)
+
+	held.finish(t, "the unchanged tunnel")
+	heldA.finish(t, "the forward that stayed in the changed tunnel")
+	for _, name := range []string{"keep", "fwds"} {
+		if n := out.count(`^pinhole up: ` + name + `: connected to `); n != 1 {
+			t.Errorf("%s connected %d times; a tunnel whose connection did not change must not reconnect", name, n)
+		}
+	}
+}
+
+// TestUpAndCheckErrors: a bad file is refused at start by up and by check,
+// each mistake as file:line:col with what to write instead; a good one
+// passes check.
+func TestUpAndCheckErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	writeFile(t, bad, "[tunnel.db]\nhost = \"db.example.com\"\nidentityfile = \"k\"\nlocal = [\"5432:db\"]\n")
+	wants := []string{
+		bad + `:3:1: unknown key "identityfile" in [tunnel.db]: did you mean "identity"?`,
+		bad + `:4:10: -L "5432:db": want [bind:]port:host:hostport`,
+	}
+	for _, cmd := range []string{"check", "up"} {
+		code, _, stderr := run(t, cmd, "-c", bad)
+		if code != 1 {
+			t.Errorf("%s: exit %d, want 1; stderr:\n%s", cmd, code, stderr)
+		}
+		for _, w := range append(wants, "pinhole "+cmd+": 2 mistakes in "+bad) {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("%s: stderr does not say %q:\n%s", cmd, w, stderr)
+			}
+		}
+	}
+	good := filepath.Join(dir, "good.toml")
+	writeFile(t, good, "[tunnel.db]\nhost = \"me@db.example.com\"\nlocal = [\"5432:localhost:5432\"]\ndynamic = [\"1080\"]\n")
+	code, stdout, stderr := run(t, "check", "-c", good)
+	if code != 0 || !strings.Contains(stdout, "ok: 1 tunnel") || !strings.Contains(stdout, "db: me@db.example.com port 22: -L 5432:localhost:5432, -D 1080") {
+		t.Errorf("check of a good file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	if code, _, stderr := run(t, "up", "-c", filepath.Join(dir, "missing.toml")); code != 1 || !strings.Contains(stderr, "-c FILE") {
+		t.Errorf("up with a missing file: exit %d, stderr:\n%s", code, stderr)
+	}
+	if code, _, _ := run(t, "up"); code != 2 {
+		t.Errorf("up without -c: exit %d, want 2", code)
+	}
+}
