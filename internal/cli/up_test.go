@@ -1,14 +1,17 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,5 +347,68 @@ func TestUpAndCheckErrors(t *testing.T) {
 	}
 	if code, _, _ := run(t, "up"); code != 2 {
 		t.Errorf("up without -c: exit %d, want 2", code)
+	}
+}
+
+// TestUpSIGHUPBinary: the pinhole binary (cli.Run) reloads on SIGHUP and
+// goes on running, and a held stream through its tunnel drains to the
+// last byte at SIGTERM, after which it exits 0.
+func TestUpSIGHUPBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildPinhole(t)
+	w := newWorld(t, "")
+	target := streamtest.NewTarget(t).Port()
+	file := filepath.Join(w.dir, "up.toml")
+	writeFile(t, file, w.upTunnel("one", "", target))
+	cmd := exec.Command(bin, "up", "-c", file)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := new(syncBuffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan int, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		cmd.Wait()
+		exited <- cmd.ProcessState.ExitCode()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("stderr of pinhole up:\n%s", stderr)
+		}
+	})
+	p := &proc{lines: lines, stderr: stderr}
+	addr := p.waitLine(t, `^pinhole up: one: -L \S+: listening on (\S+),`)[1]
+	held := hold(t, addr, 1)
+	for range 3 {
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		p.waitLine(t, `reloaded \S+: 0 started, 0 stopped, 0 restarted, 0 changed, 1 unchanged`)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the drain has begun: the stream must outlive it
+	held.finish(t, "SIGHUP three times, then SIGTERM")
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Fatalf("exit %d after a clean drain, want 0; stderr:\n%s", code, stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("pinhole up still running 30 s after SIGTERM")
 	}
 }
