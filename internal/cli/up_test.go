@@ -3,19 +3,24 @@ package cli
 import (
 	"bufio"
 	"context"
+	"io"
+	"log/slog"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/config"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
 // lineLog keeps every stdout line of a proc, so that lines of several
@@ -410,5 +415,53 @@ func TestUpSIGHUPBinary(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("pinhole up still running 30 s after SIGTERM")
+	}
+}
+
+// TestUpDefaultsAreConnects: a key left out of the file means what the
+// flag left out means to pinhole connect.
+func TestUpDefaultsAreConnects(t *testing.T) {
+	if config.DefaultKeepalive != tunnel.DefaultKeepaliveInterval || config.DefaultKeepaliveCount != tunnel.DefaultKeepaliveCountMax {
+		t.Errorf("keepalive defaults %v, %d; pinhole connect's are %v, %d", config.DefaultKeepalive, config.DefaultKeepaliveCount, tunnel.DefaultKeepaliveInterval, tunnel.DefaultKeepaliveCountMax)
+	}
+	e := &env{stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.DiscardHandler), force: context.Background()}
+	// runConnect's flags, read back through -h.
+	var out strings.Builder
+	e.stderr = &out
+	runConnect(context.Background(), e, []string{"-h"})
+	for flagName, want := range map[string]string{
+		"host-key-check": config.DefaultHostKeyCheck,
+		"udp-idle":       config.DefaultUDPIdle.String(),
+		"udp-max-flows":  strconv.Itoa(config.DefaultUDPMaxFlows),
+		"p":              strconv.Itoa(config.DefaultPort),
+		"drain":          config.DefaultDrain.String(),
+	} {
+		re := regexp.MustCompile(`(?s)\n  -` + regexp.QuoteMeta(flagName) + `[ \n].*?\(default "?([^")]+)"?\)`)
+		m := re.FindStringSubmatch(out.String())
+		if m == nil || m[1] != want {
+			t.Errorf("-%s: connect's default %v, the config's %q", flagName, m, want)
+		}
+	}
+}
+
+// TestConfigDocExample: the example at the top of docs/config.md passes
+// pinhole check and prints what the page shows.
+func TestConfigDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```toml\n(# (\\S+)\n.*?)```\n\n```\n\\$ pinhole check -c \\S+\n(.*?)\\$ pinhole up").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/config.md has no ```toml example followed by pinhole check's output")
+	}
+	file := filepath.Join(t.TempDir(), filepath.Base(string(m[2])))
+	writeFile(t, file, string(m[1]))
+	code, stdout, stderr := run(t, "check", "-c", file)
+	if code != 0 {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if want := strings.ReplaceAll(string(m[3]), string(m[2]), file); stdout != want {
+		t.Errorf("pinhole check prints:\n%s\ndocs/config.md shows:\n%s", stdout, want)
 	}
 }

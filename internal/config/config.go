@@ -26,7 +26,7 @@ import (
 const (
 	DefaultPort           = 22
 	DefaultHostKeyCheck   = "accept-new"
-	DefaultKeepalive      = 15 * time.Second
+	DefaultKeepalive      = 5 * time.Second
 	DefaultKeepaliveCount = 3
 	DefaultUDPIdle        = 60 * time.Second
 	DefaultUDPMaxFlows    = 1024
