@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -306,8 +307,10 @@ func (s *Server) stopped() bool {
 
 // setState moves the server to st and does what entering it takes; s.mu
 // is held. It reports false when the server was already there or past it.
-//   - draining: every listener closes, and so does every connection's
-//     remote-forward listeners: nothing new comes in, what is open goes on.
+//   - draining: every listener closes: nothing new comes in, what is open
+//     goes on. The connections' remote-forward listeners are closed by
+//     Shutdown once s.mu is released, since closing one unregisters it
+//     under s.mu; a forward asked for from now on is refused.
 //   - closed: every connection closes, and with it every stream.
 func (s *Server) setState(st serverState) bool {
 	if st <= s.state {
@@ -320,8 +323,6 @@ func (s *Server) setState(st serverState) bool {
 	for c := range s.conns {
 		if st == serverClosed {
 			c.conn.Close()
-		} else {
-			c.stopListening()
 		}
 	}
 	if st == serverClosed {
@@ -350,7 +351,11 @@ func (s *Server) Close() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.setState(serverDraining)
+	conns := slices.Collect(maps.Keys(s.conns))
 	s.mu.Unlock()
+	for _, c := range conns {
+		c.stopListening()
+	}
 	err := drain(ctx, s.meter.streams.Load)
 	s.Close()
 	return err
