@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/proxy"
+
 	"github.com/pinhole-dev/pinhole/internal/config"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
@@ -463,5 +465,81 @@ func TestConfigDocExample(t *testing.T) {
 	}
 	if want := strings.ReplaceAll(string(m[3]), string(m[2]), file); stdout != want {
 		t.Errorf("pinhole check prints:\n%s\ndocs/config.md shows:\n%s", stdout, want)
+	}
+}
+
+// TestUpReloadRemoteDynamic: -R and -D forwards come and go at reloads
+// through the handles as -L ones do, while a stream through the tunnel's
+// -L that stays is held open.
+func TestUpReloadRemoteDynamic(t *testing.T) {
+	w := newWorld(t, "")
+	tgt := make([]int, 3)
+	for i := range tgt {
+		tgt[i] = streamtest.NewTarget(t).Port()
+	}
+	file := filepath.Join(w.dir, "up.toml")
+	r1 := fmt.Sprintf(`remote = ["0:127.0.0.1:%d"]`, tgt[1])
+	writeFile(t, file, w.upTunnel("t", r1, tgt[0]))
+	reload := make(chan struct{}, 1)
+	p := startReload(t, reload, "up", "-c", file)
+	out := collect(p)
+	local := out.wait(t, p, `^pinhole up: t: -L \S+: listening on (\S+),`, 1)[1]
+	remote1 := out.wait(t, p, fmt.Sprintf(`^pinhole up: t: -R 0:127\.0\.0\.1:%d: the server listens on localhost:(\d+),`, tgt[1]), 1)[1]
+	exchangeThrough(t, "127.0.0.1:"+remote1, 1)
+	held := hold(t, local, 2)
+
+	writeFile(t, file, w.upTunnel("t", fmt.Sprintf("remote = [\"0:127.0.0.1:%d\"]\ndynamic = [\"127.0.0.1:0\"]", tgt[2]), tgt[0]))
+	reload <- struct{}{}
+	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 0 restarted, 1 changed, 0 unchanged`, 1)
+	remote2 := out.wait(t, p, fmt.Sprintf(`^pinhole up: t: -R 0:127\.0\.0\.1:%d: the server listens on localhost:(\d+),`, tgt[2]), 1)[1]
+	socksAddr := out.wait(t, p, `^pinhole up: t: -D 127\.0\.0\.1:0: SOCKS4/4a/5 and HTTP proxy on (\S+),`, 1)[1]
+	refusedSoon(t, "127.0.0.1:"+remote1, "the removed -R on the server")
+	exchangeThrough(t, "127.0.0.1:"+remote2, 3)
+	d, err := proxy.SOCKS5("tcp", socksAddr, nil, proxy.Direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", tgt[0]))
+	if err != nil {
+		t.Fatalf("through the -D added at the reload: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := streamtest.Exchange(ctx, c, 4, 64<<10, 64<<10); err != nil {
+		t.Fatalf("through the -D added at the reload: %v", err)
+	}
+	c.Close()
+	held.finish(t, "the -L that stayed while -R and -D changed")
+	if n := out.count(`^pinhole up: t: connected to `); n != 1 {
+		t.Errorf("connected %d times; changing forwards must not reconnect", n)
+	}
+}
+
+// TestUpUnreachableTunnel: a tunnel whose server is not there is retried
+// and logged, and the others start and run meanwhile.
+func TestUpUnreachableTunnel(t *testing.T) {
+	w := newWorld(t, "")
+	target := streamtest.NewTarget(t).Port()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, deadPort, _ := net.SplitHostPort(dead.Addr().String())
+	dead.Close() // nothing listens there: refused at once
+	bad := strings.Replace(w.upTunnel("down", "", target), "port = ", "port = "+deadPort+" # ", 1)
+	file := filepath.Join(w.dir, "up.toml")
+	writeFile(t, file, w.upTunnel("fine", "", target)+bad)
+	p := startReload(t, nil, "up", "-c", file)
+	out := collect(p)
+	exchangeThrough(t, out.wait(t, p, `^pinhole up: fine: -L \S+: listening on (\S+),`, 1)[1], 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(p.stderr.String(), "tunnel did not connect; retrying") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no two retries of the tunnel that cannot connect in 10 s; stderr:\n%s", p.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(p.stderr.String(), "tunnel=down") {
+		t.Errorf("the retry lines do not name the tunnel:\n%s", p.stderr)
 	}
 }
