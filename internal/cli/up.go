@@ -94,7 +94,7 @@ func loadConfig(e *env, file string) ([]byte, *config.Config, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot read the config: %w (pass the file of your tunnels with -c FILE; docs/config.md has an example)", err)
 	}
-	cfg, err := config.Parse(file, data)
+	cfg, err := parseConfig(file, data)
 	if es := config.AsErrors(err); es != nil {
 		for _, m := range es {
 			fmt.Fprintln(e.stderr, m)
@@ -104,6 +104,38 @@ func loadConfig(e *env, file string) ([]byte, *config.Config, error) {
 		return nil, nil, err
 	}
 	return data, cfg, nil
+}
+
+// parseConfig is config.Parse, then config.CheckFiles on the files the
+// tunnels name.
+func parseConfig(file string, data []byte) (*config.Config, error) {
+	cfg, err := config.Parse(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.CheckFiles(cfg, checkFile); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// checkFile reports whether path (perhaps ~/...) can be opened for
+// reading.
+func checkFile(path string) error {
+	p, err := expandHome(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	f.Close()
+	return nil
 }
 
 func plural(n int, one, many string) string {
@@ -134,7 +166,7 @@ func (u *upRunner) reload(file, why string) []byte {
 // reloadBytes applies the config in b, or refuses it with one log line
 // and leaves everything running as it was.
 func (u *upRunner) reloadBytes(file string, b []byte, why string) []byte {
-	cfg, err := config.Parse(file, b)
+	cfg, err := parseConfig(file, b)
 	if err != nil {
 		msg := err.Error()
 		if es := config.AsErrors(err); es != nil {
@@ -409,6 +441,9 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 	mode, err := auth.ParseHostKeyMode(c.HostKeyCheck)
 	if err != nil {
 		return tunnel.ClientConfig{}, nil, err
+	}
+	if mode == auth.HostKeyNo {
+		e.log.Warn("host-key-check = \"no\": the server's identity is NOT checked; anyone on the path can read and change this tunnel's traffic", "server", c.Host)
 	}
 	kh, err := auth.OpenKnownHosts(known, mode, e.log)
 	if err != nil {

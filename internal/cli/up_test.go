@@ -343,13 +343,21 @@ func TestUpAndCheckErrors(t *testing.T) {
 			}
 		}
 	}
+	// A key file that is not there is a mistake at the line naming it.
+	missing := filepath.Join(dir, "missing.toml")
+	writeFile(t, missing, "[tunnel.db]\nhost = \"db.example.com\"\nidentity = \"id_gone\"\nlocal = [\"5432:db:5432\"]\n")
+	code, _, stderr := run(t, "check", "-c", missing)
+	if want := missing + `:3:12: identity "` + filepath.Join(dir, "id_gone") + `": no such file or directory: create the key with ssh-keygen`; code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("check with a missing identity: exit %d, want 1 and %q; stderr:\n%s", code, want, stderr)
+	}
+
 	good := filepath.Join(dir, "good.toml")
 	writeFile(t, good, "[tunnel.db]\nhost = \"me@db.example.com\"\nlocal = [\"5432:localhost:5432\"]\ndynamic = [\"1080\"]\n")
 	code, stdout, stderr := run(t, "check", "-c", good)
 	if code != 0 || !strings.Contains(stdout, "ok: 1 tunnel") || !strings.Contains(stdout, "db: me@db.example.com port 22: -L 5432:localhost:5432, -D 1080") {
 		t.Errorf("check of a good file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
-	if code, _, stderr := run(t, "up", "-c", filepath.Join(dir, "missing.toml")); code != 1 || !strings.Contains(stderr, "-c FILE") {
+	if code, _, stderr := run(t, "up", "-c", filepath.Join(dir, "absent.toml")); code != 1 || !strings.Contains(stderr, "-c FILE") {
 		t.Errorf("up with a missing file: exit %d, stderr:\n%s", code, stderr)
 	}
 	if code, _, _ := run(t, "up"); code != 2 {
@@ -457,6 +465,11 @@ func TestConfigDocExample(t *testing.T) {
 	if m == nil {
 		t.Fatal("docs/config.md has no ```toml example followed by pinhole check's output")
 	}
+	home := t.TempDir() // with the files the example names
+	t.Setenv("HOME", home)
+	os.Mkdir(filepath.Join(home, ".ssh"), 0o700)
+	writeKey(t, filepath.Join(home, ".ssh"), "id_db")
+	writeFile(t, filepath.Join(home, ".ssh", "known_hosts"), "")
 	file := filepath.Join(t.TempDir(), filepath.Base(string(m[2])))
 	writeFile(t, file, string(m[1]))
 	code, stdout, stderr := run(t, "check", "-c", file)

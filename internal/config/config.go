@@ -64,6 +64,55 @@ type Tunnel struct {
 	// then remote, then dynamic); no two are equal. Adding or removing
 	// one changes that forward alone.
 	Forwards []spec.Forward
+	// Files are the files its keys name, for CheckFiles. Not compared:
+	// the paths are in Conn.
+	Files []FileRef
+}
+
+// FileRef is a file a tunnel's key names, and where in the config.
+type FileRef struct {
+	Key       string // identity, known-hosts or proxy-auth-file
+	Path      string // relative ones made relative to the config's directory
+	Line, Col int
+}
+
+// CheckFiles reports, at the line and column that names it, each file of
+// cfg's tunnels that must exist and that check (given a path, with "~"
+// left in it) finds missing or unreadable: identity and proxy-auth-file
+// files, and known-hosts under host-key-check = "yes".
+func CheckFiles(cfg *Config, check func(path string) error) error {
+	var es Errors
+	for _, t := range cfg.Tunnels {
+		for _, f := range t.Files {
+			if f.Key == "known-hosts" && t.Conn.HostKeyCheck != "yes" {
+				continue // accept-new and no create it
+			}
+			err := check(f.Path)
+			if err == nil {
+				continue
+			}
+			var hint string
+			switch f.Key {
+			case "identity":
+				hint = fmt.Sprintf("create the key with ssh-keygen -t ed25519 -f %s, or fix the path", f.Path)
+			case "proxy-auth-file":
+				hint = "create it, one user:pass a line, or fix the path"
+			default:
+				hint = "with host-key-check = \"yes\" it must list the server: add it with ssh-keyscan, or write host-key-check = \"accept-new\""
+			}
+			es = append(es, &Error{File: cfg.File, Line: f.Line, Col: f.Col, Msg: fmt.Sprintf("%s %q: %v: %s", f.Key, f.Path, err, hint)})
+		}
+	}
+	if len(es) > 0 {
+		slices.SortStableFunc(es, func(a, b *Error) int {
+			if a.Line != b.Line {
+				return a.Line - b.Line
+			}
+			return a.Col - b.Col
+		})
+		return es
+	}
+	return nil
 }
 
 // Conn is a tunnel's connection settings, each the value of the

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -94,7 +95,7 @@ func TestParseOtherSpellings(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", src, err)
 		}
-		if !reflect.DeepEqual(a, b) {
+		if d := Compare(a, b); !d.Empty() || !reflect.DeepEqual(a.Tunnels[0].Conn, b.Tunnels[0].Conn) || !reflect.DeepEqual(a.Tunnels[0].Forwards, b.Tunnels[0].Forwards) {
 			t.Errorf("%q gives %+v, want %+v", src, b.Tunnels[0], a.Tunnels[0])
 		}
 	}
@@ -279,4 +280,39 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("a config differs from itself: %+v", d)
 		}
 	})
+}
+
+func TestCheckFiles(t *testing.T) {
+	cfg := parse(t, `[tunnel.a]
+host = "h"
+identity = ["here", "~/gone"]
+known-hosts = "kh"
+proxy-auth-file = "/etc/users"
+local = ["1:h:2"]
+[tunnel.b]
+host = "h"
+host-key-check = "yes"
+known-hosts = "kh"
+local = ["3:h:4"]
+`)
+	exists := map[string]bool{"here": true, "/etc/users": true}
+	err := CheckFiles(cfg, func(p string) error {
+		if exists[p] {
+			return nil
+		}
+		return errors.New("no such file or directory")
+	})
+	es := AsErrors(err)
+	want := []string{
+		`up.toml:3:21: identity "~/gone": no such file or directory: create the key with ssh-keygen -t ed25519 -f ~/gone`,
+		`up.toml:10:15: known-hosts "kh": no such file or directory: with host-key-check = "yes" it must list the server`,
+	}
+	if len(es) != len(want) {
+		t.Fatalf("got %v, want %d errors", err, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(es[i].Error(), w) {
+			t.Errorf("got  %s\nwant %s...", es[i], w)
+		}
+	}
 }

@@ -366,10 +366,12 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 				continue
 			}
 			c.Identity = append(c.Identity, resolve(ps.file, s.s))
+			d.t.Files = append(d.t.Files, FileRef{"identity", resolve(ps.file, s.s), s.at.line, s.at.col})
 		}
 	case "known-hosts":
 		if s, ok := ps.str(l, "known-hosts = \"~/.ssh/known_hosts\""); ok {
 			c.KnownHosts = resolve(ps.file, s)
+			d.t.Files = append(d.t.Files, FileRef{"known-hosts", c.KnownHosts, l.vpos.line, l.vpos.col})
 		}
 	case "host-key-check":
 		s, ok := ps.str(l, "host-key-check = \"accept-new\"")
@@ -423,6 +425,7 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 	case "proxy-auth-file":
 		if s, ok := ps.str(l, "proxy-auth-file = \"proxy-users\""); ok {
 			c.ProxyAuthFile = resolve(ps.file, s)
+			d.t.Files = append(d.t.Files, FileRef{"proxy-auth-file", c.ProxyAuthFile, l.vpos.line, l.vpos.col})
 		}
 	case "allow-open-proxy":
 		if l.value.kind != unstable.Bool {
