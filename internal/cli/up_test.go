@@ -92,10 +92,20 @@ func (l *lineLog) wait(t *testing.T, p *proc, re string, nth int) []string {
 // is closed: a stream kept open, half sent, for as long as a test wants.
 type gatedConn struct {
 	*net.TCPConn
-	limit   int
-	sent    int
-	reached chan struct{}
-	open    chan struct{}
+	limit    int
+	sent     int
+	reached  chan struct{}
+	open     chan struct{}
+	replied  chan struct{} // closed at the first byte read: the stream is through
+	gotReply sync.Once
+}
+
+func (g *gatedConn) Read(p []byte) (int, error) {
+	n, err := g.TCPConn.Read(p)
+	if n > 0 {
+		g.gotReply.Do(func() { close(g.replied) })
+	}
+	return n, err
 }
 
 func gate(t *testing.T, addr string, limit int) *gatedConn {
@@ -105,7 +115,7 @@ func gate(t *testing.T, addr string, limit int) *gatedConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &gatedConn{TCPConn: c.(*net.TCPConn), limit: limit, reached: make(chan struct{}), open: make(chan struct{})}
+	return &gatedConn{TCPConn: c.(*net.TCPConn), limit: limit, reached: make(chan struct{}), open: make(chan struct{}), replied: make(chan struct{})}
 }
 
 func (g *gatedConn) Write(p []byte) (int, error) {
@@ -146,12 +156,17 @@ func hold(t *testing.T, addr string, seed uint64) *gatedStream {
 		defer cancel()
 		h.err <- streamtest.Exchange(ctx, h.g, seed, 1<<20, 1<<20)
 	}()
-	select {
-	case <-h.g.reached:
-	case err := <-h.err:
-		t.Fatalf("the stream through %s ended before it was held: %v", addr, err)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the stream through %s did not reach 256 KiB in 20 s", addr)
+	// Held once 256 KiB went out and the reply has begun: the bytes sent
+	// may sit in the kernel's buffers before pinhole accepts, but a reply
+	// means the stream is open end to end.
+	for _, c := range []chan struct{}{h.g.reached, h.g.replied} {
+		select {
+		case <-c:
+		case err := <-h.err:
+			t.Fatalf("the stream through %s ended before it was held: %v", addr, err)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the stream through %s did not get going in 20 s", addr)
+		}
 	}
 	return h
 }
@@ -228,7 +243,9 @@ func replaceFile(t *testing.T, path, data string) {
 // reloads (SIGHUP with nothing changed; SIGHUP adding a tunnel, removing
 // one and changing a tunnel's forwards; an editor's rename-and-replace
 // restarting a tunnel; a write in place adding a forward back) and a file
-// that does not validate. A checksummed stream through the tunnel that
+// that does not validate. Streams through a removed tunnel, a removed
+// forward and a restarted tunnel drain to their last byte. A checksummed
+// stream through the tunnel that
 // never changes, and one through the forward of the changed tunnel that
 // stays, are held open across all of them and finish byte for byte; that
 // tunnel connects once.
@@ -260,6 +277,9 @@ func TestUpReload(t *testing.T) {
 	heldA := hold(t, fwdA, 2)
 	exchangeThrough(t, fwdB, 3)
 	exchangeThrough(t, goneAddr, 4)
+	// Streams through what reload 2 removes: they drain, not drop.
+	heldGone := hold(t, goneAddr, 11)
+	heldB := hold(t, fwdB, 12)
 
 	// 1. SIGHUP, the file as it was: nothing is touched.
 	reload <- struct{}{}
@@ -274,13 +294,17 @@ func TestUpReload(t *testing.T) {
 	fwdC := listening("fwds", tgt[4], 1)
 	refusedSoon(t, goneAddr, "the removed tunnel's -L")
 	refusedSoon(t, fwdB, "the removed forward")
+	heldGone.finish(t, "a removed tunnel, in its drain")
+	heldB.finish(t, "a removed forward, in its drain")
 	exchangeThrough(t, freshAddr, 5)
+	heldFresh := hold(t, freshAddr, 13)
 	exchangeThrough(t, fwdC, 6)
 
 	// 3. The editor's way, and no signal: fresh's keepalive changes, so it
 	// restarts.
 	replaceFile(t, file, conf(keep, w.upTunnel("fwds", "", tgt[2], tgt[4]), strings.Replace(w.upTunnel("fresh", "", tgt[1]), `keepalive = "1s"`, `keepalive = "2s"`, 1)))
 	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 1 restarted, 0 changed, 2 unchanged`, 1)
+	heldFresh.finish(t, "a restarted tunnel, in the old one's drain")
 	out.wait(t, p, `^pinhole up: fresh: connected to `, 2)
 	exchangeThrough(t, listening("fresh", tgt[1], 2), 7)
 
@@ -552,7 +576,7 @@ func TestUpUnreachableTunnel(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(p.stderr.String(), "tunnel=down") {
+	if !strings.Contains(p.stderr.String(), "name=down") {
 		t.Errorf("the retry lines do not name the tunnel:\n%s", p.stderr)
 	}
 }
