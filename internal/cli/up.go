@@ -58,7 +58,8 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	u.apply(cfg, config.Compare(nil, cfg))
 	fmt.Fprintf(e.stdout, "pinhole up: running %d tunnels of %s; reload with SIGHUP or by saving the file\n", len(cfg.Tunnels), *file)
 
-	seen := data // the bytes last tried, applied or refused
+	seen := data         // the bytes last tried, applied or refused
+	var unsettled []byte // bad bytes seen once, perhaps half written
 	var readErr string
 	tick := time.NewTicker(watchEvery)
 	defer tick.Stop()
@@ -80,9 +81,17 @@ func runUp(ctx context.Context, e *env, args []string) error {
 				continue
 			}
 			readErr = ""
-			if !bytes.Equal(b, seen) {
-				seen = u.reloadBytes(*file, b, "the file changed")
+			if bytes.Equal(b, seen) {
+				continue
 			}
+			// A file that does not parse may be half written: it is
+			// refused only if it is the same at the next look.
+			if _, err := parseConfig(*file, b); err != nil && !bytes.Equal(b, unsettled) {
+				unsettled = b
+				continue
+			}
+			unsettled = nil
+			seen = u.reloadBytes(*file, b, "the file changed")
 		}
 	}
 }
