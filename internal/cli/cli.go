@@ -25,9 +25,22 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, env *env, args []string) error
-	// reloads: SIGHUP reloads its config (env.reload). Under the others
+	// reloads, given the command's arguments, reports whether SIGHUP
+	// reloads its config (env.reload). nil: never. Where it does not,
 	// SIGHUP keeps its default, ending the process, as it ends ssh.
-	reloads bool
+	reloads func(args []string) bool
+}
+
+func always([]string) bool { return true }
+
+// withConfig reports whether args give a config file (-c FILE).
+func withConfig(args []string) bool {
+	for _, a := range args {
+		if a == "-c" || a == "--c" || strings.HasPrefix(a, "-c=") || strings.HasPrefix(a, "--c=") {
+			return true
+		}
+	}
+	return false
 }
 
 // env is what every subcommand gets from Main.
@@ -49,12 +62,12 @@ type env struct {
 
 func commands() []command {
 	return []command{
-		{"server", "run an SSH-protocol server that only forwards ports", runServer, false},
-		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect, false},
-		{"up", "run the named tunnels of a config file, reloading it live", runUp, true},
-		{"check", "check a config file of pinhole up without starting anything", runCheck, false},
-		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, false},
-		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap, false},
+		{"server", "run an SSH-protocol server that only forwards ports", runServer, withConfig},
+		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect, nil},
+		{"up", "run the named tunnels of a config file, reloading it live", runUp, always},
+		{"check", "check a config file of pinhole up without starting anything", runCheck, nil},
+		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, nil},
+		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap, nil},
 	}
 }
 
@@ -128,7 +141,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 func reloads(args []string) bool {
 	for _, c := range commands() {
 		if len(args) > 0 && c.name == args[0] {
-			return c.reloads
+			return c.reloads != nil && c.reloads(args[1:])
 		}
 	}
 	return false

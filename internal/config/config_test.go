@@ -316,3 +316,77 @@ local = ["3:h:4"]
 		}
 	}
 }
+
+func TestParseServer(t *testing.T) {
+	s, err := ParseServer("/etc/pinhole/server.toml", []byte(`
+listen = [":2222", "127.0.0.1:443"]
+host-key = "host_key"
+authorized-keys = "~/.ssh/authorized_keys"
+gateway-ports = "clientspecified"
+keepalive = "0s"
+max-startups = "5:50:20"
+per-source-max-startups = "none"
+max-auth-tries = 3
+`), ServerChecks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Server{
+		File: "/etc/pinhole/server.toml", Listen: []string{":2222", "127.0.0.1:443"},
+		HostKey: "/etc/pinhole/host_key", AuthorizedKeys: "~/.ssh/authorized_keys",
+		Settings: ServerSettings{
+			HostKey: "/etc/pinhole/host_key", GatewayPorts: "clientspecified", Keepalive: 0, TakeoverProbe: 3 * time.Second,
+			Drain: DefaultDrain, UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
+			MaxStartups: "5:50:20", PerSourceMaxStartups: "none", MaxAuthTries: 3,
+		},
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("\n got %+v\nwant %+v", s, want)
+	}
+	_, err = ParseServer("s.toml", []byte("listen = \":22\"\nciphers = \"rot13\"\nlisten-address = 1\n"), ServerChecks{Ciphers: func(string) error { return errors.New("unknown cipher") }})
+	es := AsErrors(err)
+	if len(es) != 2 || es[0].Error() != `s.toml:2:11: ciphers "rot13": unknown cipher` || !strings.Contains(es[1].Error(), `did you mean "listen"?`) {
+		t.Errorf("errors: %v", err)
+	}
+}
+
+func TestCompareServer(t *testing.T) {
+	p := func(src string) *Server {
+		s, err := ParseServer("s.toml", []byte(src), ServerChecks{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	old := p("listen = [\":1\", \":2\"]\nauthorized-keys = \"a\"\n")
+	if d := CompareServer(old, p("listen = [\":2\", \":1\"]\nauthorized-keys = \"a\"\n")); !reflect.DeepEqual(d, ServerDiff{}) {
+		t.Errorf("the same in another order: %+v", d)
+	}
+	d := CompareServer(old, p("listen = [\":2\", \":3\"]\nauthorized-keys = \"b\"\nmax-auth-tries = 2\n"))
+	if want := (ServerDiff{Listen: []string{":3"}, Unlisten: []string{":1"}, AuthorizedKeys: true, Restart: true}); !reflect.DeepEqual(d, want) {
+		t.Errorf("got %+v, want %+v", d, want)
+	}
+}
+
+// FuzzParseServer: any bytes give a server config or positioned errors.
+func FuzzParseServer(f *testing.F) {
+	f.Add([]byte("listen = [\":2222\"]\nkeepalive = \"5s\"\n"))
+	f.Add([]byte("listen = \":22\"\n[x]\ny = 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseServer("f.toml", data, ServerChecks{})
+		if err != nil {
+			for _, e := range AsErrors(err) {
+				if e.Line < 1 || e.Col < 1 {
+					t.Fatalf("bad position: %v", e)
+				}
+			}
+			if AsErrors(err) == nil {
+				t.Fatalf("error without a position: %v", err)
+			}
+			return
+		}
+		if d := CompareServer(s, s); !reflect.DeepEqual(d, ServerDiff{}) {
+			t.Fatalf("differs from itself: %+v", d)
+		}
+	})
+}
