@@ -14,8 +14,9 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole check", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	file := fs.String("c", "", "config `FILE` of pinhole up to check")
+	server := fs.Bool("server", false, "FILE is a file of pinhole server -c")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pinhole check -c FILE\n\nChecks a config file of pinhole up without starting anything: each mistake is printed as\nFILE:LINE:COL: what is wrong and what to write instead. Exits 0 when the file is good.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: pinhole check [-server] -c FILE\n\nChecks a config file of pinhole up (or, with -server, of pinhole server -c) without starting anything: each mistake is printed as\nFILE:LINE:COL: what is wrong and what to write instead. Exits 0 when the file is good.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := parseFlags(fs, args); err != nil {
@@ -25,6 +26,14 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stderr, "pinhole check: want -c FILE and no other arguments")
 		fs.Usage()
 		return errUsage
+	}
+	if *server {
+		_, cfg, err := loadServerConfig(e, *file)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s: ok: pinhole server, %s\n", *file, cfg)
+		return nil
 	}
 	_, cfg, err := loadConfig(e, *file)
 	if err != nil {

@@ -103,7 +103,13 @@ func TestServerFileErrors(t *testing.T) {
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
 	}
+	if code, _, stderr := run(t, "check", "-server", "-c", bad); code != 1 || !strings.Contains(stderr, bad+`:2:17: gateway-ports "maybe"`) {
+		t.Errorf("check -server of a bad file: exit %d, stderr:\n%s", code, stderr)
+	}
 	os.WriteFile(bad, []byte("listen = [\"127.0.0.1:0\"]\n"), 0o600)
+	if code, stdout, stderr := run(t, "check", "-server", "-c", bad); code != 0 || !strings.Contains(stdout, "ok: pinhole server, listen 127.0.0.1:0") {
+		t.Errorf("check -server of a good file: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+	}
 	if code, _, stderr := run(t, "server", "-c", bad, "--keepalive", "1s"); code != 2 || !strings.Contains(stderr, "put --keepalive there instead") {
 		t.Errorf("-c with another flag: exit %d, stderr:\n%s", code, stderr)
 	}
