@@ -196,7 +196,8 @@ func (u *upRunner) reloadBytes(file string, b []byte, why string) []byte {
 }
 
 // apply carries d out: it returns at once; draining and connecting go on
-// in each tunnel's goroutine. The tunnels of d.Same are not looked at.
+// in each tunnel's goroutine. Of the tunnels of d.Same nothing is
+// touched: only a forward that could not be added before is tried again.
 func (u *upRunner) apply(cfg *config.Config, d config.Diff) {
 	for _, t := range d.Stop {
 		u.runs[t.Name].stop(cfg.Drain)
@@ -213,6 +214,9 @@ func (u *upRunner) apply(cfg *config.Config, d config.Diff) {
 	}
 	for _, c := range d.Change {
 		u.runs[c.Tunnel.Name].change(c, cfg.Drain)
+	}
+	for _, name := range d.Same {
+		u.runs[name].retry()
 	}
 	u.cfg = cfg
 }
@@ -290,6 +294,14 @@ func (r *tunnelRun) change(c config.Change, drain time.Duration) {
 	r.want = slices.Clone(c.Tunnel.Forwards)
 	r.drainFor = drain
 	r.reconcileLocked()
+}
+
+// retry adds the forwards of want that an earlier Client.Forward refused
+// (a port taken then); the others are left alone.
+func (r *tunnelRun) retry() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reconcileLocked() // removes nothing: want has not changed
 }
 
 // reconcileLocked makes the client's forwards those of want: each one

@@ -580,3 +580,37 @@ func TestUpUnreachableTunnel(t *testing.T) {
 		t.Errorf("the retry lines do not name the tunnel:\n%s", p.stderr)
 	}
 }
+
+// TestUpRetriesRefusedForward: a forward added at a reload whose port is
+// taken is logged, and the next reload (the file unchanged) adds it once
+// the port is free, touching nothing else.
+func TestUpRetriesRefusedForward(t *testing.T) {
+	w := newWorld(t, "")
+	target := streamtest.NewTarget(t).Port()
+	file := filepath.Join(w.dir, "up.toml")
+	writeFile(t, file, w.upTunnel("t", "", target))
+	reload := make(chan struct{}, 1)
+	p := startReload(t, reload, "up", "-c", file)
+	out := collect(p)
+	first := out.wait(t, p, `^pinhole up: t: -L \S+: listening on (\S+),`, 1)[1]
+	held := hold(t, first, 1)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(taken.Addr().String())
+	writeFile(t, file, w.upTunnel("t", fmt.Sprintf("remote = []\ndynamic = [\"127.0.0.1:%s\"]", port), target))
+	reload <- struct{}{}
+	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 0 restarted, 1 changed, 0 unchanged`, 1)
+	if !strings.Contains(p.stderr.String(), "forward not added") {
+		t.Fatalf("no line about the forward whose port is taken; stderr:\n%s", p.stderr)
+	}
+	taken.Close() // the test's own listener, closed so that pinhole may bind its port
+	reload <- struct{}{}
+	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 0 restarted, 0 changed, 1 unchanged`, 1)
+	out.wait(t, p, `^pinhole up: t: -D 127\.0\.0\.1:`+port+`: SOCKS4/4a/5 and HTTP proxy on`, 1)
+	held.finish(t, "the tunnel whose refused forward was retried")
+	if n := out.count(`^pinhole up: t: connected to `); n != 1 {
+		t.Errorf("connected %d times", n)
+	}
+}
