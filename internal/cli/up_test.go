@@ -505,8 +505,8 @@ func TestConfigDocExample(t *testing.T) {
 	}
 }
 
-// TestUpReloadRemoteDynamic: -R and -D forwards come and go at reloads
-// through the handles as -L ones do, while a stream through the tunnel's
+// TestUpReloadRemoteDynamic: -R, -D and /udp forwards come and go at
+// reloads through the handles as -L ones do, while a stream through the tunnel's
 // -L that stays is held open.
 func TestUpReloadRemoteDynamic(t *testing.T) {
 	w := newWorld(t, "")
@@ -525,7 +525,11 @@ func TestUpReloadRemoteDynamic(t *testing.T) {
 	exchangeThrough(t, "127.0.0.1:"+remote1, 1)
 	held := hold(t, local, 2)
 
-	writeFile(t, file, w.upTunnel("t", fmt.Sprintf("remote = [\"0:127.0.0.1:%d\"]\ndynamic = [\"127.0.0.1:0\"]", tgt[2]), tgt[0]))
+	udpEcho := streamtest.NewUDPEcho(t).LocalAddr().(*net.UDPAddr).Port
+	udpSpec := fmt.Sprintf("0:127.0.0.1:%d/udp", udpEcho)
+	second := w.upTunnel("t", fmt.Sprintf("remote = [\"0:127.0.0.1:%d\"]\ndynamic = [\"127.0.0.1:0\"]", tgt[2]), tgt[0])
+	second = strings.Replace(second, fmt.Sprintf(`local = ["0:127.0.0.1:%d"]`, tgt[0]), fmt.Sprintf(`local = ["0:127.0.0.1:%d", %q]`, tgt[0], udpSpec), 1)
+	writeFile(t, file, second)
 	reload <- struct{}{}
 	out.wait(t, p, `reloaded \S+: 0 started, 0 stopped, 0 restarted, 1 changed, 0 unchanged`, 1)
 	remote2 := out.wait(t, p, fmt.Sprintf(`^pinhole up: t: -R 0:127\.0\.0\.1:%d: the server listens on localhost:(\d+),`, tgt[2]), 1)[1]
@@ -546,7 +550,25 @@ func TestUpReloadRemoteDynamic(t *testing.T) {
 		t.Fatalf("through the -D added at the reload: %v", err)
 	}
 	c.Close()
-	held.finish(t, "the -L that stayed while -R and -D changed")
+	// The /udp -L added at the reload carries datagrams both ways.
+	udpAddr := out.wait(t, p, `^pinhole up: t: -L `+regexp.QuoteMeta(udpSpec)+`: listening on (\S+),`, 1)[1]
+	uc, err := net.Dial("udp", udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	got := make([]byte, 64)
+	for i := 0; ; i++ {
+		uc.Write([]byte("datagram"))
+		uc.SetReadDeadline(time.Now().Add(time.Second))
+		if n, err := uc.Read(got); err == nil && string(got[:n]) == "datagram" {
+			break
+		}
+		if i == 10 {
+			t.Fatal("no datagram back through the /udp -L added at the reload")
+		}
+	}
+	held.finish(t, "the -L that stayed while -R, -D and a /udp -L changed")
 	if n := out.count(`^pinhole up: t: connected to `); n != 1 {
 		t.Errorf("connected %d times; changing forwards must not reconnect", n)
 	}
