@@ -65,7 +65,7 @@ func commands() []command {
 		{"server", "run an SSH-protocol server that only forwards ports", runServer, withConfig},
 		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect, nil},
 		{"up", "run the named tunnels of a config file, reloading it live", runUp, always},
-		{"check", "check a config file of pinhole up without starting anything", runCheck, nil},
+		{"check", "check a config file of pinhole up or server -c, starting nothing", runCheck, nil},
 		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, nil},
 		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap, nil},
 	}

@@ -636,3 +636,24 @@ func TestUpRetriesRefusedForward(t *testing.T) {
 		t.Errorf("connected %d times", n)
 	}
 }
+
+// TestReloads: cli.Run takes SIGHUP as a reload only for the commands
+// that have a file to reload; the others keep its default (exit).
+func TestReloads(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"up", "-c", "f"}, true},
+		{[]string{"server", "-c", "f"}, true},
+		{[]string{"server", "-c=f"}, true},
+		{[]string{"server", "--listen", ":22"}, false},
+		{[]string{"connect", "-L", "1:h:2", "host"}, false},
+		{[]string{"check", "-c", "f"}, false},
+		{nil, false},
+	} {
+		if got := reloads(tc.args); got != tc.want {
+			t.Errorf("reloads(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
