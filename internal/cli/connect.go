@@ -205,7 +205,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "pinhole connect: connected to %s as %s\n", addr, userName)
 	for _, f := range client.Forwardings() {
-		printForward(e, addr, f)
+		printForward(e, "pinhole connect", addr, f)
 	}
 
 	select {
@@ -216,32 +216,33 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	}
 }
 
-// printForward says where a forward listens, or why it does not.
-func printForward(e *env, server string, f *tunnel.Forwarding) {
+// printForward says where a forward listens, or why it does not; each
+// line starts with who (the command, and in pinhole up the tunnel).
+func printForward(e *env, who, server string, f *tunnel.Forwarding) {
 	s := f.Spec()
 	if f.State() == tunnel.StateClosed {
 		if errors.Is(f.Err(), tunnel.ErrNoUDP) {
-			fmt.Fprintf(e.stderr, "pinhole connect: %s %s: skipped: %s is not a pinhole server, so it cannot carry UDP\n", s.Kind, s, server)
+			fmt.Fprintf(e.stderr, "%s: %s %s: skipped: %s is not a pinhole server, so it cannot carry UDP\n", who, s.Kind, s, server)
 			return
 		}
-		fmt.Fprintf(e.stderr, "pinhole connect: %s %s: skipped: %v\n", s.Kind, s, f.Err())
+		fmt.Fprintf(e.stderr, "%s: %s %s: skipped: %v\n", who, s.Kind, s, f.Err())
 		return
 	}
 	switch s.Kind {
 	case spec.Local:
-		fmt.Fprintf(e.stdout, "pinhole connect: -L %s: listening on %s, connecting to %s from the server\n", s, f.Addr(), s.Target())
+		fmt.Fprintf(e.stdout, "%s: -L %s: listening on %s, connecting to %s from the server\n", who, s, f.Addr(), s.Target())
 	case spec.Dynamic:
-		fmt.Fprintf(e.stdout, "pinhole connect: -D %s: SOCKS4/4a/5 and HTTP proxy on %s, connecting from the server\n", s, f.Addr())
+		fmt.Fprintf(e.stdout, "%s: -D %s: SOCKS4/4a/5 and HTTP proxy on %s, connecting from the server\n", who, s, f.Addr())
 	case spec.Remote:
 		if f.State() != tunnel.StateUp {
 			why := "see the log"
 			if err := f.Err(); err != nil {
 				why = err.Error()
 			}
-			fmt.Fprintf(e.stdout, "pinhole connect: -R %s: refused by the server for now (%s); retrying\n", s, why)
+			fmt.Fprintf(e.stdout, "%s: -R %s: refused by the server for now (%s); retrying\n", who, s, why)
 			return
 		}
-		fmt.Fprintf(e.stdout, "pinhole connect: -R %s: the server listens on %s, connecting to %s from here\n", s, remoteWhere(s, f), s.Target())
+		fmt.Fprintf(e.stdout, "%s: -R %s: the server listens on %s, connecting to %s from here\n", who, s, remoteWhere(s, f), s.Target())
 	}
 }
 

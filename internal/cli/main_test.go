@@ -48,6 +48,12 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startReload(t, nil, args...)
+}
+
+// startReload is start with a reload channel, as SIGHUP feeds under Run.
+func startReload(t *testing.T, reload <-chan struct{}, args ...string) *proc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	p := &proc{cancel: cancel, lines: make(chan string, 100), stderr: new(syncBuffer), code: make(chan int, 1)}
@@ -59,7 +65,7 @@ func start(t *testing.T, args ...string) *proc {
 		close(p.lines)
 	}()
 	go func() {
-		code := Main(ctx, args, pw, p.stderr)
+		code := mainReload(ctx, reload, args, pw, p.stderr)
 		pw.Close()
 		p.code <- code
 	}()

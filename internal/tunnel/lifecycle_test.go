@@ -623,3 +623,30 @@ func TestUDPForwardHandles(t *testing.T) {
 		t.Fatalf("-L/udp after closing the -R/udp: %v", err)
 	}
 }
+
+// TestServerShutdownWithRemoteForward: Shutdown of a server that has a
+// connection holding a -R (TCP and UDP) returns; closing that listener
+// under the server's lock once deadlocked it.
+func TestServerShutdownWithRemoteForward(t *testing.T) {
+	echo := streamtest.NewEcho(t)
+	clientKey, hostKey := newSigner(t), newSigner(t)
+	srv := startServer(t, nil, hostKey, keySet(t, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), clientKey)
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "0:"+echo.Addr()), mustParse(t, spec.Remote, "0:"+echo.Addr()+"/udp")}
+	c := dialClient(t, cfg)
+	for _, f := range c.Forwardings() {
+		waitFor(t, 10*time.Second, "the -R to be up", func() bool { return f.State() == tunnel.StateUp })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown of a server with a remote forward open did not return in 5 s")
+	}
+}
