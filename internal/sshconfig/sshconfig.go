@@ -158,13 +158,13 @@ var ErrBadPermissions = errors.New("bad owner or permissions")
 
 // state is one resolution in progress.
 type state struct {
-	o       Options
-	host    string
-	s       Settings
-	set     map[string]bool // keys that have their (first) value
-	idents  []string        // raw, expanded at the end
-	known   []string
-	ignored []string // IgnoreUnknown's patterns
+	o           Options
+	host        string
+	s           Settings
+	set         map[string]bool // keys that have their (first) value
+	idents      []string        // raw, expanded at the end
+	known       []string
+	ignored     []string // IgnoreUnknown's patterns
 	hostNameRaw string
 	clearFwd    bool
 }
