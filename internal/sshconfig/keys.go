@@ -2,6 +2,7 @@ package sshconfig
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -33,7 +34,12 @@ func init() {
 		}),
 		"port": oneArg(func(st *state, src *source, kw, v string) error {
 			n, err := strconv.ParseUint(v, 10, 16)
-			if err != nil || n == 0 {
+			if err != nil {
+				// A service name, as ssh's a2port takes it ("Port ssh").
+				p, lerr := net.LookupPort("tcp", v)
+				n, err = uint64(p), lerr
+			}
+			if err != nil || n == 0 || n > 65535 {
 				return src.errorf("%s %s: want a port from 1 to 65535, e.g. %s 2222", kw, v, kw)
 			}
 			if st.take(src, "port") {
@@ -296,8 +302,8 @@ func validEnvName(s string) bool {
 	if s == "" {
 		return false
 	}
-	for i, c := range s {
-		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || i > 0 && c >= '0' && c <= '9') {
+	for _, c := range s {
+		if !(c == '_' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
 			return false
 		}
 	}

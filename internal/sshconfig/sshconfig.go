@@ -557,12 +557,12 @@ func (st *state) include(src *source, args []string) error {
 		case !filepath.IsAbs(a):
 			p = filepath.Join("/etc/ssh", a)
 		}
+		if src.depth+1 > maxIncludeDepth {
+			return src.errorf("Include %s: includes nest deeper than %d; is a file including itself?", a, maxIncludeDepth)
+		}
 		matches, err := filepath.Glob(p)
 		if err != nil {
 			return src.errorf("Include %s: bad pattern (%v); check the brackets", a, err)
-		}
-		if src.depth+1 > maxIncludeDepth {
-			return src.errorf("Include %s: includes nest deeper than %d; is a file including itself?", a, maxIncludeDepth)
 		}
 		outer := *src.active
 		for _, m := range matches {
