@@ -121,3 +121,32 @@ func TestConnectSSHConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestConnectSSHConfigAddresses: BindAddress is where the connection to
+// the server comes from; GatewayPorts opens a -L without a bind address to
+// every address.
+func TestConnectSSHConfigAddresses(t *testing.T) {
+	w := newWorld(t, "")
+	config := w.writeConfig(t, "  BindAddress 127.0.0.3\n  GatewayPorts yes")
+	c := start(t, "connect", "-F", config, "myalias", "-L", "0:127.0.0.1:9")
+	addr := c.waitLine(t, `-L \*:0:127\.0\.0\.1:9: listening on (\S+),`)[1]
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		t.Errorf("with GatewayPorts yes the -L listens on %s, want every address", addr)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(w.server.stderr.String(), "peer=127.0.0.3:") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not see the client come from BindAddress 127.0.0.3:\n%s", w.server.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// AddressFamily inet6 (-6) cannot reach an IPv4 HostName.
+	code, _, stderr := run(t, "connect", "-F", config, "-o", "BindAddress=::1", "-6", "-L", "0:127.0.0.1:9", "myalias")
+	if code != 1 || !strings.Contains(stderr, "cannot reach") {
+		t.Errorf("-6 to an IPv4 HostName: exit %d, stderr:\n%s", code, stderr)
+	}
+}

@@ -459,6 +459,7 @@ func (st *state) match(src *source, rest string) error {
 	}
 	result := true
 	attributes := 0
+	sawAll := false
 	unsupported := ""
 	cp := rest
 	for {
@@ -480,6 +481,7 @@ func (st *state) match(src *source, rest string) error {
 			if result {
 				result = !neg
 			}
+			sawAll = true
 			break
 		}
 		attributes++
@@ -516,7 +518,7 @@ func (st *state) match(src *source, rest string) error {
 			result = false
 		}
 	}
-	if attributes == 0 && !strings.Contains(strings.ToLower(rest), "all") {
+	if attributes == 0 && !sawAll {
 		return src.errorf("Match needs a criterion; write e.g. Match host *.example.com or Match all")
 	}
 	if unsupported != "" && !src.never {
