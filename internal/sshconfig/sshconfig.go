@@ -429,6 +429,9 @@ func (st *state) hostLine(src *source, args []string) error {
 	}
 	*src.active = false
 	for _, a := range args {
+		if a == "" {
+			return src.errorf("Host has an empty pattern; write e.g. Host myserver, or Host * for every host")
+		}
 		if src.never {
 			return nil
 		}

@@ -39,6 +39,7 @@ var badConfigs = []struct {
 	{"known hosts none not alone", "UserKnownHostsFile none /x\n", ":1:", "alone"},
 	{"bad agent variable", "IdentityAgent $BAD-NAME\n", ":1:", "variable name"},
 	{"unknown in inactive block", "Host nothere\n  Bogus 1\n", ":2:", "unknown keyword"},
+	{"empty host pattern", "Host \"\"\n", ":1:", "Host myserver"},
 }
 
 // TestBadConfigs: what ssh refuses, pinhole refuses, naming file:line.
