@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -116,9 +117,9 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if host == "" {
 		return fmt.Errorf("%q has no host; want [user@]host", pos[0])
 	}
-	me, err := user.Current()
+	me, err := localUser()
 	if err != nil {
-		return fmt.Errorf("cannot tell who you are (%v); pinhole needs your user name and home directory for ssh_config", err)
+		return err
 	}
 	localHost, _ := os.Hostname()
 	family := ""
@@ -133,7 +134,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	conf, err := sshconfig.Resolve(host, sshconfig.Options{
 		ConfigFile:      *cfgFile,
 		Home:            me.HomeDir,
-		LocalUser:       me.Username,
+		LocalUser:       cmp.Or(me.Username, strconv.Itoa(os.Getuid())),
 		LocalHostname:   localHost,
 		Getenv:          os.Getenv,
 		DestinationUser: destUser,
@@ -163,6 +164,9 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	userName := conf.User
 	if userName == "" {
 		userName = me.Username
+	}
+	if userName == "" {
+		return errors.New("cannot tell your user name: pass -l USER")
 	}
 	port := int(conf.Port)
 	if port == 0 {
@@ -299,6 +303,24 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	case <-client.Done():
 		return client.Wait()
 	}
+}
+
+// localUser is who runs pinhole, for ssh_config's ~, %u, %d and Match
+// localuser: the password database's entry, as ssh reads it, else $HOME
+// and $USER (a container's uid without an entry); Username may be "".
+func localUser() (*user.User, error) {
+	if u, err := user.Current(); err == nil {
+		return u, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return nil, fmt.Errorf("cannot tell who you are (no password entry, %v); set HOME", err)
+	}
+	name := os.Getenv("USER")
+	if name == "" {
+		name = os.Getenv("LOGNAME")
+	}
+	return &user.User{Username: name, HomeDir: home}, nil
 }
 
 // quoteValue quotes v for an ssh_config line, so that -l "a b" stays one
