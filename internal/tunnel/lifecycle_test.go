@@ -568,3 +568,31 @@ func TestRemoteRetryBackoff(t *testing.T) {
 		t.Fatalf("-R in place %v after its port freed, with BackoffMax 200 ms", d)
 	}
 }
+
+// TestServerShutdownWithRemoteForward: a server drains while a client
+// holds a -R listener. Closing that listener forgets it in the registry,
+// which takes the server's lock: Shutdown must not hold it then (it did,
+// and hung for good).
+func TestServerShutdownWithRemoteForward(t *testing.T) {
+	echo := streamtest.NewEcho(t)
+	clientKey, hostKey := newSigner(t), newSigner(t)
+	srv := startServer(t, nil, hostKey, keySet(t, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), clientKey)
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "0:"+echo.Addr())}
+	c := dialClient(t, cfg)
+	if f := c.Forwardings()[0]; f.State() != tunnel.StateUp {
+		t.Fatalf("-R not up: %v %v", f.State(), f.Err())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown hung with a -R listener open")
+	}
+}
