@@ -136,6 +136,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		Home:            me.HomeDir,
 		LocalUser:       cmp.Or(me.Username, strconv.Itoa(os.Getuid())),
 		LocalHostname:   localHost,
+		UID:             strconv.Itoa(os.Getuid()),
 		Getenv:          os.Getenv,
 		DestinationUser: destUser,
 		AddressFamily:   family,

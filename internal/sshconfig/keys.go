@@ -166,6 +166,16 @@ func init() {
 			}
 			return nil
 		},
+		"hostkeyalias": oneArg(func(st *state, src *source, kw, v string) error {
+			// Not used by pinhole but for %k; still listed as ignored.
+			if *src.active && !src.never {
+				st.s.Ignored = append(st.s.Ignored, fmt.Sprintf("%s: %s %s", src.where(), kw, v))
+			}
+			if st.take(src, "hostkeyalias") {
+				st.hostKeyAlias = v
+			}
+			return nil
+		}),
 		"bindaddress": oneArg(func(st *state, src *source, kw, v string) error {
 			if st.take(src, "bindaddress") {
 				st.s.BindAddress = v
@@ -375,7 +385,7 @@ func distance(a, b string) int {
 
 // tokens are the values of the %-tokens once every file is read.
 type tokens struct {
-	home, host, hostname, port, user, localUser, localHost string
+	home, host, hostname, port, user, localUser, localHost, uid, alias string
 	getenv                                                 func(string) string
 }
 
@@ -383,7 +393,10 @@ func (st *state) tokens() tokens {
 	t := tokens{
 		home: st.o.Home, host: st.host, hostname: st.s.HostName,
 		port: "22", user: st.s.User, localUser: st.o.LocalUser, localHost: st.o.LocalHostname,
-		getenv: st.o.Getenv,
+		getenv: st.o.Getenv, uid: st.o.UID, alias: st.hostKeyAlias,
+	}
+	if t.alias == "" {
+		t.alias = st.host
 	}
 	if st.s.Port != 0 {
 		t.port = strconv.Itoa(int(st.s.Port))
@@ -395,7 +408,7 @@ func (st *state) tokens() tokens {
 }
 
 // expandPath expands a leading ~ (with tilde), ${VAR} and the %-tokens
-// %d %h %l %L %n %p %r %u %% in a path, as ssh does for IdentityFile.
+// %d %h %i %k %l %L %n %p %r %u %% in a path, as ssh does for IdentityFile.
 func (t tokens) expandPath(p string, tilde bool) (string, error) {
 	if tilde {
 		switch {
@@ -453,6 +466,13 @@ func (t tokens) expandPath(p string, tilde bool) (string, error) {
 			b.WriteString(t.user)
 		case 'u':
 			b.WriteString(t.localUser)
+		case 'k':
+			b.WriteString(t.alias)
+		case 'i':
+			if t.uid == "" {
+				return "", fmt.Errorf("%%i: the user id is unknown; write it out")
+			}
+			b.WriteString(t.uid)
 		case 'l', 'L':
 			if t.localHost == "" {
 				return "", fmt.Errorf("%%%c: the local host name is unknown; write it out", p[i])
@@ -463,7 +483,7 @@ func (t tokens) expandPath(p string, tilde bool) (string, error) {
 			}
 			b.WriteString(h)
 		default:
-			return "", fmt.Errorf("token %%%c is not supported by pinhole; it knows %%d %%h %%l %%L %%n %%p %%r %%u and %%%% (a percent sign)", p[i])
+			return "", fmt.Errorf("token %%%c is not supported by pinhole; it knows %%d %%h %%i %%k %%l %%L %%n %%p %%r %%u and %%%% (a percent sign)", p[i])
 		}
 	}
 	return b.String(), nil

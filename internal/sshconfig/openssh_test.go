@@ -154,6 +154,10 @@ Host Tok
   Port 2222
   IdentityFile ~/.ssh/id_%h_%p_%r
   IdentityFile %d/keys/%u-%n-%l-%L-100%%
+  IdentityFile /k/%i-%k
+Host other Tok
+  HostKeyAlias alias-%h
+  IdentityFile /k2/%k
   UserKnownHostsFile ~/kh_%h %d/kh2_%p
   IdentityAgent ~/agent.%h.sock
 `}},
@@ -264,6 +268,7 @@ func TestAgainstOpenSSH(t *testing.T) {
 			o.Home = home
 			o.LocalUser = me.Username
 			o.LocalHostname = localHost
+			o.UID = strconv.Itoa(os.Getuid())
 			o.Getenv = func(k string) string {
 				if k == "MY_AGENT" {
 					return "/tmp/agent.sock"

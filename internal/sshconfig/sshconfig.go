@@ -51,6 +51,8 @@ type Options struct {
 	// LocalUser is the name of the user running pinhole: %u, Match
 	// localuser, and the default User. Required.
 	LocalUser string
+	// UID is %i, the numeric user id; "" leaves %i unusable.
+	UID string
 	// LocalHostname is %l (and %L, up to its first dot). "" leaves %l
 	// and %L unusable.
 	LocalHostname string
@@ -166,6 +168,7 @@ type state struct {
 	known       []string
 	ignored     []string // IgnoreUnknown's patterns
 	hostNameRaw string
+	hostKeyAlias string // for %k
 	clearFwd    bool
 }
 
