@@ -386,7 +386,7 @@ func distance(a, b string) int {
 // tokens are the values of the %-tokens once every file is read.
 type tokens struct {
 	home, host, hostname, port, user, localUser, localHost, uid, alias string
-	getenv                                                 func(string) string
+	getenv                                                             func(string) string
 }
 
 func (st *state) tokens() tokens {

@@ -160,16 +160,16 @@ var ErrBadPermissions = errors.New("bad owner or permissions")
 
 // state is one resolution in progress.
 type state struct {
-	o           Options
-	host        string
-	s           Settings
-	set         map[string]bool // keys that have their (first) value
-	idents      []string        // raw, expanded at the end
-	known       []string
-	ignored     []string // IgnoreUnknown's patterns
-	hostNameRaw string
+	o            Options
+	host         string
+	s            Settings
+	set          map[string]bool // keys that have their (first) value
+	idents       []string        // raw, expanded at the end
+	known        []string
+	ignored      []string // IgnoreUnknown's patterns
+	hostNameRaw  string
 	hostKeyAlias string // for %k
-	clearFwd    bool
+	clearFwd     bool
 }
 
 // source is where a line comes from.
