@@ -215,6 +215,19 @@ Host ig
   Ciphers aes128-ctr
   Port 6000
 `}},
+	{name: "negation alone never matches", dest: "web", files: map[string]string{"config": "Host !db\n  Port 7100\nHost !web\n  Port 7101\n"}},
+	{name: "-o with a space, Match originalhost case", dest: "MiXed", args: []string{"-o", "Port 7200", "-o", "User  =  spaced"}, files: map[string]string{"config": `
+Match originalhost mixed
+  HostName lower.example
+Match host MIXED
+  ConnectTimeout 12
+Host mixed
+  Port 1
+`}},
+	{name: "include is relative to ~/.ssh even from -F, and ~/ works", dest: "t", home: true, files: map[string]string{
+		"config":          "Include ~/.ssh/tilde.conf\n",
+		".ssh/tilde.conf": "Host t\n  HostName tilde.example\n",
+	}},
 	{name: "connect timeout none then value", dest: "ct", files: map[string]string{"config": "Host ct\n  ConnectTimeout none\nHost *\n  ConnectTimeout 30\n  ServerAliveInterval 0\n"}},
 }
 
