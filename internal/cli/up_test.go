@@ -467,7 +467,6 @@ func TestUpDefaultsAreConnects(t *testing.T) {
 		"host-key-check": config.DefaultHostKeyCheck,
 		"udp-idle":       config.DefaultUDPIdle.String(),
 		"udp-max-flows":  strconv.Itoa(config.DefaultUDPMaxFlows),
-		"p":              strconv.Itoa(config.DefaultPort),
 		"drain":          config.DefaultDrain.String(),
 	} {
 		re := regexp.MustCompile(`(?s)\n  -` + regexp.QuoteMeta(flagName) + `[ \n].*?\(default "?([^")]+)"?\)`)
@@ -475,6 +474,10 @@ func TestUpDefaultsAreConnects(t *testing.T) {
 		if m == nil || m[1] != want {
 			t.Errorf("-%s: connect's default %v, the config's %q", flagName, m, want)
 		}
+	}
+	// -p has no flag default: ssh_config's Port comes first.
+	if want := fmt.Sprintf("ssh_config's Port, else %d)", config.DefaultPort); !strings.Contains(out.String(), want) {
+		t.Errorf("connect's -p does not say %q:\n%s", want, out.String())
 	}
 }
 
