@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/ssh/agent"
@@ -44,10 +45,63 @@ func defaultIdentities() ([]string, error) {
 // closeFn closes the agent connection; it is never nil and must be called
 // once the signers are no longer used.
 func ClientSigners(files []string, agentSocket string) (signers []ssh.Signer, closeFn func() error, err error) {
+	return Signers{Files: files, AgentSocket: agentSocket}.Load()
+}
+
+// Signers says which keys Load returns, as ssh's -i, IdentityFile,
+// IdentityAgent and IdentitiesOnly do.
+type Signers struct {
+	// Files are named on the command line (-i): a missing one is an error.
+	Files []string
+	// ConfigFiles come from ssh_config's IdentityFile: a missing one is
+	// skipped, as ssh skips it. With no Files and no ConfigFiles the
+	// defaults are tried (ClientSigners).
+	ConfigFiles []string
+	// AgentSocket is the ssh-agent's socket; "" means no agent.
+	AgentSocket string
+	// IdentitiesOnly keeps only the agent's keys whose public key one of
+	// the identity files (or its .pub) holds, as ssh's IdentitiesOnly.
+	IdentitiesOnly bool
+}
+
+// Load returns the signers as ClientSigners documents, for o's files.
+func (o Signers) Load() (signers []ssh.Signer, closeFn func() error, err error) {
 	closeFn = func() error { return nil }
-	if agentSocket != "" {
-		if conn, err := net.Dial("unix", agentSocket); err == nil {
+	type file struct {
+		path     string
+		required bool
+	}
+	var files []file
+	for _, f := range o.Files {
+		files = append(files, file{f, true})
+	}
+	for _, f := range o.ConfigFiles {
+		if !slices.Contains(o.Files, f) {
+			files = append(files, file{f, false})
+		}
+	}
+	if len(files) == 0 {
+		defaults, err := defaultIdentities()
+		if err != nil {
+			return nil, closeFn, err
+		}
+		for _, f := range defaults {
+			files = append(files, file{f, false})
+		}
+	}
+	if o.AgentSocket != "" {
+		if conn, err := net.Dial("unix", o.AgentSocket); err == nil {
 			if as, err := agent.NewClient(conn).Signers(); err == nil {
+				if o.IdentitiesOnly {
+					as = slices.DeleteFunc(as, func(s ssh.Signer) bool {
+						for _, f := range files {
+							if pub := filePublicKey(f.path); pub != nil && bytes.Equal(pub.Marshal(), s.PublicKey().Marshal()) {
+								return false
+							}
+						}
+						return true
+					})
+				}
 				signers = append(signers, as...)
 				closeFn = conn.Close
 			} else {
@@ -55,22 +109,15 @@ func ClientSigners(files []string, agentSocket string) (signers []ssh.Signer, cl
 			}
 		}
 	}
-	explicit := len(files) > 0
-	if !explicit {
-		if files, err = defaultIdentities(); err != nil {
-			closeFn()
-			return nil, func() error { return nil }, err
-		}
-	}
-	var skipped error // a default key that could not be used
-	for _, path := range files {
-		s, err := loadIdentity(path, signers)
+	var skipped error // a key that could not be used and was not required
+	for _, f := range files {
+		s, err := loadIdentity(f.path, signers)
 		switch {
-		case errors.Is(err, fs.ErrNotExist) && !explicit:
+		case errors.Is(err, fs.ErrNotExist) && !f.required:
 			continue
-		case err != nil && !explicit:
-			// Like ssh, go on with the other default keys; say why only
-			// if none is left.
+		case err != nil && !f.required:
+			// Like ssh, go on with the other keys; say why only if none
+			// is left.
 			skipped = err
 		case err != nil:
 			closeFn()
@@ -88,6 +135,23 @@ func ClientSigners(files []string, agentSocket string) (signers []ssh.Signer, cl
 			"create a key with ssh-keygen -t ed25519, or name one with -i FILE")
 	}
 	return signers, closeFn, nil
+}
+
+// filePublicKey is the public key of the identity file at path: from the
+// private key (even an encrypted one in OpenSSH's format), else from
+// path.pub; nil if neither says.
+func filePublicKey(path string) ssh.PublicKey {
+	if data, err := os.ReadFile(path); err == nil {
+		s, err := ssh.ParsePrivateKey(data)
+		var missing *ssh.PassphraseMissingError
+		switch {
+		case err == nil:
+			return s.PublicKey()
+		case errors.As(err, &missing) && missing.PublicKey != nil:
+			return missing.PublicKey
+		}
+	}
+	return readPublicKey(path + ".pub")
 }
 
 // loadIdentity reads the private key at path. It returns nil, nil when the

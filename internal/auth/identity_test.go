@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -232,5 +233,57 @@ func TestClientSignersAgent(t *testing.T) {
 				t.Errorf("close: %v", err)
 			}
 		})
+	}
+}
+
+// TestSignersConfigFilesAndIdentitiesOnly: ssh_config's identity files
+// are skipped when missing, and IdentitiesOnly keeps only the agent keys
+// those files hold, as ssh does.
+func TestSignersConfigFilesAndIdentitiesOnly(t *testing.T) {
+	sock := startAgent(t)
+	dir := t.TempDir()
+	inAgent := writeKey(t, dir, "in-agent", "")
+	add := exec.Command("ssh-add", filepath.Join(dir, "in-agent"))
+	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v\n%s", err, out)
+	}
+	other := writeKey(t, dir, "other", "")
+	missing := filepath.Join(dir, "missing")
+
+	// A missing config file is skipped; the agent's key comes first.
+	signers, closeFn, err := Signers{ConfigFiles: []string{missing, filepath.Join(dir, "other")}, AgentSocket: sock}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeFn()
+	if got, want := pubKeys(signers), []string{ssh.FingerprintSHA256(inAgent), ssh.FingerprintSHA256(other)}; !reflect.DeepEqual(got, want) {
+		t.Errorf("without IdentitiesOnly: %d signers, want the agent's and the file's", len(got))
+	}
+	// IdentitiesOnly: the agent's key is not one of the files': dropped.
+	signers, closeFn, err = Signers{ConfigFiles: []string{filepath.Join(dir, "other")}, AgentSocket: sock, IdentitiesOnly: true}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeFn()
+	if got := pubKeys(signers); !reflect.DeepEqual(got, []string{ssh.FingerprintSHA256(other)}) {
+		t.Errorf("IdentitiesOnly kept %d signers, want only the file's", len(got))
+	}
+	// IdentitiesOnly with the agent's key named by its file (the private
+	// key moved away, only the .pub left): the agent's key is kept.
+	os.Rename(filepath.Join(dir, "in-agent"), filepath.Join(dir, "moved"))
+	os.WriteFile(filepath.Join(dir, "in-agent.pub"), ssh.MarshalAuthorizedKey(inAgent), 0o644)
+	signers, closeFn, err = Signers{ConfigFiles: []string{filepath.Join(dir, "in-agent")}, AgentSocket: sock, IdentitiesOnly: true}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeFn()
+	if got := pubKeys(signers); !reflect.DeepEqual(got, []string{ssh.FingerprintSHA256(inAgent)}) {
+		t.Errorf("IdentitiesOnly with the .pub: %d signers, want the agent's", len(got))
+	}
+	// A missing -i file is still an error.
+	if _, closeFn, err := (Signers{Files: []string{missing}, AgentSocket: sock}).Load(); err == nil {
+		closeFn()
+		t.Error("a missing -i file was accepted")
 	}
 }

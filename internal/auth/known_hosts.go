@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
@@ -68,7 +69,8 @@ var (
 // KnownHosts checks server host keys against an OpenSSH known_hosts file.
 // It is safe for concurrent use.
 type KnownHosts struct {
-	path string
+	path string   // read, and where new keys are added
+	more []string // read too
 	mode HostKeyMode
 	log  *slog.Logger
 
@@ -83,13 +85,24 @@ type KnownHosts struct {
 // does: the host name normalised with knownhosts.Normalize, so
 // "[127.0.0.1]:2222" for ports other than 22. A nil log discards.
 func OpenKnownHosts(path string, mode HostKeyMode, log *slog.Logger) (*KnownHosts, error) {
+	return OpenKnownHostsFiles([]string{path}, mode, log)
+}
+
+// OpenKnownHostsFiles is OpenKnownHosts for several files, as ssh's
+// UserKnownHostsFile lists them: all are read, and a new key is added to
+// the first.
+func OpenKnownHostsFiles(paths []string, mode HostKeyMode, log *slog.Logger) (*KnownHosts, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("auth: no known_hosts file; name one")
+	}
+	path := paths[0]
 	if mode < HostKeyYes || mode > HostKeyNo {
 		return nil, fmt.Errorf("auth: invalid host key mode %d", int(mode))
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	k := &KnownHosts{path: path, mode: mode, log: log}
+	k := &KnownHosts{path: path, more: paths[1:], mode: mode, log: log}
 	if err := k.reload(); err != nil {
 		if mode != HostKeyNo {
 			return nil, err
@@ -105,14 +118,16 @@ func OpenKnownHosts(path string, mode HostKeyMode, log *slog.Logger) (*KnownHost
 // reload reads the file again; k.mu is held or k is not yet shared.
 func (k *KnownHosts) reload() error {
 	var files []string
-	if _, err := os.Stat(k.path); err == nil {
-		files = append(files, k.path)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("auth: known hosts: %w", err)
+	for _, p := range append([]string{k.path}, k.more...) {
+		if _, err := os.Stat(p); err == nil {
+			files = append(files, p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("auth: known hosts: %w", err)
+		}
 	}
 	cb, err := knownhosts.New(files...)
 	if err != nil {
-		return fmt.Errorf("auth: known hosts file %s: %w; fix or remove the bad lines", k.path, err)
+		return fmt.Errorf("auth: known hosts files %s: %w; fix or remove the bad lines", strings.Join(files, ", "), err)
 	}
 	k.check = cb
 	return nil

@@ -351,3 +351,31 @@ func TestKnownHostsHandshake(t *testing.T) {
 		})
 	}
 }
+
+// TestKnownHostsFiles: every file is read, a new key goes to the first.
+func TestKnownHostsFiles(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "first"), filepath.Join(dir, "second")
+	key, newKey := newSigner(t).PublicKey(), newSigner(t).PublicKey()
+	os.WriteFile(second, []byte(knownhosts.Line([]string{"[127.0.0.1]:2222"}, key)+"\n"), 0o600)
+	kh, err := OpenKnownHostsFiles([]string{first, second}, HostKeyYes, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kh.Callback()(testHost, testRemote, key); err != nil {
+		t.Fatalf("the key in the second file: %v", err)
+	}
+	kh, err = OpenKnownHostsFiles([]string{first, second}, HostKeyAcceptNew, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kh.Callback()("[127.0.0.1]:2223", testRemote, newKey); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(first); !strings.Contains(string(data), "[127.0.0.1]:2223") {
+		t.Errorf("the new key was not added to the first file: %q", data)
+	}
+	if _, err := OpenKnownHostsFiles(nil, HostKeyYes, nil); err == nil {
+		t.Error("no files accepted")
+	}
+}

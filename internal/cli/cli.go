@@ -25,10 +25,27 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, env *env, args []string) error
+	// reloads, given the command's arguments, reports whether SIGHUP
+	// reloads its config (env.reload). nil: never. Where it does not,
+	// SIGHUP keeps its default, ending the process, as it ends ssh.
+	reloads func(args []string) bool
+}
+
+func always([]string) bool { return true }
+
+// withConfig reports whether args give a config file (-c FILE).
+func withConfig(args []string) bool {
+	for _, a := range args {
+		if a == "-c" || a == "--c" || strings.HasPrefix(a, "-c=") || strings.HasPrefix(a, "--c=") {
+			return true
+		}
+	}
+	return false
 }
 
 // env is what every subcommand gets from Main.
 type env struct {
+	stdin  io.Reader // os.Stdin: what connect -W forwards
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
@@ -38,20 +55,25 @@ type env struct {
 	// cores sizes GOMAXPROCS by the SSH connections held; nil (under Main,
 	// or GOMAXPROCS set in the environment) leaves it alone.
 	cores *tunnel.CoreBudget
+	// reload receives a value for each SIGHUP, for the commands that
+	// reload their config (command.reloads); nil under Main, where a test
+	// may pass its own (mainReload).
+	reload <-chan struct{}
 	// getenv reads the environment: the process's under Run and Main,
 	// the one given under MainEnv.
 	getenv func(string) string
-	// svc is what a long-running subcommand tells systemd, and its
-	// reload requests (daemon.go).
+	// svc is what a long-running subcommand tells systemd (daemon.go).
 	svc *daemon
 }
 
 func commands() []command {
 	return []command{
-		{"server", "run an SSH-protocol server that only forwards ports", runServer},
-		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect},
-		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy},
-		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap},
+		{"server", "run an SSH-protocol server that only forwards ports", runServer, always},
+		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect, nil},
+		{"up", "run the named tunnels of a config file, reloading it live", runUp, always},
+		{"check", "check a config file of pinhole up or server -c, starting nothing", runCheck, nil},
+		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, nil},
+		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap, nil},
 	}
 }
 
@@ -68,9 +90,8 @@ var errUsage = errors.New("usage")
 //     (tunnel.CoreBudget) unless GOMAXPROCS is set;
 //   - the first SIGINT or SIGTERM asks for a graceful stop (a server
 //     drains its streams for --drain), a second forces it;
-//   - SIGHUP asks for a reload, in the subcommands that reload (server),
-//     from the moment they are ready for it; elsewhere it ends the
-//     process as usual.
+//   - SIGHUP reloads the config of the commands that have one (pinhole
+//     up); the others keep its default action.
 func Run(args []string, stdout, stderr io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
@@ -86,6 +107,26 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	force, forceNow := context.WithCancel(context.Background())
 	defer forceNow()
+	var reload chan struct{}
+	if reloads(args) {
+		hups := make(chan os.Signal, 1)
+		signal.Notify(hups, syscall.SIGHUP)
+		defer signal.Stop(hups)
+		reload = make(chan struct{}, 1)
+		go func() {
+			for {
+				select {
+				case <-hups:
+				case <-force.Done():
+					return
+				}
+				select { // several SIGHUPs before a reload are one
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
 	go func() {
 		select {
 		case <-sigs:
@@ -99,18 +140,22 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		case <-force.Done():
 		}
 	}()
-	hup := func() (<-chan os.Signal, func()) {
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, syscall.SIGHUP)
-		return c, func() { signal.Stop(c) }
+	return runMain(ctx, force, cores, reload, os.Getenv, args, stdout, stderr)
+}
+
+// reloads reports whether the command args name reloads on SIGHUP.
+func reloads(args []string) bool {
+	for _, c := range commands() {
+		if len(args) > 0 && c.name == args[0] {
+			return c.reloads != nil && c.reloads(args[1:])
+		}
 	}
-	return runMain(ctx, force, cores, hup, os.Getenv, args, stdout, stderr)
+	return false
 }
 
 // Main runs pinhole with args (without the program name) until ctx ends,
 // and returns the process exit code: 0 on success, 1 on failure, 2 on bad
 // usage. ctx ending is a graceful stop, as a first signal is under Run.
-// It reads the process's environment; no reload request comes.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runMain(ctx, context.Background(), nil, nil, os.Getenv, args, stdout, stderr)
 }
@@ -130,16 +175,24 @@ func MainEnv(ctx context.Context, args, environ []string, stdout, stderr io.Writ
 	return runMain(ctx, context.Background(), nil, nil, getenv, args, stdout, stderr)
 }
 
-func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, hup func() (<-chan os.Signal, func()), getenv func(string) string, args []string, stdout, stderr io.Writer) int {
+// mainReload is Main with a reload channel, which a SIGHUP feeds under
+// Run: for tests.
+func mainReload(ctx context.Context, reload <-chan struct{}, args []string, stdout, stderr io.Writer) int {
+	return runMain(ctx, context.Background(), nil, reload, os.Getenv, args, stdout, stderr)
+}
+
+func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, reload <-chan struct{}, getenv func(string) string, args []string, stdout, stderr io.Writer) int {
 	e := &env{
+		stdin:  os.Stdin,
 		stdout: stdout,
 		stderr: stderr,
 		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		force:  force,
 		cores:  cores,
+		reload: reload,
 		getenv: getenv,
 	}
-	svc, err := newDaemon(e, getenv, hup)
+	svc, err := newDaemon(e, getenv)
 	if err != nil {
 		fmt.Fprintf(stderr, "pinhole: %v\n", err)
 		return 1

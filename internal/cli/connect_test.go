@@ -43,7 +43,8 @@ func newWorld(t *testing.T, keyOptions string) *world {
 // connectArgs are the flags that point pinhole connect at w's server.
 func (w *world) connectArgs(extra ...string) []string {
 	_, port, _ := net.SplitHostPort(w.addr)
-	args := []string{"connect", "-p", port, "-i", w.identity, "--known-hosts", w.known, "--keepalive", "1s"}
+	// -F none: no ~/.ssh/config of whoever runs the tests gets in.
+	args := []string{"connect", "-F", "none", "-p", port, "-i", w.identity, "--known-hosts", w.known, "--keepalive", "1s"}
 	return append(append(args, extra...), "tester@127.0.0.1")
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,7 +12,7 @@ import (
 )
 
 // daemon is what a long-running subcommand (server, up) tells the service
-// manager, and the reload requests it gets. Under systemd (Type=notify)
+// manager; its reload requests come on env.reload. Under systemd (Type=notify)
 // every call is an sd_notify message; elsewhere (and on a nil *daemon)
 // each does nothing. Errors
 // sending are logged once, never fatal: a service that cannot tell systemd
@@ -21,16 +20,12 @@ import (
 //
 // A subcommand calls, in this order:
 //
-//	reload := e.svc.reloads()       // before it is ready: SIGHUP from then on asks for a reload
 //	e.svc.ready("listening on …")    // listeners bound, tunnels connected or retrying; starts the watchdog
 //	e.svc.reloading("…"); …; e.svc.ready("…")  // around each reload
 //	e.svc.stopping("draining …")    // at the start of a graceful stop
 type daemon struct {
-	n   *sdnotify.Notifier
-	env *env
-	// hup subscribes to SIGHUP (Run); nil under Main: no reload requests.
-	hup func() (<-chan os.Signal, func())
-
+	n        *sdnotify.Notifier
+	env      *env
 	ctx      context.Context // ends when the subcommand returns
 	watchdog sync.Once
 	wg       sync.WaitGroup
@@ -38,7 +33,7 @@ type daemon struct {
 }
 
 // newDaemon reads the service manager's variables through getenv.
-func newDaemon(e *env, getenv func(string) string, hup func() (<-chan os.Signal, func())) (*daemon, error) {
+func newDaemon(e *env, getenv func(string) string) (*daemon, error) {
 	n, err := sdnotify.New(sdnotify.Config{
 		Socket:       getenv("NOTIFY_SOCKET"),
 		WatchdogUSec: getenv("WATCHDOG_USEC"),
@@ -47,7 +42,7 @@ func newDaemon(e *env, getenv func(string) string, hup func() (<-chan os.Signal,
 	if err != nil {
 		return nil, err
 	}
-	return &daemon{n: n, env: e, hup: hup}, nil
+	return &daemon{n: n, env: e}, nil
 }
 
 func (s *daemon) warn(err error) {
@@ -94,17 +89,6 @@ func (s *daemon) stopping(status string) {
 	if s != nil {
 		s.warn(s.n.Stopping(status))
 	}
-}
-
-// reloads returns the channel on which reload requests (SIGHUP) arrive,
-// and a function that stops them. SIGHUP is caught only from this call
-// on, so that a command that does not reload still ends when its terminal
-// goes. Under Main the channel is nil: no request ever comes.
-func (s *daemon) reloads() (<-chan os.Signal, func()) {
-	if s == nil || s.hup == nil {
-		return nil, func() {}
-	}
-	return s.hup()
 }
 
 // stateDir is pinhole's directory for state, such as the server's host

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +48,12 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startReload(t, nil, args...)
+}
+
+// startReload is start with a reload channel, as SIGHUP feeds under Run.
+func startReload(t *testing.T, reload <-chan struct{}, args ...string) *proc {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	p := &proc{cancel: cancel, lines: make(chan string, 100), stderr: new(syncBuffer), code: make(chan int, 1)}
@@ -58,7 +65,7 @@ func start(t *testing.T, args ...string) *proc {
 		close(p.lines)
 	}()
 	go func() {
-		code := Main(ctx, args, pw, p.stderr)
+		code := mainReload(ctx, reload, args, pw, p.stderr)
 		pw.Close()
 		p.code <- code
 	}()
@@ -68,6 +75,7 @@ func start(t *testing.T, args ...string) *proc {
 		case <-p.code:
 		case <-time.After(20 * time.Second):
 			t.Errorf("pinhole %s did not stop within 20 s of its context ending", args[0])
+			pprof.Lookup("goroutine").WriteTo(os.Stderr, 2)
 		}
 		if t.Failed() {
 			t.Logf("stderr of pinhole %s:\n%s", strings.Join(args, " "), p.stderr)

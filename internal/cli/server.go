@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +39,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	maxStartups := fs.String("max-startups", tunnel.DefaultMaxStartups.String(), "limit on connections that have not authenticated yet, as sshd's MaxStartups start:rate:full: from start on, drop new ones with rate percent probability, rising to 100 % at full")
 	perSource := fs.String("per-source-max-startups", strconv.Itoa(tunnel.DefaultPerSourceMaxStartups), "most unauthenticated connections from one address (IPv6: one /64), as sshd's PerSourceMaxStartups, or none")
 	maxAuthTries := fs.Int("max-auth-tries", 6, "close a connection after this many refused keys, as sshd's MaxAuthTries")
+	file := fs.String("c", "", "config `FILE` with the settings below under the same names (TOML, see docs/config.md), reloaded on SIGHUP and when it changes; no other flag may be given with it")
 	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
 	var mf mapFlags
 	mf.register(fs, "map-")
@@ -52,6 +54,19 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "pinhole server: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
 		return errUsage
+	}
+	if *file != "" {
+		var others []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name != "c" {
+				others = append(others, "--"+f.Name)
+			}
+		})
+		if len(others) > 0 {
+			fmt.Fprintf(e.stderr, "pinhole server: with -c the settings come from the file: put %s there instead (docs/config.md)\n", strings.Join(others, ", "))
+			return errUsage
+		}
+		return runServerFile(ctx, e, *file)
 	}
 	gp, err := tunnel.ParseGatewayPorts(*gateway)
 	if err != nil {
@@ -161,8 +176,6 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 	defer unmap()
 
-	reload, stopReloads := e.svc.reloads()
-	defer stopReloads()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	status := "listening on " + ln.Addr().String()
@@ -175,7 +188,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		case err := <-errc:
 			srv.Close()
 			return err
-		case <-reload:
+		case <-e.reload:
 			e.svc.reloading("reading " + *authKeys + " again")
 			reloadServer(e, keys)
 			e.svc.ready(status)
@@ -183,9 +196,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 }
 
-// reloadServer is a reload request (SIGHUP): the authorized_keys file is
-// read again at once (it is also read again whenever it changes). The
-// other settings are flags, which only a restart changes.
+// reloadServer is a reload request (SIGHUP) to a server run by flags: the
+// authorized_keys file is read again at once (it is also read again
+// whenever it changes). The other settings are flags, which only a
+// restart changes; pinhole server -c FILE reloads them all.
 func reloadServer(e *env, keys *auth.KeyFile) {
 	problems, err := keys.Load()
 	if err != nil {

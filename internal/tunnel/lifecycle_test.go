@@ -425,13 +425,15 @@ func TestClientShutdownDrains(t *testing.T) {
 }
 
 // TestServerShutdownDrains: the same for the server, whose draining also
-// refuses new streams and remote forwards on the connections it has.
+// closes the remote forwards' listeners and refuses new streams and
+// remote forwards on the connections it has.
 func TestServerShutdownDrains(t *testing.T) {
 	echo := streamtest.NewEcho(t)
 	clientKey, hostKey := newSigner(t), newSigner(t)
 	srv := startServer(t, nil, hostKey, keySet(t, authorizedLine("", clientKey.PublicKey())))
 	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), clientKey)
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+echo.Addr())}
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "0:"+echo.Addr())}
 	c := dialClient(t, cfg)
 	laddr := c.LocalAddrs()[0].String()
 	tr := startTransfer(t, laddr)
@@ -440,14 +442,16 @@ func TestServerShutdownDrains(t *testing.T) {
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- srv.srv.Shutdown(ctx) }()
-	waitFor(t, 5*time.Second, "the server's listener to close", func() bool {
-		nc, err := net.Dial("tcp", srv.addr)
-		if err != nil {
-			return true
-		}
-		nc.Close()
-		return false
-	})
+	for _, addr := range []string{srv.addr, c.Forwardings()[1].Addr().String()} {
+		waitFor(t, 5*time.Second, "the server's listener on "+addr+" to close", func() bool {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				return true
+			}
+			nc.Close()
+			return false
+		})
+	}
 	// A new stream on the open connection is refused while draining.
 	if err := echoThrough(laddr, []byte("new")); err == nil {
 		t.Fatal("a new stream was opened on a draining server")
@@ -566,5 +570,83 @@ func TestRemoteRetryBackoff(t *testing.T) {
 	waitFor(t, 5*time.Second, "the -R in place after its port freed", func() bool { return f.State() == tunnel.StateUp })
 	if d := time.Since(freed); d > 800*time.Millisecond {
 		t.Fatalf("-R in place %v after its port freed, with BackoffMax 200 ms", d)
+	}
+}
+
+// TestUDPForwardHandles: /udp forwards added to a running client carry
+// datagrams, count them (a flow is a stream), and closing the -R one
+// cancels it on the server (cancel-udp-forward@pinhole) so that its port
+// is free again.
+func TestUDPForwardHandles(t *testing.T) {
+	echo := streamtest.NewUDPEcho(t)
+	clientKey := newSigner(t)
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", clientKey.PublicKey())))
+	c := dialClient(t, clientConfig(t, srv.addr, srv.hostKey.PublicKey(), clientKey))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	target := echo.LocalAddr().String()
+	var fs []*tunnel.Forwarding
+	for _, s := range []struct {
+		k    spec.Kind
+		spec string
+	}{{spec.Local, "127.0.0.1:0:" + target + "/udp"}, {spec.Remote, "0:" + target + "/udp"}} {
+		f, err := c.Forward(ctx, mustParse(t, s.k, s.spec))
+		if err != nil || f.State() != tunnel.StateUp {
+			t.Fatalf("Forward(%s): %v, state %v (%v)", s.spec, err, f.State(), f.Err())
+		}
+		fs = append(fs, f)
+	}
+	msg := bytes.Repeat([]byte("u"), 1000)
+	for _, f := range fs {
+		uc := dialUDP(t, f.Addr().String())
+		if err := roundTrip(uc, msg); err != nil {
+			t.Fatalf("through %v at %s: %v", f.Spec(), f.Addr(), err)
+		}
+		waitFor(t, 5*time.Second, fmt.Sprintf("%v's counts", f.Spec()), func() bool {
+			s := f.Stats()
+			// A lost and resent datagram counts again.
+			return s.StreamsTotal == 1 && s.ToTarget >= int64(len(msg)) && s.FromTarget >= int64(len(msg)) && s.ToTarget%int64(len(msg)) == 0
+		})
+	}
+	rf := fs[1]
+	raddr := rf.Addr().String()
+	rf.Close()
+	waitFor(t, 5*time.Second, "the -R/udp port to be free on the server", func() bool {
+		pc, err := net.ListenPacket("udp", raddr)
+		if err != nil {
+			return false
+		}
+		pc.Close()
+		return true
+	})
+	if err := roundTrip(dialUDP(t, fs[0].Addr().String()), msg); err != nil {
+		t.Fatalf("-L/udp after closing the -R/udp: %v", err)
+	}
+}
+
+// TestServerShutdownWithRemoteForward: Shutdown of a server that has a
+// connection holding a -R (TCP and UDP) returns; closing that listener
+// under the server's lock once deadlocked it.
+func TestServerShutdownWithRemoteForward(t *testing.T) {
+	echo := streamtest.NewEcho(t)
+	clientKey, hostKey := newSigner(t), newSigner(t)
+	srv := startServer(t, nil, hostKey, keySet(t, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), clientKey)
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "0:"+echo.Addr()), mustParse(t, spec.Remote, "0:"+echo.Addr()+"/udp")}
+	c := dialClient(t, cfg)
+	for _, f := range c.Forwardings() {
+		waitFor(t, 10*time.Second, "the -R to be up", func() bool { return f.State() == tunnel.StateUp })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown of a server with a remote forward open did not return in 5 s")
 	}
 }

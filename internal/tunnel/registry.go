@@ -186,6 +186,8 @@ type remoteListener struct {
 	once sync.Once
 }
 
+func (rl *remoteListener) where() string { return rl.key.addr }
+
 func (rl *remoteListener) close() {
 	rl.once.Do(func() {
 		rl.ln.Close()

@@ -283,6 +283,9 @@ func (s *Server) Serve(l net.Listener) error {
 	return fmt.Errorf("tunnel: %w", err)
 }
 
+// track adds l to the listeners Close closes, or takes it away. A Serve
+// counts in s.wg while it runs, so that the handshakes it starts are
+// added to s.wg before Close can wait for it.
 func (s *Server) track(l net.Listener, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -291,8 +294,10 @@ func (s *Server) track(l net.Listener, add bool) bool {
 			return false
 		}
 		s.listeners[l] = struct{}{}
+		s.wg.Add(1)
 	} else {
 		delete(s.listeners, l)
+		s.wg.Done()
 	}
 	return true
 }
@@ -304,39 +309,45 @@ func (s *Server) stopped() bool {
 	return s.state != serverServing
 }
 
-// setState moves the server to st and does what entering it takes; s.mu
-// is held. It reports false when the server was already there or past it.
+// setState moves the server to st and does what entering it takes. It
+// takes s.mu, and acts on the connections after letting it go: a
+// connection's forwards take s.mu as they close (unregister). It does
+// nothing when the server was already there or past it.
 //   - draining: every listener closes, and so does every connection's
 //     remote-forward listeners: nothing new comes in, what is open goes on.
 //   - closed: every connection closes, and with it every stream.
-func (s *Server) setState(st serverState) bool {
+func (s *Server) setState(st serverState) {
+	s.mu.Lock()
 	if st <= s.state {
-		return false
+		s.mu.Unlock()
+		return
 	}
 	s.state = st
 	for l := range s.listeners {
 		l.Close()
 	}
+	conns := make([]*serverConn, 0, len(s.conns))
 	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	if st == serverClosed {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
 		if st == serverClosed {
 			c.conn.Close()
 		} else {
 			c.stopListening()
 		}
 	}
-	if st == serverClosed {
-		s.cancel()
-	}
-	return true
 }
 
 // Close stops every listener, disconnects every client (closing their
 // remote forwards and streams) and waits for all of it. It is idempotent;
 // afterwards Serve returns net.ErrClosed.
 func (s *Server) Close() error {
-	s.mu.Lock()
 	s.setState(serverClosed)
-	s.mu.Unlock()
 	s.wg.Wait()
 	return nil
 }
@@ -348,9 +359,7 @@ func (s *Server) Close() error {
 // Close does. It returns ctx's error if streams were still open then.
 // UDP flows are not waited for: they have no end but their idle timeout.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
 	s.setState(serverDraining)
-	s.mu.Unlock()
 	err := drain(ctx, s.meter.streams.Load)
 	s.Close()
 	return err

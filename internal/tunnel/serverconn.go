@@ -131,38 +131,8 @@ func (sc *serverConn) globalRequest(req *ssh.Request) {
 			reply = ssh.Marshal(forwardReply{Port: port})
 		}
 		req.Reply(true, reply)
-	case reqCancelUDP:
-		var fr forwardRequest
-		if err := ssh.Unmarshal(req.Payload, &fr); err != nil {
-			req.Reply(false, nil)
-			return
-		}
-		sc.mu.Lock()
-		ul := sc.udpForwards[fr]
-		delete(sc.udpForwards, fr)
-		sc.mu.Unlock()
-		if ul != nil {
-			ul.close()
-			sc.log.Info("remote udp forward canceled", "laddr", ul.pc.LocalAddr().String())
-		}
-		req.Reply(ul != nil, nil)
-	case reqCancelForward:
-		var fr forwardRequest
-		if err := ssh.Unmarshal(req.Payload, &fr); err != nil {
-			req.Reply(false, nil)
-			return
-		}
-		sc.mu.Lock()
-		rl := sc.forwards[fr]
-		delete(sc.forwards, fr)
-		sc.mu.Unlock()
-		if rl == nil {
-			req.Reply(false, nil)
-			return
-		}
-		rl.close()
-		sc.log.Info("remote forward canceled", "laddr", rl.ln.Addr().String())
-		req.Reply(true, nil)
+	case reqCancelForward, reqCancelUDP:
+		req.Reply(sc.cancel(req.Type == reqCancelUDP, req.Payload), nil)
 	case reqKeepalive:
 		// OpenSSH answers failure to requests it does not serve; any answer
 		// tells the client we are alive.
@@ -172,6 +142,34 @@ func (sc *serverConn) globalRequest(req *ssh.Request) {
 			req.Reply(false, nil)
 		}
 	}
+}
+
+// cancel ends the remote forward (UDP for udp) that a cancel request's
+// payload names, reporting false when there is none.
+func (sc *serverConn) cancel(udp bool, payload []byte) bool {
+	var fr forwardRequest
+	if err := ssh.Unmarshal(payload, &fr); err != nil {
+		return false
+	}
+	var l interface {
+		close()
+		where() string
+	}
+	sc.mu.Lock()
+	if ul := sc.udpForwards[fr]; udp && ul != nil {
+		l = ul
+		delete(sc.udpForwards, fr)
+	} else if rl := sc.forwards[fr]; !udp && rl != nil {
+		l = rl
+		delete(sc.forwards, fr)
+	}
+	sc.mu.Unlock()
+	if l == nil {
+		return false
+	}
+	l.close()
+	sc.log.Info("remote forward canceled", "laddr", l.where())
+	return true
 }
 
 // open opens a stream channel to the client, for openEarly.

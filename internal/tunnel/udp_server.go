@@ -38,6 +38,8 @@ type udpListener struct {
 	once   sync.Once
 }
 
+func (ul *udpListener) where() string { return ul.key.addr + "/udp" }
+
 func (ul *udpListener) close() {
 	ul.once.Do(func() {
 		ul.cancel()

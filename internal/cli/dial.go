@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os/user"
+
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+
+	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
+)
+
+// dialSettings decide how pinhole connect reaches its server, beside the
+// address: -b (BindAddress), -J (ProxyJump) and ProxyCommand. The zero
+// value dials straight from the system's choice of source address.
+type dialSettings struct {
+	Bind         string // -b ADDR: the source address of the connection (to the first jump host with -J)
+	Jump         string // -J [user@]host[:port][,...], or "none"
+	ProxyCommand string // a command whose stdio is the transport (%h %p %r %n expanded), or "none"
+
+	// ResolveHop, if set, completes each jump host as parsed from Jump
+	// before it is dialled: ssh_config's HostName, Port and User for it,
+	// and its own Auth and HostKeyCallback where they differ. A hop left
+	// without a user logs in as the local user; Port 0 means 22.
+	ResolveHop func(tunnel.JumpHost) (tunnel.JumpHost, error)
+}
+
+// check reports a malformed -b, -J or ProxyCommand before anything is
+// loaded or dialled.
+func (s dialSettings) check() error {
+	if s.Bind != "" {
+		if _, err := tunnel.BindDialer(s.Bind); err != nil {
+			return err
+		}
+	}
+	if s.Jump != "" {
+		if _, err := tunnel.ParseJump(s.Jump); err != nil {
+			return err
+		}
+	}
+	if s.ProxyCommand != "" && s.ProxyCommand != "none" {
+		if _, err := tunnel.ProxyCommandDialer(tunnel.ProxyCommandConfig{Command: s.ProxyCommand}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dialer returns the tunnel.ClientConfig.Dial for s, nil when none of it
+// is set. destUser is the destination's user (ProxyCommand's %r) and
+// destHost the host as typed (%n). The jump hosts log in with authm, as
+// the local user unless -J names one (as ssh does), and are checked by kh
+// each under its own host:port.
+func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.AuthMethod, kh *auth.KnownHosts) (tunnel.DialFunc, error) {
+	jump := s.Jump != "" && s.Jump != "none"
+	command := s.ProxyCommand != "" && s.ProxyCommand != "none"
+	switch {
+	case jump && command:
+		return nil, errors.New("ProxyJump (-J) and ProxyCommand are both set: use one")
+	case command:
+		if s.Bind != "" {
+			e.log.Warn("-b (BindAddress) does nothing with a ProxyCommand: the command makes the connection", "bind", s.Bind)
+		}
+		return tunnel.ProxyCommandDialer(tunnel.ProxyCommandConfig{
+			Command:      s.ProxyCommand,
+			User:         destUser,
+			OriginalHost: destHost,
+			Stderr:       e.stderr,
+		})
+	}
+	var first tunnel.DialFunc
+	if s.Bind != "" {
+		d, err := tunnel.BindDialer(s.Bind)
+		if err != nil {
+			return nil, err
+		}
+		first = d
+	}
+	if !jump {
+		return first, nil
+	}
+	hops, err := tunnel.ParseJump(s.Jump)
+	if err != nil {
+		return nil, err
+	}
+	if s.ResolveHop != nil {
+		for i, h := range hops {
+			if hops[i], err = s.ResolveHop(h); err != nil {
+				return nil, fmt.Errorf("-J %s: %w", h, err)
+			}
+		}
+	}
+	local := ""
+	if u, err := user.Current(); err == nil {
+		local = u.Username
+	}
+	for _, h := range hops {
+		if h.User == "" && local == "" {
+			return nil, fmt.Errorf("-J %s: cannot tell your user name: name it, as -J user@%s", h, h)
+		}
+	}
+	return tunnel.JumpDialer(tunnel.JumpConfig{
+		Hosts:             hops,
+		User:              local,
+		Auth:              authm,
+		HostKeyCallback:   kh.Callback(),
+		HostKeyAlgorithms: kh.Algorithms,
+		Dial:              first,
+	})
+}

@@ -1,0 +1,416 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/accept"
+	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
+)
+
+// serverChecks are tunnel's parsers, for config.ParseServer.
+var serverChecks = config.ServerChecks{
+	GatewayPorts: func(s string) error { _, err := tunnel.ParseGatewayPorts(s); return err },
+	Ciphers:      func(s string) error { _, err := tunnel.ParseCiphers(s); return err },
+	MaxStartups:  func(s string) error { _, err := tunnel.ParseStartups(s); return err },
+}
+
+func loadServerConfig(e *env, file string) ([]byte, *config.Server, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read the config: %w (pass the server's file with -c FILE; docs/config.md has an example)", err)
+	}
+	cfg, err := config.ParseServer(file, data, serverChecks)
+	if es := config.AsErrors(err); es != nil {
+		for _, m := range es {
+			fmt.Fprintln(e.stderr, m)
+		}
+		return nil, nil, fmt.Errorf("%d %s in %s", len(es), plural(len(es), "mistake", "mistakes"), file)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	return data, cfg, nil
+}
+
+// runServerFile is pinhole server -c FILE: the server as the file says,
+// reloaded on SIGHUP and when the file changes. A listener added starts
+// accepting; one removed stops (the connections it took go on); a new
+// authorized_keys file applies to the next login; any other setting
+// changed makes a new tunnel.Server that takes every new connection while
+// the old one drains its own for drain.
+func runServerFile(ctx context.Context, e *env, file string) error {
+	data, cfg, err := loadServerConfig(e, file)
+	if err != nil {
+		return err
+	}
+	r := &serverRun{e: e, lns: map[string]*liveListener{}}
+	if err := r.setKeys(cfg.AuthorizedKeys); err != nil {
+		return err
+	}
+	gen, err := r.newGeneration(cfg.Settings)
+	if err != nil {
+		return err
+	}
+	r.gen = gen
+	for _, a := range cfg.Listen {
+		if err := r.listen(a); err != nil {
+			r.closeAll()
+			return err
+		}
+	}
+	r.cfg = cfg
+	fmt.Fprintf(e.stdout, "pinhole server: host key %s %s\n", gen.key.Type(), ssh.FingerprintSHA256(gen.key))
+	fmt.Fprintf(e.stdout, "pinhole server: running %s; reload with SIGHUP or by saving the file\n", file)
+	e.svc.ready("running " + file)
+
+	seen := data
+	var unsettled []byte
+	tick := time.NewTicker(watchEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return r.shutdown()
+		case <-e.reload:
+			b, err := os.ReadFile(file)
+			if err != nil {
+				e.log.Error("reload refused: cannot read the config file; the server stays as it is", "file", file, "err", err)
+				continue
+			}
+			seen = b
+			r.reload(file, b, "SIGHUP")
+		case <-tick.C:
+			b, err := os.ReadFile(file)
+			if err != nil || bytes.Equal(b, seen) {
+				continue
+			}
+			if _, err := config.ParseServer(file, b, serverChecks); err != nil && !bytes.Equal(b, unsettled) {
+				unsettled = b
+				continue
+			}
+			unsettled, seen = nil, b
+			r.reload(file, b, "the file changed")
+		}
+	}
+}
+
+// serverRun is the running server of pinhole server -c; only
+// runServerFile's goroutine calls its methods.
+type serverRun struct {
+	e    *env
+	cfg  *config.Server
+	keys atomic.Pointer[auth.KeyFile]
+	gen  *generation
+	lns  map[string]*liveListener // by the address the file gives
+	old  sync.WaitGroup           // generations draining
+}
+
+// generation is one tunnel.Server and the settings it was made with.
+type generation struct {
+	srv      *tunnel.Server
+	settings config.ServerSettings
+	key      ssh.PublicKey
+	serving  sync.WaitGroup // its Serve calls
+}
+
+// liveListener is a socket of the file's listen, whose connections go to
+// the current generation through a handoff of its own.
+type liveListener struct {
+	ln   net.Listener
+	cur  atomic.Pointer[handoff]
+	done chan struct{} // the accept loop ended
+}
+
+// handoff is the net.Listener a generation's Serve takes: connections the
+// liveListener accepted. Closing it (Shutdown does) leaves the socket
+// open for the next generation.
+type handoff struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoff(addr net.Addr) *handoff {
+	return &handoff{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (h *handoff) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.conns:
+		return c, nil
+	case <-h.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoff) Close() error {
+	h.once.Do(func() { close(h.closed) })
+	return nil
+}
+
+func (h *handoff) Addr() net.Addr { return h.addr }
+
+func (r *serverRun) setKeys(path string) error {
+	if path == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return fmt.Errorf("no home directory for the default authorized_keys (%v); set authorized-keys = \"FILE\"", err)
+		}
+		path = filepath.Join(home, ".ssh", "authorized_keys")
+	}
+	path, err := expandHome(path)
+	if err != nil {
+		return err
+	}
+	keys := auth.NewKeyFile(path, r.e.log)
+	problems, err := keys.Load()
+	if errors.Is(err, os.ErrNotExist) {
+		r.e.log.Warn("every key is refused until the authorized_keys file exists", "file", path)
+	} else if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		r.e.log.Warn("that line's key is refused", "err", p)
+	}
+	r.keys.Store(keys)
+	return nil
+}
+
+// authorize is authorizer over whichever authorized_keys file is current.
+func (r *serverRun) authorize(meta ssh.ConnMetadata, key ssh.PublicKey) (*auth.Options, error) {
+	return authorizer(r.keys.Load())(meta, key)
+}
+
+func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) {
+	gp, err := tunnel.ParseGatewayPorts(s.GatewayPorts)
+	if err != nil {
+		return nil, err
+	}
+	var ciphers []string
+	if s.Ciphers != "" {
+		if ciphers, err = tunnel.ParseCiphers(s.Ciphers); err != nil {
+			return nil, err
+		}
+	}
+	startups, err := tunnel.ParseStartups(s.MaxStartups)
+	if err != nil {
+		return nil, err
+	}
+	perSource := -1
+	if s.PerSourceMaxStartups != "none" {
+		if perSource, err = strconv.Atoi(s.PerSourceMaxStartups); err != nil {
+			return nil, err
+		}
+	}
+	hostKey := s.HostKey
+	if hostKey == "" {
+		dir, err := stateDir(r.e.getenv)
+		if err != nil {
+			return nil, err
+		}
+		hostKey = auth.DefaultHostKeyPath(dir)
+	}
+	if hostKey, err = expandHome(hostKey); err != nil {
+		return nil, err
+	}
+	signer, created, err := auth.LoadOrCreateHostKey(hostKey)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		fmt.Fprintf(r.e.stdout, "pinhole server: generated a new host key in %s\n", hostKey)
+	}
+	neg := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return -1
+		}
+		return d
+	}
+	srv, err := tunnel.NewServer(tunnel.ServerConfig{
+		HostKeys:             []ssh.Signer{signer},
+		Authorize:            r.authorize,
+		GatewayPorts:         gp,
+		KeepaliveInterval:    neg(s.Keepalive),
+		TakeoverProbe:        neg(s.TakeoverProbe),
+		Cores:                r.e.cores,
+		UDPIdleTimeout:       s.UDPIdle,
+		UDPMaxFlows:          s.UDPMaxFlows,
+		Ciphers:              ciphers,
+		HandshakeTimeout:     neg(s.LoginGrace),
+		MaxStartups:          startups,
+		PerSourceMaxStartups: perSource,
+		MaxAuthTries:         s.MaxAuthTries,
+		Logger:               r.e.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &generation{srv: srv, settings: s, key: signer.PublicKey()}, nil
+}
+
+// serve hands ll's connections to g from now on.
+func (r *serverRun) serve(g *generation, ll *liveListener) {
+	h := newHandoff(ll.ln.Addr())
+	ll.cur.Store(h)
+	g.serving.Add(1)
+	go func() {
+		defer g.serving.Done()
+		g.srv.Serve(h)
+	}()
+}
+
+func (r *serverRun) listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w (is another server on that port? change listen in the file)", addr, err)
+	}
+	ll := &liveListener{ln: ln, done: make(chan struct{})}
+	r.serve(r.gen, ll)
+	go func() {
+		defer close(ll.done)
+		accept.Loop(ln, r.e.log, func(c net.Conn) {
+			for {
+				h := ll.cur.Load()
+				select {
+				case h.conns <- c:
+					return
+				case <-h.closed:
+					if ll.cur.Load() == h { // no generation to take it
+						c.Close()
+						return
+					}
+				}
+			}
+		})
+	}()
+	r.lns[addr] = ll
+	fmt.Fprintf(r.e.stdout, "pinhole server: listening on %s\n", ln.Addr())
+	return nil
+}
+
+// unlisten stops accepting on addr; the connections it took go on.
+func (r *serverRun) unlisten(addr string) {
+	ll := r.lns[addr]
+	delete(r.lns, addr)
+	ll.ln.Close()
+	<-ll.done
+	ll.cur.Load().Close()
+	r.e.log.Info("listener removed: no new connections on it; its connections go on", "laddr", ll.ln.Addr().String())
+}
+
+func (r *serverRun) reload(file string, b []byte, why string) {
+	r.e.svc.reloading("reloading " + file + ": " + why)
+	defer r.e.svc.ready("running " + file)
+	cfg, err := config.ParseServer(file, b, serverChecks)
+	if err != nil {
+		msg := err.Error()
+		if es := config.AsErrors(err); es != nil {
+			s := make([]string, len(es))
+			for i, m := range es {
+				s[i] = m.Error()
+			}
+			msg = strings.Join(s, "; ")
+		}
+		r.e.log.Error("reload refused: the server stays as it is; fix the file and save it again", "file", file, "why", why, "err", msg)
+		return
+	}
+	d := config.CompareServer(r.cfg, cfg)
+	if d.Restart {
+		gen, err := r.newGeneration(cfg.Settings)
+		if err != nil {
+			r.e.log.Error("reload refused: the server stays as it is", "file", file, "why", why, "err", err)
+			return
+		}
+		old := r.gen
+		r.gen = gen
+		for _, ll := range r.lns {
+			prev := ll.cur.Load()
+			r.serve(gen, ll)
+			prev.Close()
+		}
+		r.old.Add(1)
+		go func() {
+			defer r.old.Done()
+			r.drain(old, cfg.Settings.Drain)
+		}()
+	}
+	for _, a := range d.Unlisten {
+		r.unlisten(a)
+	}
+	for _, a := range d.Listen {
+		if err := r.listen(a); err != nil {
+			r.e.log.Error("listener not added; it is tried again at the next reload", "laddr", a, "err", err)
+			cfg.Listen = slicesDelete(cfg.Listen, a)
+		}
+	}
+	if d.AuthorizedKeys {
+		if err := r.setKeys(cfg.AuthorizedKeys); err != nil {
+			r.e.log.Error("authorized_keys not changed", "file", cfg.AuthorizedKeys, "err", err)
+			cfg.AuthorizedKeys = r.cfg.AuthorizedKeys
+		}
+	}
+	r.cfg = cfg
+	r.e.log.Info("reloaded", "file", file, "why", why, "listeners added", len(d.Listen), "listeners removed", len(d.Unlisten), "authorized_keys", d.AuthorizedKeys, "restarted", d.Restart)
+	fmt.Fprintf(r.e.stdout, "pinhole server: reloaded %s: %d listeners added, %d removed, authorized_keys changed: %v, restarted: %v\n", file, len(d.Listen), len(d.Unlisten), d.AuthorizedKeys, d.Restart)
+}
+
+func slicesDelete(s []string, v string) []string {
+	var out []string
+	for _, x := range s {
+		if x != v {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// drain shuts g down: new connections go elsewhere already; its own get d
+// to finish (or until a second signal).
+func (r *serverRun) drain(g *generation, d time.Duration) error {
+	r.e.log.Info("old server draining: new connections go to the new one", "streams", g.srv.Stats().StreamsOpen, "drain", d)
+	ctx, cancel := context.WithTimeout(r.e.force, d)
+	defer cancel()
+	err := g.srv.Shutdown(ctx)
+	g.serving.Wait()
+	if err != nil {
+		r.e.log.Warn("old server's drain ended with streams open; they were cut", "err", err)
+	}
+	return err
+}
+
+// closeAll stops every listener and the current server at once.
+func (r *serverRun) closeAll() {
+	for a := range r.lns {
+		r.unlisten(a)
+	}
+	r.gen.srv.Close()
+	r.gen.serving.Wait()
+}
+
+func (r *serverRun) shutdown() error {
+	r.e.svc.stopping("draining")
+	r.e.log.Info("shutting down: no new connections; waiting for open streams (a second signal stops at once)", "streams", r.gen.srv.Stats().StreamsOpen, "drain", r.cfg.Settings.Drain)
+	for a := range r.lns {
+		r.unlisten(a)
+	}
+	err := r.drain(r.gen, r.cfg.Settings.Drain)
+	r.old.Wait()
+	if err != nil {
+		return fmt.Errorf("shutdown did not finish draining, streams were cut: %w", err)
+	}
+	return nil
+}

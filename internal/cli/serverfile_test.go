@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
+)
+
+// TestServerFileReload: pinhole server -c FILE through four reloads: a
+// listener added, a setting changed (a new server takes new connections,
+// the old drains a held stream to its last byte), the listener removed, a
+// new authorized_keys file; and a bad file, refused.
+func TestServerFileReload(t *testing.T) {
+	dir := t.TempDir()
+	identity, pub := writeKey(t, dir, "id_ed25519")
+	writeFile(t, filepath.Join(dir, "authorized_keys"), string(ssh.MarshalAuthorizedKey(pub)))
+	writeFile(t, filepath.Join(dir, "nobody"), "")
+	file := filepath.Join(dir, "server.toml")
+	conf := func(listen, extra string) string {
+		return fmt.Sprintf("listen = [%s]\nhost-key = \"host_key\"\nauthorized-keys = \"authorized_keys\"\ndrain = \"5s\"\n%s\n", listen, extra)
+	}
+	writeFile(t, file, conf(`"127.0.0.1:0"`, ""))
+	reload := make(chan struct{}, 1)
+	srv := startReload(t, reload, "server", "-c", file)
+	out := collect(srv)
+	addr1 := out.wait(t, srv, `^pinhole server: listening on (\S+)`, 1)[1]
+	target := streamtest.NewTarget(t).Port()
+	known := filepath.Join(dir, "known_hosts")
+	connect := func(addr string) (string, *proc) {
+		host, port, _ := net.SplitHostPort(addr)
+		c := start(t, "connect", "-p", port, "-i", identity, "--known-hosts", known, "--keepalive", "1s", "-L", fmt.Sprintf("0:127.0.0.1:%d", target), "tester@"+host)
+		return c.waitLine(t, `-L \S+: listening on (\S+),`)[1], c
+	}
+	local1, _ := connect(addr1)
+	held := hold(t, local1, 1)
+
+	// 1. A second listener.
+	writeFile(t, file, conf(`"127.0.0.1:0", "127.0.0.2:0"`, ""))
+	reload <- struct{}{}
+	out.wait(t, srv, `reloaded \S+: 1 listeners added, 0 removed, authorized_keys changed: false, restarted: false`, 1)
+	addr2 := out.wait(t, srv, `^pinhole server: listening on (127\.0\.0\.2:\d+)`, 1)[1]
+	local2, _ := connect(addr2)
+	exchangeThrough(t, local2, 2)
+
+	// 2. A setting changed: the old server drains, a new one takes over.
+	replaceFile(t, file, conf(`"127.0.0.1:0", "127.0.0.2:0"`, `keepalive = "2s"`))
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 0 removed, authorized_keys changed: false, restarted: true`, 1)
+	held.finish(t, "a server restarted by a reload, in the old one's drain")
+	local3, _ := connect(addr1)
+	exchangeThrough(t, local3, 3)
+
+	// 3. The second listener removed.
+	writeFile(t, file, conf(`"127.0.0.1:0"`, `keepalive = "2s"`))
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 1 removed`, 1)
+	refusedSoon(t, addr2, "the removed listener")
+
+	// 4. An authorized_keys without our key: the next login is refused.
+	writeFile(t, file, strings.Replace(conf(`"127.0.0.1:0"`, `keepalive = "2s"`), `"authorized_keys"`, `"nobody"`, 1))
+	out.wait(t, srv, `authorized_keys changed: true`, 1)
+	_, port, _ := net.SplitHostPort(addr1)
+	if code, _, stderr := run(t, "connect", "-p", port, "-i", identity, "--known-hosts", known, "-L", "0:127.0.0.1:9", "tester@127.0.0.1"); code != 1 || !strings.Contains(stderr, "refused our keys") {
+		t.Errorf("login after authorized_keys was changed to an empty file: exit %d; stderr:\n%s", code, stderr)
+	}
+
+	// 5. A bad file is refused, and the server runs on.
+	writeFile(t, file, "listen = [\"127.0.0.1:0\"]\nkeep-alive = \"1s\"\n")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(srv.stderr.String(), "reload refused") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refusal of a bad file; stderr:\n%s", srv.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(srv.stderr.String(), `server.toml:2:1: unknown key \"keep-alive\" in pinhole server's file: did you mean \"keepalive\"?`) {
+		t.Errorf("the refusal does not name the line and the key:\n%s", srv.stderr)
+	}
+	if c, err := net.Dial("tcp", addr1); err != nil {
+		t.Errorf("the server stopped listening after a refused reload: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+// TestServerFileErrors: pinhole server -c refuses a bad file at start, and
+// other flags beside -c.
+func TestServerFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	writeFile(t, bad, "listen = \"2222\"\ngateway-ports = \"maybe\"\n[server]\n")
+	code, _, stderr := run(t, "server", "-c", bad)
+	for _, w := range []string{bad + `:1:10: listen "2222": want host:port`, bad + `:2:17: gateway-ports "maybe"`, bad + ":3:2: [server]: pinhole server's file has no tables"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr does not say %q:\n%s", w, stderr)
+		}
+	}
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	if code, _, stderr := run(t, "check", "-server", "-c", bad); code != 1 || !strings.Contains(stderr, bad+`:2:17: gateway-ports "maybe"`) {
+		t.Errorf("check -server of a bad file: exit %d, stderr:\n%s", code, stderr)
+	}
+	os.WriteFile(bad, []byte("listen = [\"127.0.0.1:0\"]\n"), 0o600)
+	if code, stdout, stderr := run(t, "check", "-server", "-c", bad); code != 0 || !strings.Contains(stdout, "ok: pinhole server, listen 127.0.0.1:0") {
+		t.Errorf("check -server of a good file: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+	}
+	if code, _, stderr := run(t, "server", "-c", bad, "--keepalive", "1s"); code != 2 || !strings.Contains(stderr, "put --keepalive there instead") {
+		t.Errorf("-c with another flag: exit %d, stderr:\n%s", code, stderr)
+	}
+}

@@ -1,0 +1,540 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
+)
+
+// watchEvery is how often pinhole up reads its config file to see whether
+// it changed. Reading it whole (not only its mtime) catches an editor's
+// rename-and-replace and a change within the same second alike.
+const watchEvery = time.Second
+
+// Retrying a tunnel that could not connect, or whose client closed.
+const (
+	retryMin = time.Second
+	retryMax = 30 * time.Second
+)
+
+func runUp(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("pinhole up", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	file := fs.String("c", "", "config `FILE` of the tunnels to run (TOML, see docs/config.md); reloaded on SIGHUP and when it changes")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: pinhole up -c FILE\n\nRuns the named tunnels of FILE, each as pinhole connect would, and keeps them as the file says:\non SIGHUP and whenever the file changes, tunnels added start, removed ones drain and stop,\nchanged ones restart, and the others are not touched.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *file == "" || fs.NArg() > 0 {
+		fmt.Fprintln(e.stderr, "pinhole up: want -c FILE and no other arguments")
+		fs.Usage()
+		return errUsage
+	}
+	data, cfg, err := loadConfig(e, *file)
+	if err != nil {
+		return err
+	}
+	u := &upRunner{e: e, runs: map[string]*tunnelRun{}}
+	u.apply(cfg, config.Compare(nil, cfg))
+	fmt.Fprintf(e.stdout, "pinhole up: running %d tunnels of %s; reload with SIGHUP or by saving the file\n", len(cfg.Tunnels), *file)
+	e.svc.ready("running " + *file)
+
+	seen := data         // the bytes last tried, applied or refused
+	var unsettled []byte // bad bytes seen once, perhaps half written
+	var readErr string
+	tick := time.NewTicker(watchEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return u.stopAll()
+		case <-e.reload:
+			seen = u.reload(*file, "SIGHUP")
+		case <-tick.C:
+			b, err := os.ReadFile(*file)
+			if err != nil {
+				// An editor's rename-and-replace leaves no gap, but a
+				// deleted file is said once, and waited out.
+				if err.Error() != readErr {
+					e.log.Warn("cannot read the config file; the running tunnels stay as they are", "file", *file, "err", err)
+					readErr = err.Error()
+				}
+				continue
+			}
+			readErr = ""
+			if bytes.Equal(b, seen) {
+				continue
+			}
+			// A file that does not parse may be half written: it is
+			// refused only if it is the same at the next look.
+			if _, err := parseConfig(*file, b); err != nil && !bytes.Equal(b, unsettled) {
+				unsettled = b
+				continue
+			}
+			unsettled = nil
+			seen = u.reloadBytes(*file, b, "the file changed")
+		}
+	}
+}
+
+// loadConfig reads and parses file, printing each mistake on a line of its
+// own as file:line:col: what to write instead.
+func loadConfig(e *env, file string) ([]byte, *config.Config, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot read the config: %w (pass the file of your tunnels with -c FILE; docs/config.md has an example)", err)
+	}
+	cfg, err := parseConfig(file, data)
+	if es := config.AsErrors(err); es != nil {
+		for _, m := range es {
+			fmt.Fprintln(e.stderr, m)
+		}
+		return nil, nil, fmt.Errorf("%d %s in %s", len(es), plural(len(es), "mistake", "mistakes"), file)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	return data, cfg, nil
+}
+
+// parseConfig is config.Parse, then config.CheckFiles on the files the
+// tunnels name.
+func parseConfig(file string, data []byte) (*config.Config, error) {
+	cfg, err := config.Parse(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.CheckFiles(cfg, checkFile); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// checkFile reports whether path (perhaps ~/...) can be opened for
+// reading.
+func checkFile(path string) error {
+	p, err := expandHome(path)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return pe.Err
+		}
+		return err
+	}
+	f.Close()
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// upRunner is the running set of pinhole up: one tunnelRun per tunnel of
+// the config it last applied. Only runUp's goroutine calls it.
+type upRunner struct {
+	e    *env
+	cfg  *config.Config
+	runs map[string]*tunnelRun
+}
+
+// reload reads file again and applies it; it returns the bytes read.
+func (u *upRunner) reload(file, why string) []byte {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		u.e.log.Error("reload refused: cannot read the config file; the running tunnels stay as they are", "file", file, "why", why, "err", err)
+		return nil
+	}
+	return u.reloadBytes(file, b, why)
+}
+
+// reloadBytes applies the config in b, or refuses it with one log line
+// and leaves everything running as it was.
+func (u *upRunner) reloadBytes(file string, b []byte, why string) []byte {
+	u.e.svc.reloading("reloading " + file + ": " + why)
+	defer u.e.svc.ready("running " + file)
+	cfg, err := parseConfig(file, b)
+	if err != nil {
+		msg := err.Error()
+		if es := config.AsErrors(err); es != nil {
+			s := make([]string, len(es))
+			for i, m := range es {
+				s[i] = m.Error()
+			}
+			msg = strings.Join(s, "; ")
+		}
+		u.e.log.Error("reload refused: the running tunnels stay as they are; fix the file (pinhole check -c FILE) and save it again", "file", file, "why", why, "err", msg)
+		return b
+	}
+	d := config.Compare(u.cfg, cfg)
+	u.apply(cfg, d)
+	u.e.log.Info("reloaded", "file", file, "why", why, "started", len(d.Start), "stopped", len(d.Stop), "restarted", len(d.Restart), "changed", len(d.Change), "unchanged", len(d.Same))
+	fmt.Fprintf(u.e.stdout, "pinhole up: reloaded %s: %d started, %d stopped, %d restarted, %d changed, %d unchanged\n", file, len(d.Start), len(d.Stop), len(d.Restart), len(d.Change), len(d.Same))
+	return b
+}
+
+// apply carries d out: it returns at once; draining and connecting go on
+// in each tunnel's goroutine. Of the tunnels of d.Same nothing is
+// touched: only a forward that could not be added before is tried again.
+func (u *upRunner) apply(cfg *config.Config, d config.Diff) {
+	for _, t := range d.Stop {
+		u.runs[t.Name].stop(cfg.Drain)
+		delete(u.runs, t.Name)
+	}
+	for _, t := range d.Restart {
+		old := u.runs[t.Name]
+		old.stop(cfg.Drain)
+		// The new one starts once the old has let go of its ports.
+		u.runs[t.Name] = u.start(t, old.done, cfg.Drain)
+	}
+	for _, t := range d.Start {
+		u.runs[t.Name] = u.start(t, nil, cfg.Drain)
+	}
+	for _, c := range d.Change {
+		u.runs[c.Tunnel.Name].change(c, cfg.Drain)
+	}
+	for _, name := range d.Same {
+		u.runs[name].retry()
+	}
+	u.cfg = cfg
+}
+
+// stopAll drains every tunnel (until the drain ends or a second signal)
+// and waits for them.
+func (u *upRunner) stopAll() error {
+	u.e.svc.stopping("draining")
+	drain := u.cfg.Drain
+	u.e.log.Info("stopping: no new connections; waiting for open streams (a second signal stops at once)", "tunnels", len(u.runs), "drain", drain)
+	for _, r := range u.runs {
+		r.stop(drain)
+	}
+	var cut []string
+	for name, r := range u.runs {
+		<-r.done
+		if r.cut {
+			cut = append(cut, name)
+		}
+	}
+	if len(cut) > 0 {
+		slices.Sort(cut)
+		return fmt.Errorf("stopped before open streams finished, they were cut in %s", strings.Join(cut, ", "))
+	}
+	return nil
+}
+
+func (u *upRunner) start(t *config.Tunnel, after <-chan struct{}, drain time.Duration) *tunnelRun {
+	r := &tunnelRun{
+		e:    u.e,
+		name: t.Name,
+		conn: t.Conn,
+		want: slices.Clone(t.Forwards),
+		done: make(chan struct{}),
+		who:  "pinhole up: " + t.Name,
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	go r.run(after)
+	return r
+}
+
+// tunnelRun is one tunnel of pinhole up: a goroutine that dials, redials
+// when the client closes, and drains it when stopped.
+type tunnelRun struct {
+	e      *env
+	name   string
+	who    string // the start of its stdout lines
+	conn   config.Conn
+	ctx    context.Context // ends at stop
+	cancel context.CancelFunc
+	done   chan struct{} // closed once its client is closed and its forwards drained
+	cut    bool          // the drain ended before its streams did; set before done
+
+	mu       sync.Mutex
+	drainFor time.Duration
+	want     []spec.Forward // the forwards the config gives it
+	client   *tunnel.Client // nil while not connected
+	fwds     map[spec.Forward]*tunnel.Forwarding
+	draining sync.WaitGroup // forwards removed, draining
+}
+
+// stop makes the tunnel drain for d and close; it returns at once.
+func (r *tunnelRun) stop(d time.Duration) {
+	r.mu.Lock()
+	r.drainFor = d
+	r.mu.Unlock()
+	r.cancel()
+}
+
+// change adds and removes the forwards of c on the running client (or,
+// while it is not connected, on the one it will dial), and leaves its
+// other forwards alone.
+func (r *tunnelRun) change(c config.Change, drain time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.want = slices.Clone(c.Tunnel.Forwards)
+	r.drainFor = drain
+	r.reconcileLocked()
+}
+
+// retry adds the forwards of want that an earlier Client.Forward refused
+// (a port taken then); the others are left alone.
+func (r *tunnelRun) retry() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reconcileLocked() // removes nothing: want has not changed
+}
+
+// reconcileLocked makes the client's forwards those of want: each one
+// missing is added through Client.Forward, each one too many drains
+// (Forwarding.Shutdown) in the background.
+func (r *tunnelRun) reconcileLocked() {
+	if r.client == nil {
+		return
+	}
+	for f, fw := range r.fwds {
+		if slices.Contains(r.want, f) {
+			continue
+		}
+		delete(r.fwds, f)
+		r.e.log.Info("forward removed: draining", "name", r.name, "forward", f.Kind.String()+" "+f.String(), "streams", fw.Stats().StreamsOpen, "drain", r.drainFor)
+		r.draining.Add(1)
+		go func(d time.Duration) {
+			defer r.draining.Done()
+			ctx, cancel := context.WithTimeout(r.e.force, d)
+			defer cancel()
+			fw.Shutdown(ctx)
+		}(r.drainFor)
+	}
+	for _, f := range r.want {
+		if _, ok := r.fwds[f]; ok {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, 15*time.Second)
+		fw, err := r.client.Forward(ctx, f)
+		cancel()
+		if err != nil {
+			r.e.log.Error("forward not added; it is tried again at the next reload", "name", r.name, "forward", f.Kind.String()+" "+f.String(), "err", err)
+			continue
+		}
+		r.fwds[f] = fw
+		printForward(r.e, r.who, r.conn.Host, fw)
+	}
+}
+
+func (r *tunnelRun) run(after <-chan struct{}) {
+	defer close(r.done)
+	defer r.draining.Wait()
+	if after != nil {
+		select {
+		case <-after:
+		case <-r.ctx.Done():
+			return
+		}
+	}
+	wait := retryMin
+	for {
+		c, closeAgent, err := r.dial()
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return
+			}
+			r.e.log.Error("tunnel did not connect; retrying", "name", r.name, "err", err, "retry", wait)
+			select {
+			case <-time.After(wait):
+			case <-r.ctx.Done():
+				return
+			}
+			wait = min(2*wait, retryMax)
+			continue
+		}
+		wait = retryMin
+		select {
+		case <-c.Done():
+			err := c.Wait()
+			closeAgent()
+			r.mu.Lock()
+			r.client, r.fwds = nil, nil
+			r.mu.Unlock()
+			r.e.log.Error("tunnel closed; connecting again", "name", r.name, "err", err, "retry", wait)
+			select {
+			case <-time.After(wait):
+			case <-r.ctx.Done():
+				return
+			}
+		case <-r.ctx.Done():
+			r.mu.Lock()
+			d := r.drainFor
+			r.client, r.fwds = nil, nil
+			r.mu.Unlock()
+			r.e.log.Info("tunnel stopping: no new connections; draining", "name", r.name, "streams", c.Stats().StreamsOpen, "drain", d)
+			ctx, cancel := context.WithTimeout(r.e.force, d)
+			err := c.Shutdown(ctx)
+			cancel()
+			c.Close()
+			closeAgent()
+			if err != nil {
+				r.cut = true
+				r.e.log.Warn("tunnel stopped before its open streams finished; they were cut", "name", r.name, "err", err)
+			} else {
+				r.e.log.Info("tunnel stopped", "name", r.name)
+			}
+			return
+		}
+	}
+}
+
+// dial connects the tunnel with the forwards it wants now, then makes
+// up for any change made while it dialed.
+func (r *tunnelRun) dial() (*tunnel.Client, func(), error) {
+	cfg, closeAgent, err := clientConfig(r.e, r.conn)
+	if err != nil {
+		return nil, nil, err
+	}
+	r.mu.Lock()
+	for _, f := range r.want {
+		switch f.Kind {
+		case spec.Local:
+			cfg.Local = append(cfg.Local, f)
+		case spec.Remote:
+			cfg.Remote = append(cfg.Remote, f)
+		case spec.Dynamic:
+			cfg.Dynamic = append(cfg.Dynamic, f)
+		}
+	}
+	r.mu.Unlock()
+	cfg.Logger = r.e.log.With("name", r.name)
+	c, err := tunnel.Dial(r.ctx, cfg)
+	if err != nil {
+		closeAgent()
+		return nil, nil, err
+	}
+	fmt.Fprintf(r.e.stdout, "%s: connected to %s as %s\n", r.who, cfg.Addr, cfg.User)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.client, r.fwds = c, map[spec.Forward]*tunnel.Forwarding{}
+	for _, fw := range c.Forwardings() {
+		r.fwds[fw.Spec()] = fw
+		printForward(r.e, r.who, cfg.Addr, fw)
+	}
+	r.reconcileLocked()
+	return c, closeAgent, nil
+}
+
+// clientConfig is what pinhole connect makes of its flags, made of a
+// tunnel's settings instead; closeAgent ends the ssh-agent connection.
+func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func(), _ error) {
+	userName := c.User
+	if userName == "" {
+		u, err := user.Current()
+		if err != nil {
+			return tunnel.ClientConfig{}, nil, fmt.Errorf("cannot tell your user name (%v): set user = \"NAME\"", err)
+		}
+		userName = u.Username
+	}
+	known := c.KnownHosts
+	if known == "" {
+		known = "~/.ssh/known_hosts"
+	}
+	known, err := expandHome(known)
+	if err != nil {
+		return tunnel.ClientConfig{}, nil, err
+	}
+	mode, err := auth.ParseHostKeyMode(c.HostKeyCheck)
+	if err != nil {
+		return tunnel.ClientConfig{}, nil, err
+	}
+	if mode == auth.HostKeyNo {
+		e.log.Warn("host-key-check = \"no\": the server's identity is NOT checked; anyone on the path can read and change this tunnel's traffic", "server", c.Host)
+	}
+	kh, err := auth.OpenKnownHosts(known, mode, e.log)
+	if err != nil {
+		return tunnel.ClientConfig{}, nil, err
+	}
+	var idents []string
+	for _, p := range c.Identity {
+		p, err := expandHome(p)
+		if err != nil {
+			return tunnel.ClientConfig{}, nil, err
+		}
+		idents = append(idents, p)
+	}
+	proxyFile := c.ProxyAuthFile
+	if proxyFile != "" {
+		if proxyFile, err = expandHome(proxyFile); err != nil {
+			return tunnel.ClientConfig{}, nil, err
+		}
+	}
+	creds, err := proxyCredentials(c.ProxyAuth, proxyFile)
+	if err != nil {
+		return tunnel.ClientConfig{}, nil, err
+	}
+	signers, agentCloser, err := auth.ClientSigners(idents, os.Getenv("SSH_AUTH_SOCK"))
+	if err != nil {
+		return tunnel.ClientConfig{}, nil, err
+	}
+	closeAgent = func() { agentCloser() }
+	if len(signers) == 0 {
+		closeAgent()
+		return tunnel.ClientConfig{}, nil, errors.New("no keys to log in with: create one with 'ssh-keygen -t ed25519', set identity = [\"FILE\"], or start ssh-agent")
+	}
+	addr := net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+	interval := c.Keepalive
+	if interval == 0 {
+		interval = -1
+	}
+	cfg := tunnel.ClientConfig{
+		Addr:              addr,
+		User:              userName,
+		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		HostKeyCallback:   kh.Callback(),
+		HostKeyAlgorithms: kh.Algorithms(addr),
+		AllowOpenProxy:    c.AllowOpenProxy,
+		KeepaliveInterval: interval,
+		KeepaliveCountMax: c.KeepaliveCount,
+		UDPIdleTimeout:    c.UDPIdle,
+		UDPMaxFlows:       c.UDPMaxFlows,
+		UDPOptional:       true,
+		Cores:             e.cores,
+		Logger:            e.log,
+	}
+	if creds != nil {
+		cfg.ProxyCredentials = creds
+	}
+	return cfg, closeAgent, nil
+}
+
+// expandHome turns a leading ~ into the home directory.
+func expandHome(p string) (string, error) {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return p, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no home directory for %s (%v): write the path in full", p, err)
+	}
+	return filepath.Join(home, p[1:]), nil
+}

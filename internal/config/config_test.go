@@ -1,0 +1,392 @@
+package config
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/spec"
+)
+
+const good = `# two tunnels
+drain = "3s"
+
+[tunnel.db]
+host = "deploy@bastion.example.com"
+port = 2222
+identity = ["keys/id_db", "~/.ssh/id_ed25519"]
+known-hosts = "/etc/pinhole/known_hosts"
+host-key-check = "yes"
+keepalive = "5s"
+keepalive-count = 4
+local = [
+  "5432:db.internal:5432", # the database
+  "5353:dns.internal:53/udp",
+]
+
+[tunnel.web]
+host = "vps.example.com"
+user = "me"
+remote = "8080:localhost:3000"
+dynamic = ["127.0.0.1:1080"]
+proxy-auth = "alice:secret"
+allow-open-proxy = true
+udp-idle = "2m"
+udp-max-flows = 10
+`
+
+func mustForward(t *testing.T, k spec.Kind, s string) spec.Forward {
+	t.Helper()
+	f, err := spec.Parse(k, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestParseGood(t *testing.T) {
+	cfg, err := Parse("/etc/pinhole/up.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Drain != 3*time.Second || len(cfg.Tunnels) != 2 {
+		t.Fatalf("drain %v, %d tunnels", cfg.Drain, len(cfg.Tunnels))
+	}
+	db, web := cfg.Tunnel("db"), cfg.Tunnel("web")
+	wantDB := Conn{
+		Host: "bastion.example.com", Port: 2222, User: "deploy",
+		Identity:   []string{"/etc/pinhole/keys/id_db", "~/.ssh/id_ed25519"},
+		KnownHosts: "/etc/pinhole/known_hosts", HostKeyCheck: "yes",
+		Keepalive: 5 * time.Second, KeepaliveCount: 4, UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows,
+	}
+	if !reflect.DeepEqual(db.Conn, wantDB) {
+		t.Errorf("db:\n got %+v\nwant %+v", db.Conn, wantDB)
+	}
+	if want := []spec.Forward{mustForward(t, spec.Local, "5432:db.internal:5432"), mustForward(t, spec.Local, "5353:dns.internal:53/udp")}; !reflect.DeepEqual(db.Forwards, want) {
+		t.Errorf("db forwards %v, want %v", db.Forwards, want)
+	}
+	wantWeb := Conn{
+		Host: "vps.example.com", Port: 22, User: "me", HostKeyCheck: "accept-new",
+		Keepalive: DefaultKeepalive, KeepaliveCount: 3, ProxyAuth: "alice:secret", AllowOpenProxy: true,
+		UDPIdle: 2 * time.Minute, UDPMaxFlows: 10,
+	}
+	if !reflect.DeepEqual(web.Conn, wantWeb) {
+		t.Errorf("web:\n got %+v\nwant %+v", web.Conn, wantWeb)
+	}
+	if want := []spec.Forward{mustForward(t, spec.Remote, "8080:localhost:3000"), mustForward(t, spec.Dynamic, "127.0.0.1:1080")}; !reflect.DeepEqual(web.Forwards, want) {
+		t.Errorf("web forwards %v, want %v", web.Forwards, want)
+	}
+}
+
+// TestParseOtherSpellings: inline tables and dotted keys are the same
+// TOML, and mean the same tunnels.
+func TestParseOtherSpellings(t *testing.T) {
+	a, err := Parse("a.toml", []byte("[tunnel.x]\nhost = \"h\"\nlocal = [\"1:h:2\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{
+		"tunnel.x = { host = \"h\", local = [\"1:h:2\"] }\n",
+		"[tunnel]\nx.host = \"h\"\nx.local = \"1:h:2\"\n",
+	} {
+		b, err := Parse("a.toml", []byte(src))
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if d := Compare(a, b); !d.Empty() || !reflect.DeepEqual(a.Tunnels[0].Conn, b.Tunnels[0].Conn) || !reflect.DeepEqual(a.Tunnels[0].Forwards, b.Tunnels[0].Forwards) {
+			t.Errorf("%q gives %+v, want %+v", src, b.Tunnels[0], a.Tunnels[0])
+		}
+	}
+}
+
+// TestParseErrors: each mistake is reported at its line and column, with
+// what to write instead.
+func TestParseErrors(t *testing.T) {
+	base := "[tunnel.a]\nhost = \"h\"\nlocal = [\"8080:x:80\"]\n"
+	for _, tc := range []struct {
+		name, src string
+		want      []string // each an error line's prefix "line:col: " and a part of its text
+	}{
+		{"unknown key", base + "hostname = \"x\"\n", []string{`4:1: unknown key "hostname" in [tunnel.a]: did you mean "host"?`}},
+		{"unknown key underscored", base + "known_hosts = \"x\"\n", []string{`4:1: unknown key "known_hosts" in [tunnel.a]: did you mean "known-hosts"?`}},
+		{"unknown top key", "drian = \"1s\"\n" + base, []string{`1:1: unknown key "drian" in the top level: did you mean "drain"?`}},
+		{"unknown table", "[tunnels.a]\nhost = \"h\"\n", []string{`1:2: unknown key "tunnels" in the top level: did you mean "tunnel"?`}},
+		{"bad spec", "[tunnel.a]\nhost = \"h\"\nlocal = [\"8080:x:80\", \"8080:db\"]\n", []string{`3:23: -L "8080:db": want [bind:]port:host:hostport`}},
+		{"bad port", base + "port = 70000\n", []string{"4:8: port 70000: want a port from 1 to 65535"}},
+		{"port as string", base + "port = \"22\"\n", []string{"4:8: port is a whole number, not a string: write port = 22"}},
+		{"bad duration", base + "keepalive = 15\n", []string{`4:13: keepalive is a duration in quotes, not a number: write keepalive = "15s"`}},
+		{"bad duration text", base + "keepalive = \"15 seconds\"\n", []string{`4:13: keepalive "15 seconds" is not a duration`}},
+		{"bad check", base + "host-key-check = \"maybe\"\n", []string{`4:18: host-key-check "maybe": want "yes"`}},
+		{"no host", "[tunnel.a]\nlocal = [\"1:h:2\"]\n", []string{"1:9: tunnel a has no host: add host ="}},
+		{"nothing to forward", "[tunnel.a]\nhost = \"h\"\n", []string{"1:9: tunnel a has nothing to forward"}},
+		{"duplicate forward", "[tunnel.a]\nhost = \"h\"\nlocal = [\"1:h:2\", \"1:h:2\"]\n", []string{"3:19: -L 1:h:2 is given twice in tunnel a"}},
+		{"port held by two tunnels", base + "[tunnel.b]\nhost = \"h\"\nlocal = [\"8080:y:80\"]\n", []string{"6:10: -L 8080:y:80 listens where tunnel a already does"}},
+		{"udp dynamic", base + "dynamic = [\"1080/udp\"]\n", []string{"4:12: -D \"1080/udp\": -D does not carry UDP"}},
+		{"user twice", "[tunnel.a]\nhost = \"x@h\"\nuser = \"y\"\nlocal = [\"1:h:2\"]\n", []string{`3:8: user = "y" but host says "x"@`}},
+		{"host with port", base + "[tunnel.b]\nhost = \"h:22\"\nlocal = [\"1:h:2\"]\n", []string{`5:8: host "h:22": put the port in port = 22`}},
+		{"bad name", "[tunnel.\"a b\"]\nhost = \"h\"\nlocal = [\"1:h:2\"]\n", []string{`tunnel name "a b"`}},
+		{"syntax", "[tunnel.a\nhost = 1\n", []string{"1:"}},
+		{"key twice", base + "host = \"h2\"\n", []string{"4:1: "}},
+		{"array table", "[[tunnel]]\nhost = \"h\"\n", []string{"1:3: [[tunnel]] is an array of tables"}},
+		{"tunnel not a table", "tunnel = 3\n", []string{"1:10: tunnel is a table of tunnels"}},
+		{"bool", base + "allow-open-proxy = \"yes\"\n", []string{"4:20: allow-open-proxy is true or false, not a string"}},
+		{"two mistakes", base + "prot = 22\nkeepalive = \"x\"\n", []string{`4:1: unknown key "prot"`, `5:13: keepalive "x"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("up.toml", []byte(tc.src))
+			if err == nil {
+				t.Fatalf("accepted: %+v", cfg)
+			}
+			es := AsErrors(err)
+			if len(es) != len(tc.want) {
+				t.Fatalf("%d errors, want %d:\n%v", len(es), len(tc.want), err)
+			}
+			for i, w := range tc.want {
+				got := es[i].Error()
+				if !strings.HasPrefix(got, "up.toml:") || !strings.Contains(got, w) {
+					t.Errorf("error %d:\n got %s\nwant up.toml:%s...", i, got, w)
+				}
+			}
+		})
+	}
+}
+
+func parse(t *testing.T, src string) *Config {
+	t.Helper()
+	cfg, err := Parse("up.toml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func names(ts []*Tunnel) []string {
+	var s []string
+	for _, t := range ts {
+		s = append(s, t.Name)
+	}
+	return s
+}
+
+func TestCompare(t *testing.T) {
+	old := parse(t, `
+[tunnel.same]
+host = "a"
+local = ["1:x:1"]
+[tunnel.gone]
+host = "a"
+local = ["2:x:2"]
+[tunnel.moved]
+host = "a"
+local = ["3:x:3"]
+[tunnel.fwds]
+host = "a"
+local = ["4:x:4", "5:x:5"]
+remote = ["6:x:6"]
+[tunnel.keys]
+host = "a"
+identity = ["k1", "k2"]
+local = ["7:x:7"]
+`)
+	new := parse(t, `
+drain = "1s"
+[tunnel.same]
+local = ["1:x:1"]
+host = "a" # the same settings in another order
+[tunnel.moved]
+host = "b"
+local = ["3:x:3"]
+[tunnel.fwds]
+host = "a"
+local = ["5:x:5", "8:x:8/udp"]
+remote = ["6:x:6"]
+[tunnel.keys]
+host = "a"
+identity = ["k2", "k1"]
+local = ["7:x:7"]
+[tunnel.fresh]
+host = "a"
+dynamic = ["1080"]
+`)
+	d := Compare(old, new)
+	if got := names(d.Start); !reflect.DeepEqual(got, []string{"fresh"}) {
+		t.Errorf("start %v", got)
+	}
+	if got := names(d.Stop); !reflect.DeepEqual(got, []string{"gone"}) {
+		t.Errorf("stop %v", got)
+	}
+	if got := names(d.Restart); !reflect.DeepEqual(got, []string{"keys", "moved"}) {
+		t.Errorf("restart %v (identity order matters: it is the order keys are tried)", got)
+	}
+	if !reflect.DeepEqual(d.Same, []string{"same"}) {
+		t.Errorf("same %v", d.Same)
+	}
+	if len(d.Change) != 1 || d.Change[0].Tunnel.Name != "fwds" {
+		t.Fatalf("change %+v", d.Change)
+	}
+	c := d.Change[0]
+	if want := []spec.Forward{mustForward(t, spec.Local, "8:x:8/udp")}; !reflect.DeepEqual(c.Add, want) {
+		t.Errorf("add %v, want %v", c.Add, want)
+	}
+	if want := []spec.Forward{mustForward(t, spec.Local, "4:x:4")}; !reflect.DeepEqual(c.Remove, want) {
+		t.Errorf("remove %v, want %v", c.Remove, want)
+	}
+	if d.Empty() {
+		t.Error("Empty")
+	}
+	if d := Compare(new, new); !d.Empty() || len(d.Same) != len(new.Tunnels) {
+		t.Errorf("a config against itself: %+v", d)
+	}
+	if d := Compare(nil, new); len(d.Start) != len(new.Tunnels) {
+		t.Errorf("from nothing: %+v", d)
+	}
+}
+
+func TestNearest(t *testing.T) {
+	for key, want := range map[string]string{
+		"hostname": "host", "identityfile": "identity", "LocalForward": "local",
+		"keepalive_count": "keepalive-count", "udp-max-flow": "udp-max-flows", "zzzzzzzzzz": "",
+	} {
+		if got := nearest(key, tunnelKeys); got != want {
+			t.Errorf("nearest(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
+
+// FuzzParse: any bytes give a config or errors with a position, never a
+// panic; a config that parses has tunnels that compare equal to
+// themselves.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("tunnel.x = { host = \"h\", local = [\"1:h:2\"] }\n"))
+	f.Add([]byte("[tunnel.a]\nhost = \"h\"\nlocal = [\"8080:x:80\", 3]\nprot = 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("f.toml", data)
+		if err != nil {
+			es := AsErrors(err)
+			if len(es) == 0 {
+				t.Fatalf("error without a position: %v", err)
+			}
+			for _, e := range es {
+				if e.Line < 1 || e.Col < 1 {
+					t.Fatalf("bad position: %v", e)
+				}
+			}
+			return
+		}
+		if d := Compare(cfg, cfg); !d.Empty() {
+			t.Fatalf("a config differs from itself: %+v", d)
+		}
+	})
+}
+
+func TestCheckFiles(t *testing.T) {
+	cfg := parse(t, `[tunnel.a]
+host = "h"
+identity = ["here", "~/gone"]
+known-hosts = "kh"
+proxy-auth-file = "/etc/users"
+local = ["1:h:2"]
+[tunnel.b]
+host = "h"
+host-key-check = "yes"
+known-hosts = "kh"
+local = ["3:h:4"]
+`)
+	exists := map[string]bool{"here": true, "/etc/users": true}
+	err := CheckFiles(cfg, func(p string) error {
+		if exists[p] {
+			return nil
+		}
+		return errors.New("no such file or directory")
+	})
+	es := AsErrors(err)
+	want := []string{
+		`up.toml:3:21: identity "~/gone": no such file or directory: create the key with ssh-keygen -t ed25519 -f ~/gone`,
+		`up.toml:10:15: known-hosts "kh": no such file or directory: with host-key-check = "yes" it must list the server`,
+	}
+	if len(es) != len(want) {
+		t.Fatalf("got %v, want %d errors", err, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(es[i].Error(), w) {
+			t.Errorf("got  %s\nwant %s...", es[i], w)
+		}
+	}
+}
+
+func TestParseServer(t *testing.T) {
+	s, err := ParseServer("/etc/pinhole/server.toml", []byte(`
+listen = [":2222", "127.0.0.1:443"]
+host-key = "host_key"
+authorized-keys = "~/.ssh/authorized_keys"
+gateway-ports = "clientspecified"
+keepalive = "0s"
+max-startups = "5:50:20"
+per-source-max-startups = "none"
+max-auth-tries = 3
+`), ServerChecks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Server{
+		File: "/etc/pinhole/server.toml", Listen: []string{":2222", "127.0.0.1:443"},
+		HostKey: "/etc/pinhole/host_key", AuthorizedKeys: "~/.ssh/authorized_keys",
+		Settings: ServerSettings{
+			HostKey: "/etc/pinhole/host_key", GatewayPorts: "clientspecified", Keepalive: 0, TakeoverProbe: 3 * time.Second,
+			Drain: DefaultDrain, UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
+			MaxStartups: "5:50:20", PerSourceMaxStartups: "none", MaxAuthTries: 3,
+		},
+	}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("\n got %+v\nwant %+v", s, want)
+	}
+	_, err = ParseServer("s.toml", []byte("listen = \":22\"\nciphers = \"rot13\"\nlisten-address = 1\n"), ServerChecks{Ciphers: func(string) error { return errors.New("unknown cipher") }})
+	es := AsErrors(err)
+	if len(es) != 2 || es[0].Error() != `s.toml:2:11: ciphers "rot13": unknown cipher` || !strings.Contains(es[1].Error(), `did you mean "listen"?`) {
+		t.Errorf("errors: %v", err)
+	}
+}
+
+func TestCompareServer(t *testing.T) {
+	p := func(src string) *Server {
+		s, err := ParseServer("s.toml", []byte(src), ServerChecks{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	old := p("listen = [\":1\", \":2\"]\nauthorized-keys = \"a\"\n")
+	if d := CompareServer(old, p("listen = [\":2\", \":1\"]\nauthorized-keys = \"a\"\n")); !reflect.DeepEqual(d, ServerDiff{}) {
+		t.Errorf("the same in another order: %+v", d)
+	}
+	d := CompareServer(old, p("listen = [\":2\", \":3\"]\nauthorized-keys = \"b\"\nmax-auth-tries = 2\n"))
+	if want := (ServerDiff{Listen: []string{":3"}, Unlisten: []string{":1"}, AuthorizedKeys: true, Restart: true}); !reflect.DeepEqual(d, want) {
+		t.Errorf("got %+v, want %+v", d, want)
+	}
+}
+
+// FuzzParseServer: any bytes give a server config or positioned errors.
+func FuzzParseServer(f *testing.F) {
+	f.Add([]byte("listen = [\":2222\"]\nkeepalive = \"5s\"\n"))
+	f.Add([]byte("listen = \":22\"\n[x]\ny = 1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := ParseServer("f.toml", data, ServerChecks{})
+		if err != nil {
+			for _, e := range AsErrors(err) {
+				if e.Line < 1 || e.Col < 1 {
+					t.Fatalf("bad position: %v", e)
+				}
+			}
+			if AsErrors(err) == nil {
+				t.Fatalf("error without a position: %v", err)
+			}
+			return
+		}
+		if d := CompareServer(s, s); !reflect.DeepEqual(d, ServerDiff{}) {
+			t.Fatalf("differs from itself: %+v", d)
+		}
+	})
+}

@@ -1,0 +1,237 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
+)
+
+// serverKeys are the keys of pinhole server's file: its flags' names.
+var serverKeys = []string{
+	"listen", "host-key", "authorized-keys", "gateway-ports", "keepalive",
+	"takeover-probe", "drain", "udp-idle", "udp-max-flows", "ciphers",
+	"login-grace", "max-startups", "per-source-max-startups", "max-auth-tries",
+}
+
+// Server is a parsed, valid file of pinhole server -c: each field is the
+// flag of the same name. Values are checked for their form here; the
+// server's own parsers (gateway-ports, ciphers, max-startups) check the
+// rest through Check.
+type Server struct {
+	File string
+	// Listen are the addresses to accept SSH connections on; no two equal.
+	Listen         []string
+	HostKey        string // "" means the default in the state directory
+	AuthorizedKeys string // "" means ~/.ssh/authorized_keys
+	Settings       ServerSettings
+}
+
+// ServerSettings are what the tunnel.Server is made with: a change
+// restarts it (new connections go to the new one, open ones drain on the
+// old).
+type ServerSettings struct {
+	HostKey              string
+	GatewayPorts         string
+	Keepalive            time.Duration
+	TakeoverProbe        time.Duration
+	Drain                time.Duration
+	UDPIdle              time.Duration
+	UDPMaxFlows          int
+	Ciphers              string
+	LoginGrace           time.Duration
+	MaxStartups          string
+	PerSourceMaxStartups string
+	MaxAuthTries         int
+}
+
+// ServerDiff is what a reload of pinhole server's file changes.
+type ServerDiff struct {
+	Listen, Unlisten []string // addresses to start and to stop accepting on
+	AuthorizedKeys   bool     // the authorized_keys file is another one
+	Restart          bool     // Settings changed
+}
+
+// CompareServer says what a reload from old to new does.
+func CompareServer(old, new *Server) ServerDiff {
+	var d ServerDiff
+	for _, a := range new.Listen {
+		if !slices.Contains(old.Listen, a) {
+			d.Listen = append(d.Listen, a)
+		}
+	}
+	for _, a := range old.Listen {
+		if !slices.Contains(new.Listen, a) {
+			d.Unlisten = append(d.Unlisten, a)
+		}
+	}
+	d.AuthorizedKeys = old.AuthorizedKeys != new.AuthorizedKeys
+	d.Restart = !reflect.DeepEqual(old.Settings, new.Settings)
+	return d
+}
+
+// ServerChecks are the server's own parsers of the values whose syntax
+// is its business; each returns an error saying what to write.
+type ServerChecks struct {
+	GatewayPorts, Ciphers, MaxStartups func(string) error
+}
+
+// ParseServer reads the file of pinhole server -c. checks, where not
+// nil, check values further, their errors placed at the value.
+func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error) {
+	ps := &parser{file: file}
+	if len(data) > MaxSize {
+		ps.errorf(pos{1, 1}, "the file is %d bytes, more than the %d a config may have", len(data), MaxSize)
+		return nil, ps.errs
+	}
+	var generic map[string]any
+	if err := toml.Unmarshal(data, &generic); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			line, col := de.Position()
+			ps.errorf(pos{line, col}, "%s (this is TOML: see docs/config.md)", strings.TrimPrefix(de.Error(), "toml: "))
+		} else {
+			ps.errorf(pos{1, 1}, "%s", strings.TrimPrefix(err.Error(), "toml: "))
+		}
+		return nil, ps.errs
+	}
+	leaves, tables := ps.walk(data)
+	for _, tb := range tables {
+		ps.errorf(tb.ats[0], "[%s]: pinhole server's file has no tables: write its keys (listen, host-key, ...) at the top", strings.Join(tb.path, "."))
+	}
+	s := &Server{File: file, Listen: []string{":2222"}, Settings: ServerSettings{
+		GatewayPorts: "no", Keepalive: DefaultKeepalive, TakeoverProbe: 3 * time.Second, Drain: DefaultDrain,
+		UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
+		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6,
+	}}
+	check := func(f func(string) error, l leaf, v string) {
+		if f != nil {
+			if err := f(v); err != nil {
+				ps.errorf(l.vpos, "%s %q: %v", l.path[0], v, err)
+			}
+		}
+	}
+	for _, l := range leaves {
+		if len(tables) > 0 && len(l.path) > 1 {
+			continue // under a table already reported
+		}
+		name := l.path[0]
+		if len(l.path) > 1 || l.value == nil {
+			ps.errorf(l.key, "%s is not a table: write %s = value", name, name)
+			continue
+		}
+		st := &s.Settings
+		switch name {
+		case "listen":
+			s.Listen = nil
+			for _, a := range ps.strs(l, `listen = [":2222"]`) {
+				if _, port, err := net.SplitHostPort(a.s); err != nil {
+					ps.errorf(a.at, "listen %q: want host:port or :port, e.g. \":2222\" or \"127.0.0.1:2222\"", a.s)
+					continue
+				} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+					ps.errorf(a.at, "listen %q: the port is not a number from 0 to 65535", a.s)
+					continue
+				}
+				if slices.Contains(s.Listen, a.s) {
+					ps.errorf(a.at, "listen %q is given twice: drop one", a.s)
+					continue
+				}
+				s.Listen = append(s.Listen, a.s)
+			}
+			if len(s.Listen) == 0 {
+				ps.errorf(l.vpos, "listen has no address: give one, e.g. listen = [\":2222\"]")
+			}
+		case "host-key":
+			if v, ok := ps.str(l, `host-key = "/var/lib/pinhole/host_key"`); ok {
+				s.HostKey = resolve(file, v)
+				st.HostKey = s.HostKey
+			}
+		case "authorized-keys":
+			if v, ok := ps.str(l, `authorized-keys = "~/.ssh/authorized_keys"`); ok {
+				s.AuthorizedKeys = resolve(file, v)
+			}
+		case "gateway-ports":
+			if v, ok := ps.str(l, `gateway-ports = "no"`); ok {
+				st.GatewayPorts = v
+				check(checks.GatewayPorts, l, v)
+			}
+		case "ciphers":
+			if v, ok := ps.str(l, `ciphers = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"`); ok {
+				st.Ciphers = v
+				check(checks.Ciphers, l, v)
+			}
+		case "max-startups":
+			if v, ok := ps.str(l, `max-startups = "10:30:100"`); ok {
+				st.MaxStartups = v
+				check(checks.MaxStartups, l, v)
+			}
+		case "per-source-max-startups":
+			switch l.value.kind {
+			case unstable.String:
+				if l.value.data != "none" {
+					ps.errorf(l.vpos, "per-source-max-startups %q: want a number of connections, at least 1, or \"none\"", l.value.data)
+					continue
+				}
+				st.PerSourceMaxStartups = "none"
+			default:
+				if n, ok := ps.integer(l, `per-source-max-startups = 10`); ok {
+					if n < 1 {
+						ps.errorf(l.vpos, "per-source-max-startups %d: want at least 1, or \"none\"", n)
+						continue
+					}
+					st.PerSourceMaxStartups = strconv.FormatInt(n, 10)
+				}
+			}
+		case "keepalive":
+			st.Keepalive = ps.duration(l, name, true)
+		case "takeover-probe":
+			st.TakeoverProbe = ps.duration(l, name, true)
+		case "drain":
+			st.Drain = ps.duration(l, name, false)
+		case "udp-idle":
+			if st.UDPIdle = ps.duration(l, name, false); st.UDPIdle == 0 {
+				st.UDPIdle = DefaultUDPIdle
+			}
+		case "login-grace":
+			st.LoginGrace = ps.duration(l, name, true)
+		case "udp-max-flows":
+			if n, ok := ps.integer(l, "udp-max-flows = 1024"); ok {
+				if n < 1 || n > 1<<20 {
+					ps.errorf(l.vpos, "udp-max-flows %d: want from 1 to %d", n, 1<<20)
+					continue
+				}
+				st.UDPMaxFlows = int(n)
+			}
+		case "max-auth-tries":
+			if n, ok := ps.integer(l, "max-auth-tries = 6"); ok {
+				if n < 1 || n > 1000 {
+					ps.errorf(l.vpos, "max-auth-tries %d: want from 1 to 1000", n)
+					continue
+				}
+				st.MaxAuthTries = int(n)
+			}
+		default:
+			ps.unknown(l.key, name, serverKeys, "pinhole server's file")
+		}
+	}
+	if len(ps.errs) > 0 {
+		slices.SortStableFunc(ps.errs, func(a, b *Error) int {
+			if a.Line != b.Line {
+				return a.Line - b.Line
+			}
+			return a.Col - b.Col
+		})
+		return nil, ps.errs
+	}
+	return s, nil
+}
+
+// String is the listen addresses, for messages.
+func (s *Server) String() string { return fmt.Sprintf("listen %s", strings.Join(s.Listen, ", ")) }
