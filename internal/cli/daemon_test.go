@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
 // notifyMsg is one datagram that arrived on the test's NOTIFY_SOCKET.
@@ -315,5 +316,52 @@ func TestStateDir(t *testing.T) {
 	_, err := stateDir(func(string) string { return "" })
 	if err == nil || !strings.Contains(err.Error(), "--host-key FILE") {
 		t.Errorf("stateDir with no variables = %v; want an error naming --host-key", err)
+	}
+}
+
+// TestUpNotify: pinhole up sends READY=1 only once each tunnel has
+// connected or failed its first try (and retries): at READY=1 the good
+// tunnel's "connected" line and the dead one's "retrying" line are out.
+// The end of its ctx (SIGTERM under Run) gives STOPPING=1.
+func TestUpNotify(t *testing.T) {
+	w := newWorld(t, "")
+	target := streamtest.NewTarget(t).Port()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, deadPort, _ := net.SplitHostPort(dead.Addr().String())
+	dead.Close() // nothing listens there: refused at once
+	bad := strings.Replace(w.upTunnel("down", "", target), "port = ", "port = "+deadPort+" # ", 1)
+	file := filepath.Join(w.dir, "up.toml")
+	writeFile(t, file, w.upTunnel("fine", "", target)+bad)
+	sock := filepath.Join(w.dir, "notify")
+	msgs := notifySocket(t, sock)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- MainEnv(ctx, []string{"up", "-c", file}, []string{"NOTIFY_SOCKET=" + sock, "HOME=" + w.dir}, &stdout, &stderr)
+	}()
+	ready, _ := waitNotify(t, msgs, "READY=1\n")
+	if want := "READY=1\nSTATUS=running 2 tunnels of " + file + "\n"; ready.text != want {
+		t.Errorf("READY message %q, want %q", ready.text, want)
+	}
+	if !strings.Contains(stdout.String(), "pinhole up: fine: connected to") {
+		t.Errorf("READY=1 before the good tunnel connected; stdout:\n%s", &stdout)
+	}
+	if !strings.Contains(stderr.String(), `msg="tunnel did not connect; retrying" name=down`) {
+		t.Errorf("READY=1 before the dead tunnel's first try failed; stderr:\n%s", &stderr)
+	}
+	cancel()
+	waitNotify(t, msgs, "STOPPING=1\n")
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("exit %d, want 0; stderr:\n%s", c, &stderr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("pinhole up still running 30 s after its ctx ended")
 	}
 }

@@ -57,7 +57,14 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	u := &upRunner{e: e, runs: map[string]*tunnelRun{}}
 	u.apply(cfg, config.Compare(nil, cfg))
 	fmt.Fprintf(e.stdout, "pinhole up: running %d tunnels of %s; reload with SIGHUP or by saving the file\n", len(cfg.Tunnels), *file)
-	e.svc.ready("running " + *file)
+	// READY=1 once every tunnel has connected or is retrying.
+	for _, r := range u.runs {
+		select {
+		case <-r.tried:
+		case <-ctx.Done():
+		}
+	}
+	e.svc.ready(fmt.Sprintf("running %d tunnels of %s", len(cfg.Tunnels), *file))
 
 	seen := data         // the bytes last tried, applied or refused
 	var unsettled []byte // bad bytes seen once, perhaps half written
@@ -249,12 +256,13 @@ func (u *upRunner) stopAll() error {
 
 func (u *upRunner) start(t *config.Tunnel, after <-chan struct{}, drain time.Duration) *tunnelRun {
 	r := &tunnelRun{
-		e:    u.e,
-		name: t.Name,
-		conn: t.Conn,
-		want: slices.Clone(t.Forwards),
-		done: make(chan struct{}),
-		who:  "pinhole up: " + t.Name,
+		e:     u.e,
+		name:  t.Name,
+		conn:  t.Conn,
+		want:  slices.Clone(t.Forwards),
+		done:  make(chan struct{}),
+		tried: make(chan struct{}),
+		who:   "pinhole up: " + t.Name,
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run(after)
@@ -272,6 +280,10 @@ type tunnelRun struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed once its client is closed and its forwards drained
 	cut    bool          // the drain ended before its streams did; set before done
+	// tried is closed once the first dial has connected or failed (the
+	// tunnel retries), or the tunnel stopped before: READY=1 waits for it.
+	tried     chan struct{}
+	triedOnce sync.Once
 
 	mu       sync.Mutex
 	drainFor time.Duration
@@ -280,6 +292,8 @@ type tunnelRun struct {
 	fwds     map[spec.Forward]*tunnel.Forwarding
 	draining sync.WaitGroup // forwards removed, draining
 }
+
+func (r *tunnelRun) triedNow() { r.triedOnce.Do(func() { close(r.tried) }) }
 
 // stop makes the tunnel drain for d and close; it returns at once.
 func (r *tunnelRun) stop(d time.Duration) {
@@ -347,6 +361,7 @@ func (r *tunnelRun) reconcileLocked() {
 
 func (r *tunnelRun) run(after <-chan struct{}) {
 	defer close(r.done)
+	defer r.triedNow()
 	defer r.draining.Wait()
 	if after != nil {
 		select {
@@ -363,6 +378,7 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 				return
 			}
 			r.e.log.Error("tunnel did not connect; retrying", "name", r.name, "err", err, "retry", wait)
+			r.triedNow()
 			select {
 			case <-time.After(wait):
 			case <-r.ctx.Done():
@@ -371,6 +387,7 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			wait = min(2*wait, retryMax)
 			continue
 		}
+		r.triedNow()
 		wait = retryMin
 		select {
 		case <-c.Done():
