@@ -32,18 +32,20 @@ func defaultIdentities() ([]string, error) {
 // of the ssh-agent listening on agentSocket (usually $SSH_AUTH_SOCK; ""
 // means none; an agent that cannot be reached is skipped), followed by
 // those from the identity files. If files is empty, ~/.ssh/id_ed25519,
-// id_ecdsa and id_rsa are tried and missing ones skipped; a named file
-// that is missing or unreadable is an error. A passphrase-protected file
-// whose key the agent does not hold is an error: pinhole does not prompt,
-// the key must be added to the agent with ssh-add; among the default files
-// such a key is skipped, and only reported when no key is left. A file key
-// the agent
+// id_ecdsa and id_rsa are tried and missing ones skipped. A named file
+// that does not exist is skipped with a warning passed to warn (nil:
+// none), as ssh does, while at least one named file exists; when none of
+// them does, that is an error. A named file that is unreadable or holds no
+// private key is an error. A passphrase-protected file whose key the agent
+// does not hold is an error: pinhole does not prompt, the key must be
+// added to the agent with ssh-add; among the default files such a key is
+// skipped, and only reported when no key is left. A file key the agent
 // already holds is not returned twice. Having no signer at all is an
 // error too.
 //
 // closeFn closes the agent connection; it is never nil and must be called
 // once the signers are no longer used.
-func ClientSigners(files []string, agentSocket string) (signers []ssh.Signer, closeFn func() error, err error) {
+func ClientSigners(files []string, agentSocket string, warn func(error)) (signers []ssh.Signer, closeFn func() error, err error) {
 	closeFn = func() error { return nil }
 	if agentSocket != "" {
 		if conn, err := net.Dial("unix", agentSocket); err == nil {
@@ -62,12 +64,15 @@ func ClientSigners(files []string, agentSocket string) (signers []ssh.Signer, cl
 			return nil, func() error { return nil }, err
 		}
 	}
-	var skipped error // a default key that could not be used
+	var skipped error   // a default key that could not be used
+	var missing []error // named files that do not exist
 	for _, path := range files {
 		s, err := loadIdentity(path, signers)
 		switch {
 		case errors.Is(err, fs.ErrNotExist) && !explicit:
 			continue
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, err)
 		case err != nil && !explicit:
 			// Like ssh, go on with the other default keys; say why only
 			// if none is left.
@@ -77,6 +82,15 @@ func ClientSigners(files []string, agentSocket string) (signers []ssh.Signer, cl
 			return nil, func() error { return nil }, err
 		case s != nil:
 			signers = append(signers, s)
+		}
+	}
+	if explicit && len(missing) == len(files) {
+		closeFn()
+		return nil, func() error { return nil }, missing[0]
+	}
+	if warn != nil {
+		for _, err := range missing {
+			warn(err)
 		}
 	}
 	if len(signers) == 0 {

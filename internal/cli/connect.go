@@ -137,7 +137,9 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	signers, closeAgent, err := auth.ClientSigners(idents, os.Getenv("SSH_AUTH_SOCK"))
+	signers, closeAgent, err := auth.ClientSigners(idents, os.Getenv("SSH_AUTH_SOCK"), func(err error) {
+		fmt.Fprintf(e.stderr, "warning: %v; going on with the other keys\n", err)
+	})
 	if err != nil {
 		return err
 	}
