@@ -81,7 +81,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\n\n")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, err := e.parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
