@@ -58,6 +58,8 @@ func commands() []command {
 		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap},
 		{"version", "print pinhole's version, commit and Go version", runVersion},
 		{"help", "print the help of pinhole or of one command", runHelp},
+		{"completion", "print the shell completion script for bash, zsh or fish", runCompletion},
+		{"man", "print a manual page in roff, or write them all", runMan},
 	}
 }
 

@@ -71,7 +71,7 @@ func TestHelpCommand(t *testing.T) {
 		}
 	}
 	code, stdout, _ := run(t, "help")
-	if code != 0 || !strings.Contains(stdout, "commands:") || !strings.Contains(stdout, "version ") {
+	if code != 0 || !strings.Contains(stdout, "commands:") || !strings.Contains(stdout, "completion") {
 		t.Errorf("pinhole help: exit %d, stdout:\n%s", code, stdout)
 	}
 	code, _, stderr := run(t, "help", "nope")
