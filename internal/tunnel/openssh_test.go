@@ -273,11 +273,19 @@ func TestOpenSSHSession(t *testing.T) {
 	t.Run("tty", func(t *testing.T) {
 		o := sshOptions(srv, key, "-tt")
 		o.Session = true
-		pr, pw := io.Pipe()
+		// An os.Pipe, not an io.Pipe: ssh reads it itself, so no copying
+		// goroutine can keep Wait waiting when ssh hangs.
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pr.Close()
+		defer pw.Close()
 		var stdout syncWriter
+		var once sync.Once
 		stdout.onWrite = func(s string) {
 			if strings.Contains(s, "there is no shell here") && strings.Contains(s, "press Ctrl-C") {
-				go func() { pw.Write([]byte("x\x03")); pw.Close() }()
+				once.Do(func() { pw.Write([]byte("x\x03")) })
 			}
 		}
 		code, out, stderr := runSSHWith(t, o, pr, &stdout)
