@@ -195,29 +195,30 @@ func usage(w io.Writer) {
 	io.WriteString(w, b.String())
 }
 
-// parseFlags is the package's parseFlags, except under flagSet.
+// parseFlags is how a subcommand parses its flags: parseFlagSet, except
+// under flagSet. (Subcommands never call parseFlagSet themselves, or
+// flagSet would run them.)
 func (e *env) parseFlags(fs *flag.FlagSet, args []string) error {
 	if e.describing {
 		e.described = fs
 		return errDescribed
 	}
-	return parseFlags(fs, args)
+	return parseFlagSet(fs, args)
 }
 
-// parseInterspersed is the package's parseInterspersed, except under
-// flagSet.
+// parseInterspersed is parseFlagSetInterspersed, except under flagSet.
 func (e *env) parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	if e.describing {
 		e.described = fs
 		return nil, errDescribed
 	}
-	return parseInterspersed(fs, args)
+	return parseFlagSetInterspersed(fs, args)
 }
 
-// parseFlags is fs.Parse, except that a bad flag gets its one-line error
+// parseFlagSet is fs.Parse, except that a bad flag gets its one-line error
 // and a pointer to -h instead of the whole usage text, and is returned as
 // errUsage (exit status 2). -h prints the usage and returns flag.ErrHelp.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+func parseFlagSet(fs *flag.FlagSet, args []string) error {
 	usage := fs.Usage
 	fs.Usage = func() {}
 	err := fs.Parse(args)
@@ -233,12 +234,12 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// parseInterspersed parses flags that may come before and after positional
+// parseFlagSetInterspersed parses flags that may come before and after positional
 // arguments, as OpenSSH allows ("pinhole connect host -L 8080:db:5432").
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseFlagSetInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := parseFlags(fs, args); err != nil {
+		if err := parseFlagSet(fs, args); err != nil {
 			return nil, err
 		}
 		args = fs.Args()
