@@ -154,6 +154,10 @@ _pinhole() {
 		fmt.Fprintf(&b, "\t%s) flags='%s' valued='%s' args='%s' ;;\n", c.name, strings.Join(flags, " "), strings.Join(valued, " "), args)
 	}
 	fmt.Fprintf(&b, `	esac
+	# "--flag=value": bash's COMP_WORDBREAKS makes "=" a word of its own.
+	if [[ $prev == = ]] && ((COMP_CWORD > 1)); then
+		prev=${COMP_WORDS[COMP_CWORD-2]}
+	fi
 	if [[ " $valued " == *" $prev "* ]]; then
 		COMPREPLY=($(compgen -f -- "$cur"))
 		return

@@ -117,7 +117,10 @@ printf '%%s\n' "${COMPREPLY[@]}"`, scriptFile, strings.Join(quoted, " "), len(wo
 		{[]string{"pinhole", "server", "--auth"}, []string{"--authorized-keys"}},
 		{[]string{"pinhole", "connect", "-p", "22", "al"}, []string{"alpha", "alpine"}},
 		{[]string{"pinhole", "connect", "me@b"}, []string{"me@beta"}},
+		// bash's default COMP_WORDBREAKS has @: it hands "me", "@", "b".
+		{[]string{"pinhole", "connect", "me", "@", "b"}, []string{"beta"}},
 		{[]string{"pinhole", "connect", "-L", "8080:db:5432", "-i", "key_"}, []string{"key_file"}},
+		{[]string{"pinhole", "connect", "--known-hosts", "=", "key_"}, []string{"key_file"}},
 		{[]string{"pinhole", "help", "ser"}, []string{"server"}},
 		{[]string{"pinhole", "man", "m"}, []string{"man", "map"}},
 		{[]string{"pinhole", "completion", "f"}, []string{"fish"}},
