@@ -568,3 +568,39 @@ func TestRemoteRetryBackoff(t *testing.T) {
 		t.Fatalf("-R in place %v after its port freed, with BackoffMax 200 ms", d)
 	}
 }
+
+// TestServerShutdownWithRemoteForward: Shutdown while a connection holds a
+// -R listener (TCP and UDP) closes them and returns; it used to deadlock,
+// the listener's close taking the server's lock that Shutdown held.
+func TestServerShutdownWithRemoteForward(t *testing.T) {
+	echo := streamtest.NewEcho(t)
+	clientKey, hostKey := newSigner(t), newSigner(t)
+	srv := startServer(t, nil, hostKey, keySet(t, authorizedLine("", clientKey.PublicKey())))
+	cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), clientKey)
+	c := dialClient(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var fws []*tunnel.Forwarding
+	for _, s := range []string{"127.0.0.1:0:" + echo.Addr(), "127.0.0.1:0:127.0.0.1:9/udp"} {
+		f, err := c.Forward(ctx, mustParse(t, spec.Remote, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the -R "+s+" to be up", func() bool { return f.State() == tunnel.StateUp })
+		fws = append(fws, f)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- srv.srv.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown with open -R listeners did not return within 5 s")
+	}
+	if nc, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(fws[0].Addr().Port())))); err == nil {
+		nc.Close()
+		t.Fatal("the -R listener still accepts after Shutdown")
+	}
+}

@@ -306,8 +306,10 @@ func (s *Server) stopped() bool {
 
 // setState moves the server to st and does what entering it takes; s.mu
 // is held. It reports false when the server was already there or past it.
-//   - draining: every listener closes, and so does every connection's
-//     remote-forward listeners: nothing new comes in, what is open goes on.
+//   - draining: every listener closes: nothing new comes in, what is open
+//     goes on. Shutdown then closes every connection's remote-forward
+//     listeners, after it lets go of s.mu, which their close takes to
+//     leave the registry.
 //   - closed: every connection closes, and with it every stream.
 func (s *Server) setState(st serverState) bool {
 	if st <= s.state {
@@ -320,8 +322,6 @@ func (s *Server) setState(st serverState) bool {
 	for c := range s.conns {
 		if st == serverClosed {
 			c.conn.Close()
-		} else {
-			c.stopListening()
 		}
 	}
 	if st == serverClosed {
@@ -350,7 +350,14 @@ func (s *Server) Close() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.setState(serverDraining)
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
 	s.mu.Unlock()
+	for _, c := range conns {
+		c.stopListening()
+	}
 	err := drain(ctx, s.meter.streams.Load)
 	s.Close()
 	return err
