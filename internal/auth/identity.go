@@ -38,14 +38,15 @@ func defaultIdentities() ([]string, error) {
 // whose key the agent does not hold is an error: pinhole does not prompt,
 // the key must be added to the agent with ssh-add; among the default files
 // such a key is skipped, and only reported when no key is left. A file key
-// the agent
-// already holds is not returned twice. Having no signer at all is an
-// error too.
+// the agent already holds is not returned twice. A named file that does
+// not exist, beside others that do, is passed to warn (nil: dropped) and
+// skipped, as ssh does; every named file missing is an error. Having no
+// signer at all is an error too.
 //
 // closeFn closes the agent connection; it is never nil and must be called
 // once the signers are no longer used.
-func ClientSigners(files []string, agentSocket string) (signers []ssh.Signer, closeFn func() error, err error) {
-	return Signers{Files: files, AgentSocket: agentSocket}.Load()
+func ClientSigners(files []string, agentSocket string, warn func(error)) (signers []ssh.Signer, closeFn func() error, err error) {
+	return Signers{Files: files, AgentSocket: agentSocket, Warn: warn}.Load()
 }
 
 // Signers says which keys Load returns, as ssh's -i, IdentityFile,
@@ -62,6 +63,9 @@ type Signers struct {
 	// IdentitiesOnly keeps only the agent's keys whose public key one of
 	// the identity files (or its .pub) holds, as ssh's IdentitiesOnly.
 	IdentitiesOnly bool
+	// Warn is told of each of Files that does not exist when others do
+	// (they are skipped); nil drops the warnings.
+	Warn func(error)
 }
 
 // Load returns the signers as ClientSigners documents, for o's files.
@@ -109,12 +113,15 @@ func (o Signers) Load() (signers []ssh.Signer, closeFn func() error, err error) 
 			}
 		}
 	}
-	var skipped error // a key that could not be used and was not required
+	var skipped error   // a key that could not be used and was not required
+	var missing []error // of Files, those that do not exist
 	for _, f := range files {
 		s, err := loadIdentity(f.path, signers)
 		switch {
 		case errors.Is(err, fs.ErrNotExist) && !f.required:
 			continue
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, err)
 		case err != nil && !f.required:
 			// Like ssh, go on with the other keys; say why only if none
 			// is left.
@@ -124,6 +131,15 @@ func (o Signers) Load() (signers []ssh.Signer, closeFn func() error, err error) 
 			return nil, func() error { return nil }, err
 		case s != nil:
 			signers = append(signers, s)
+		}
+	}
+	if len(o.Files) > 0 && len(missing) == len(o.Files) {
+		closeFn()
+		return nil, func() error { return nil }, missing[0]
+	}
+	if o.Warn != nil {
+		for _, err := range missing {
+			o.Warn(err)
 		}
 	}
 	if len(signers) == 0 {

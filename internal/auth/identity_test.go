@@ -78,7 +78,8 @@ func TestClientSignersFiles(t *testing.T) {
 		{"plain", []string{p("plain")}, []ssh.PublicKey{plain}, ""},
 		{"twice", []string{p("plain"), p("plain")}, []ssh.PublicKey{plain}, ""},
 		{"encrypted", []string{p("encrypted")}, nil, "add it to ssh-agent with ssh-add " + p("encrypted")},
-		{"missing", []string{p("plain"), p("missing")}, nil, "does not exist"},
+		{"one missing", []string{p("missing"), p("plain")}, []ssh.PublicKey{plain}, ""},
+		{"all missing", []string{p("missing"), p("missing2")}, nil, "identity file " + p("missing") + " does not exist"},
 		{"public key", []string{p("plain.pub")}, nil, "without .pub"},
 		{"garbage", []string{p("garbage")}, nil, "auth: identity file " + p("garbage")},
 		{"no agent here", []string{p("plain")}, []ssh.PublicKey{plain}, ""},
@@ -89,7 +90,8 @@ func TestClientSignersFiles(t *testing.T) {
 			if tt.name == "no agent here" {
 				sock = p("no-such-agent.sock")
 			}
-			signers, closeFn, err := ClientSigners(tt.files, sock)
+			var warned []string
+			signers, closeFn, err := ClientSigners(tt.files, sock, func(err error) { warned = append(warned, err.Error()) })
 			if closeFn == nil {
 				t.Fatal("closeFn is nil")
 			}
@@ -106,6 +108,13 @@ func TestClientSignersFiles(t *testing.T) {
 			if len(signers) != len(tt.want) {
 				t.Fatalf("got %d signers, want %d", len(signers), len(tt.want))
 			}
+			if tt.name == "one missing" {
+				if len(warned) != 1 || !strings.Contains(warned[0], p("missing")+" does not exist") {
+					t.Fatalf("warnings %q; want one about %s", warned, p("missing"))
+				}
+			} else if len(warned) > 0 {
+				t.Fatalf("warnings %q; want none", warned)
+			}
 			for i, k := range tt.want {
 				if !bytes.Equal(signers[i].PublicKey().Marshal(), k.Marshal()) {
 					t.Errorf("signer %d differs", i)
@@ -118,7 +127,7 @@ func TestClientSignersFiles(t *testing.T) {
 func TestClientSignersDefaults(t *testing.T) {
 	home := t.TempDir()
 	t.Setenv("HOME", home)
-	if _, _, err := ClientSigners(nil, ""); err == nil || !strings.Contains(err.Error(), "ssh-keygen") {
+	if _, _, err := ClientSigners(nil, "", nil); err == nil || !strings.Contains(err.Error(), "ssh-keygen") {
 		t.Fatalf("no keys at all: %v, want an error that says how to create one", err)
 	}
 	sshDir := filepath.Join(home, ".ssh")
@@ -126,7 +135,7 @@ func TestClientSignersDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	ecdsa := writeKey(t, sshDir, "id_ecdsa", "") // only the middle default exists
-	signers, closeFn, err := ClientSigners(nil, "")
+	signers, closeFn, err := ClientSigners(nil, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +215,7 @@ func TestClientSignersAgent(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			signers, closeFn, err := ClientSigners(tt.files, sock)
+			signers, closeFn, err := ClientSigners(tt.files, sock, nil)
 			if tt.wantErr != "" {
 				closeFn()
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {

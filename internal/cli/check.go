@@ -19,7 +19,7 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: pinhole check [-server] -c FILE\n\nChecks a config file of pinhole up (or, with -server, of pinhole server -c) without starting anything: each mistake is printed as\nFILE:LINE:COL: what is wrong and what to write instead. Exits 0 when the file is good.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := e.parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *file == "" || fs.NArg() > 0 {

@@ -1,6 +1,12 @@
 // Package cli is pinhole's command line: one file per subcommand, each with
 // its own flag.FlagSet. Main is the whole program; cmd/pinhole only wires
 // signals and the exit code to it.
+//
+// A subcommand defines its flags, sets fs.Usage and then parses with
+// e.parseFlags or e.parseInterspersed, doing nothing before that parse.
+// flagSet relies on it: it runs the subcommand in a mode where that parse
+// hands the FlagSet back instead, so help, the man pages and the shell
+// completions are made from the very flags the subcommand parses.
 package cli
 
 import (
@@ -64,6 +70,10 @@ type env struct {
 	getenv func(string) string
 	// svc is what a long-running subcommand tells systemd (daemon.go).
 	svc *daemon
+	// describing makes the parse return errDescribed after keeping the
+	// FlagSet in described, the subcommand doing nothing (flagSet).
+	describing bool
+	described  *flag.FlagSet
 }
 
 func commands() []command {
@@ -74,7 +84,42 @@ func commands() []command {
 		{"check", "check a config file of pinhole up or server -c, starting nothing", runCheck, nil},
 		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, nil},
 		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap, nil},
+		{"version", "print pinhole's version, commit and Go version", runVersion, nil},
+		{"help", "print the help of pinhole or of one command", runHelp, nil},
+		{"completion", "print the shell completion script for bash, zsh or fish", runCompletion, nil},
+		{"man", "print a manual page in roff, or write them all", runMan, nil},
 	}
+}
+
+// lookup returns the subcommand called name.
+func lookup(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// errDescribed is what a subcommand's parse returns under flagSet.
+var errDescribed = errors.New("flags described")
+
+// flagSet returns c's FlagSet, flags defined and Usage set, without
+// running c: see the package comment. Its output is io.Discard.
+func flagSet(c command) *flag.FlagSet {
+	e := &env{
+		stdout:     io.Discard,
+		stderr:     io.Discard,
+		log:        slog.New(slog.DiscardHandler),
+		force:      context.Background(),
+		describing: true,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.run(ctx, e, nil); !errors.Is(err, errDescribed) || e.described == nil {
+		panic(fmt.Sprintf("cli: pinhole %s did not hand back its flags (%v): it must parse with e.parseFlags or e.parseInterspersed before anything else", c.name, err))
+	}
+	return e.described
 }
 
 // errUsage marks an error that already printed its usage text.
@@ -202,12 +247,15 @@ func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, reload <-chan
 	e.svc = svc
 	defer svc.wg.Wait()
 	defer svcDone()
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		usage(stderr)
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = []string{"version"}
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
@@ -233,18 +281,38 @@ func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, reload <-chan
 
 func usage(w io.Writer) {
 	var b strings.Builder
-	b.WriteString("usage: pinhole <command> [flags]\n\ncommands:\n")
+	b.WriteString("usage: pinhole <command> [flags]\n       pinhole --version\n\ncommands:\n")
 	for _, c := range commands() {
-		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.summary)
 	}
-	b.WriteString("\nRun 'pinhole <command> -h' for a command's flags.\n")
+	b.WriteString("\nRun 'pinhole help <command>' or 'pinhole <command> -h' for a command's flags.\n")
 	io.WriteString(w, b.String())
 }
 
-// parseFlags is fs.Parse, except that a bad flag gets its one-line error
+// parseFlags is how a subcommand parses its flags: parseFlagSet, except
+// under flagSet. (Subcommands never call parseFlagSet themselves, or
+// flagSet would run them.)
+func (e *env) parseFlags(fs *flag.FlagSet, args []string) error {
+	if e.describing {
+		e.described = fs
+		return errDescribed
+	}
+	return parseFlagSet(fs, args)
+}
+
+// parseInterspersed is parseFlagSetInterspersed, except under flagSet.
+func (e *env) parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	if e.describing {
+		e.described = fs
+		return nil, errDescribed
+	}
+	return parseFlagSetInterspersed(fs, args)
+}
+
+// parseFlagSet is fs.Parse, except that a bad flag gets its one-line error
 // and a pointer to -h instead of the whole usage text, and is returned as
 // errUsage (exit status 2). -h prints the usage and returns flag.ErrHelp.
-func parseFlags(fs *flag.FlagSet, args []string) error {
+func parseFlagSet(fs *flag.FlagSet, args []string) error {
 	usage := fs.Usage
 	fs.Usage = func() {}
 	err := fs.Parse(args)
@@ -260,12 +328,12 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// parseInterspersed parses flags that may come before and after positional
+// parseFlagSetInterspersed parses flags that may come before and after positional
 // arguments, as OpenSSH allows ("pinhole connect host -L 8080:db:5432").
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseFlagSetInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := parseFlags(fs, args); err != nil {
+		if err := parseFlagSet(fs, args); err != nil {
 			return nil, err
 		}
 		args = fs.Args()

@@ -106,7 +106,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host\n       pinhole connect -W host:port [flags] [user@]host\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\nhost is looked up in ssh_config (~/.ssh/config, /etc/ssh/ssh_config, or -F FILE) as ssh does: HostName, Port, User,\nIdentityFile, LocalForward, ProxyJump, ... apply; the command line comes first.\n\n")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, err := e.parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -253,6 +253,9 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		ConfigFiles:    conf.IdentityFile,
 		AgentSocket:    agentSock,
 		IdentitiesOnly: conf.IdentitiesOnly,
+		Warn: func(err error) {
+			fmt.Fprintf(e.stderr, "warning: %v; going on with the other keys\n", err)
+		},
 	}.Load()
 	if err != nil {
 		return err

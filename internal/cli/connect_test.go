@@ -149,3 +149,20 @@ func TestServerStart(t *testing.T) {
 		t.Fatalf("banner says %s, the key file holds %s", fp, got)
 	}
 }
+
+// TestConnectMissingIdentity: a -i that does not exist beside a good one
+// is a warning, as in ssh; when every -i is missing, connect fails.
+func TestConnectMissingIdentity(t *testing.T) {
+	w := newWorld(t, "")
+	missing := filepath.Join(w.dir, "no_such_key")
+	_, port, _ := net.SplitHostPort(w.addr)
+	c := start(t, "connect", "-p", port, "-i", missing, "-i", w.identity, "--known-hosts", w.known, "-L", "0:127.0.0.1:9", "tester@127.0.0.1")
+	c.waitLine(t, `-L \S+: listening on`)
+	if s := c.stderr.String(); !strings.Contains(s, "warning: auth: identity file "+missing+" does not exist") {
+		t.Fatalf("stderr:\n%s\nwant a warning naming %s", s, missing)
+	}
+	code, _, stderr := run(t, "connect", "-p", port, "-i", missing, "-i", missing+"2", "--known-hosts", w.known, "-L", "0:127.0.0.1:9", "tester@127.0.0.1")
+	if code != 1 || !strings.Contains(stderr, missing+" does not exist") || !strings.Contains(stderr, "ssh-keygen") {
+		t.Fatalf("every -i missing: exit %d, stderr:\n%s\nwant exit 1 naming %s", code, stderr, missing)
+	}
+}

@@ -182,7 +182,7 @@ func TestStdioForwardHalfClose(t *testing.T) {
 		n, _ := io.Copy(io.Discard, c)
 		fmt.Fprintf(c, "got %d bytes", n)
 	}()
-	signers, closeAgent, err := auth.ClientSigners([]string{w.identity}, "")
+	signers, closeAgent, err := auth.ClientSigners([]string{w.identity}, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestDialSettingsResolveHop(t *testing.T) {
 	host, portStr, _ := net.SplitHostPort(w.addr)
 	var port uint16
 	fmt.Sscan(portStr, &port)
-	signers, closeAgent, err := auth.ClientSigners([]string{w.identity}, "")
+	signers, closeAgent, err := auth.ClientSigners([]string{w.identity}, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

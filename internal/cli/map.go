@@ -86,7 +86,7 @@ stopped (SIGINT, SIGTERM), then removes the mapping.
 `)
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, err := e.parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}

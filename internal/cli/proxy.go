@@ -27,7 +27,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: pinhole proxy [flags]\n\nRuns a SOCKS4/4a/5 and HTTP proxy on one port, connecting from this machine.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := e.parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -47,7 +47,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: pinhole server [flags]\n\nAn SSH-protocol server that only forwards ports: any ssh client can use -L, -R and -D through it.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := e.parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -42,7 +42,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: pinhole up -c FILE\n\nRuns the named tunnels of FILE, each as pinhole connect would, and keeps them as the file says:\non SIGHUP and whenever the file changes, tunnels added start, removed ones drain and stop,\nchanged ones restart, and the others are not touched.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if err := e.parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *file == "" || fs.NArg() > 0 {
@@ -509,7 +509,9 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 	if err != nil {
 		return tunnel.ClientConfig{}, nil, err
 	}
-	signers, agentCloser, err := auth.ClientSigners(idents, os.Getenv("SSH_AUTH_SOCK"))
+	signers, agentCloser, err := auth.ClientSigners(idents, os.Getenv("SSH_AUTH_SOCK"), func(err error) {
+		e.log.Warn("identity file missing; going on with the other keys", "err", err)
+	})
 	if err != nil {
 		return tunnel.ClientConfig{}, nil, err
 	}

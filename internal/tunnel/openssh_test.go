@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,20 +247,116 @@ func TestOpenSSHSession(t *testing.T) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	})
-	t.Run("command", func(t *testing.T) {
-		o := sshOptions(srv, key)
-		o.Session, o.Command = true, []string{"echo", "hello"}
-		p := sshtest.StartSSH(t, o)
-		select {
-		case <-p.Done():
-		case <-time.After(15 * time.Second):
-			t.Fatal("ssh with a command did not exit")
+	for _, tc := range []struct{ name, arg string }{
+		{"command", "echo hello"},
+		{"sftp", "-s sftp"},
+	} {
+		// ssh host CMD, ssh -s host sftp: the reason on stderr, exit 1.
+		t.Run(tc.name, func(t *testing.T) {
+			args := strings.Fields(tc.arg)
+			o := sshOptions(srv, key)
+			o.Session, o.Command = true, args
+			if args[0] == "-s" {
+				o.Args, o.Command = args[:1], args[1:]
+			}
+			code, stdout, stderr := runSSH(t, o, nil)
+			if code != 1 || stdout != "" || !strings.Contains(stderr, "it runs no commands, sftp or scp") {
+				t.Fatalf("ssh %s: exit %d, stdout %q, stderr:\n%s\nwant exit 1, no output and pinhole's reason on stderr", tc.arg, code, stdout, stderr)
+			}
+			if strings.Contains(stderr, "request failed") {
+				t.Fatalf("ssh %s: stderr:\n%s\nwant the request accepted", tc.arg, stderr)
+			}
+		})
+	}
+	// ssh -tt host (stdin a pipe): the pty is granted, the text comes out
+	// on stdout, and a Ctrl-C typed ends the session with exit status 0.
+	t.Run("tty", func(t *testing.T) {
+		o := sshOptions(srv, key, "-tt")
+		o.Session = true
+		// An os.Pipe, not an io.Pipe: ssh reads it itself, so no copying
+		// goroutine can keep Wait waiting when ssh hangs.
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
 		}
-		// ssh exits on the failed request, sometimes before it prints the
-		// line the server sent on stderr just ahead of it: only the
-		// refusal itself is certain.
-		if p.Wait() == nil || strings.Contains(p.Stderr(), "hello") || !strings.Contains(p.Stderr(), "exec request failed") {
-			t.Fatalf("ssh host echo hello: %v; want ssh's exec refusal and no output; output:\n%s", p.Wait(), p.Stderr())
+		defer pr.Close()
+		defer pw.Close()
+		var stdout syncWriter
+		var once sync.Once
+		stdout.onWrite = func(s string) {
+			if strings.Contains(s, "there is no shell here") && strings.Contains(s, "press Ctrl-C") {
+				once.Do(func() { pw.Write([]byte("x\x03")) })
+			}
+		}
+		code, out, stderr := runSSHWith(t, o, pr, &stdout)
+		if code != 0 || !strings.Contains(out, "only forwards ports; there is no shell here") {
+			t.Fatalf("ssh -tt: exit %d, stdout %q, stderr:\n%s\nwant the text on stdout and exit 0 after Ctrl-C", code, out, stderr)
+		}
+		if strings.Contains(stderr, "PTY allocation request failed") {
+			t.Fatalf("ssh -tt: stderr:\n%s\nwant the pty granted", stderr)
 		}
 	})
+}
+
+// runSSH runs ssh with o to its end, stdin from stdin (nil: none), and
+// returns its exit code, stdout and stderr.
+func runSSH(t *testing.T, o sshtest.SSHOptions, stdin io.Reader) (code int, stdout, stderr string) {
+	t.Helper()
+	var out syncWriter
+	return runSSHWith(t, o, stdin, &out)
+}
+
+func runSSHWith(t *testing.T, o sshtest.SSHOptions, stdin io.Reader, stdout *syncWriter) (code int, out, stderr string) {
+	t.Helper()
+	dir := t.TempDir()
+	kh := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(kh, []byte(o.KnownHosts), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args, err := o.CommandArgs(kh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sshtest.SSHPath, args...)
+	var errBuf strings.Builder
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, &errBuf
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("ssh %s did not exit within 20 s; stdout %q, stderr:\n%s", strings.Join(args, " "), stdout.String(), errBuf.String())
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return code, stdout.String(), errBuf.String()
+}
+
+// syncWriter collects what is written to it; onWrite, if set, sees all of
+// it so far after each write.
+type syncWriter struct {
+	mu      sync.Mutex
+	b       strings.Builder
+	onWrite func(string)
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.b.Write(p)
+	s := w.b.String()
+	w.mu.Unlock()
+	if w.onWrite != nil {
+		w.onWrite(s)
+	}
+	return len(p), nil
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
