@@ -149,22 +149,36 @@ func (c *commandConn) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if err == io.EOF {
 		// The command closed its stdout, usually by exiting: say why.
-		select {
-		case <-c.done:
-		case <-time.After(200 * time.Millisecond):
-		}
-		select {
-		case <-c.done:
-			if c.waitErr != nil {
-				err = fmt.Errorf("tunnel: ProxyCommand %q: %w", c.command, c.waitErr)
-			}
-		default:
-		}
+		err = c.exitError(err)
 	}
 	return n, err
 }
 
-func (c *commandConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *commandConn) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	if err != nil {
+		// A broken pipe: the command closed its stdin, usually by exiting.
+		err = c.exitError(err)
+	}
+	return n, err
+}
+
+// exitError is err, or the command's exit status when it has exited with
+// an error, or does so within a moment.
+func (c *commandConn) exitError(err error) error {
+	select {
+	case <-c.done:
+	case <-time.After(200 * time.Millisecond):
+	}
+	select {
+	case <-c.done:
+		if c.waitErr != nil {
+			return fmt.Errorf("tunnel: ProxyCommand %q: %w", c.command, c.waitErr)
+		}
+	default:
+	}
+	return err
+}
 
 // CloseWrite closes the command's stdin.
 func (c *commandConn) CloseWrite() error { return c.w.Close() }
