@@ -521,6 +521,12 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 		return tunnel.ClientConfig{}, nil, errors.New("no keys to log in with: create one with 'ssh-keygen -t ed25519', set identity = [\"FILE\"], or start ssh-agent")
 	}
 	addr := net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+	authMethods := []ssh.AuthMethod{ssh.PublicKeys(signers...)}
+	dial, err := dialSettings{Bind: c.Bind, Jump: c.Jump}.dialer(e, userName, c.Host, authMethods, kh)
+	if err != nil {
+		closeAgent()
+		return tunnel.ClientConfig{}, nil, err
+	}
 	interval := c.Keepalive
 	if interval == 0 {
 		interval = -1
@@ -528,7 +534,8 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 	cfg := tunnel.ClientConfig{
 		Addr:              addr,
 		User:              userName,
-		Auth:              []ssh.AuthMethod{ssh.PublicKeys(signers...)},
+		Auth:              authMethods,
+		Dial:              dial,
 		HostKeyCallback:   kh.Callback(),
 		HostKeyAlgorithms: kh.Algorithms(addr),
 		AllowOpenProxy:    c.AllowOpenProxy,

@@ -660,3 +660,27 @@ func TestReloads(t *testing.T) {
 		}
 	}
 }
+
+// TestUpJump: a tunnel's jump key is -J: the connection runs through a
+// direct-tcpip channel on the jump host (here the server itself), and bind
+// is the address it leaves from.
+func TestUpJump(t *testing.T) {
+	w := newWorld(t, "")
+	target := streamtest.NewTarget(t).Port()
+	_, port, _ := net.SplitHostPort(w.addr)
+	file := filepath.Join(w.dir, "up.toml")
+	writeFile(t, file, w.upTunnel("via", fmt.Sprintf("jump = \"tester@127.0.0.1:%s\"\nbind = \"127.0.0.4\"", port), target))
+	p := startReload(t, nil, "up", "-c", file)
+	out := collect(p)
+	exchangeThrough(t, out.wait(t, p, `^pinhole up: via: -L \S+: listening on (\S+),`, 1)[1], 2)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(w.server.stderr.String(), "peer=127.0.0.4:") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server saw no connection from the bind address 127.0.0.4; its log:\n%s", w.server.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := strings.Count(w.server.stderr.String(), `msg="client connected"`); n < 2 {
+		t.Errorf("%d logins on the server, want 2 (the jump and the tunnel through it):\n%s", n, w.server.stderr)
+	}
+}

@@ -131,6 +131,8 @@ type Conn struct {
 	AllowOpenProxy bool
 	UDPIdle        time.Duration
 	UDPMaxFlows    int
+	Jump           string // -J [user@]host[:port][,...]
+	Bind           string // -b ADDR
 }
 
 // Equal reports whether a and b make the same connection.

@@ -35,6 +35,8 @@ proxy-auth = "alice:secret"
 allow-open-proxy = true
 udp-idle = "2m"
 udp-max-flows = 10
+jump = "me@bastion:2222,gw"
+bind = "192.0.2.10"
 `
 
 func mustForward(t *testing.T, k spec.Kind, s string) spec.Forward {
@@ -70,7 +72,7 @@ func TestParseGood(t *testing.T) {
 	wantWeb := Conn{
 		Host: "vps.example.com", Port: 22, User: "me", HostKeyCheck: "accept-new",
 		Keepalive: DefaultKeepalive, KeepaliveCount: 3, ProxyAuth: "alice:secret", AllowOpenProxy: true,
-		UDPIdle: 2 * time.Minute, UDPMaxFlows: 10,
+		UDPIdle: 2 * time.Minute, UDPMaxFlows: 10, Jump: "me@bastion:2222,gw", Bind: "192.0.2.10",
 	}
 	if !reflect.DeepEqual(web.Conn, wantWeb) {
 		t.Errorf("web:\n got %+v\nwant %+v", web.Conn, wantWeb)
@@ -128,6 +130,8 @@ func TestParseErrors(t *testing.T) {
 		{"host with port", base + "[tunnel.b]\nhost = \"h:22\"\nlocal = [\"1:h:2\"]\n", []string{`5:8: host "h:22": put the port in port = 22`}},
 		{"bad name", "[tunnel.\"a b\"]\nhost = \"h\"\nlocal = [\"1:h:2\"]\n", []string{`tunnel name "a b"`}},
 		{"syntax", "[tunnel.a\nhost = 1\n", []string{"1:"}},
+		{"bad jump", base + "jump = \"me@:22\"\n", []string{"4:8: jump: "}},
+		{"bad bind", base + "bind = \"eth0\"\n", []string{`4:8: bind "eth0": want an IP address`}},
 		{"key twice", base + "host = \"h2\"\n", []string{"4:1: "}},
 		{"array table", "[[tunnel]]\nhost = \"h\"\n", []string{"1:3: [[tunnel]] is an array of tables"}},
 		{"tunnel not a table", "tunnel = 3\n", []string{"1:10: tunnel is a table of tunnels"}},

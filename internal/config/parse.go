@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
 // MaxSize bounds the file Parse takes; no real config comes near it.
@@ -26,6 +27,7 @@ var (
 		"host", "port", "user", "identity", "known-hosts", "host-key-check",
 		"keepalive", "keepalive-count", "local", "remote", "dynamic",
 		"proxy-auth", "proxy-auth-file", "allow-open-proxy", "udp-idle", "udp-max-flows",
+		"jump", "bind",
 	}
 )
 
@@ -445,6 +447,22 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 			return
 		}
 		c.UDPMaxFlows = int(n)
+	case "jump":
+		if s, ok := ps.str(l, "jump = \"me@bastion:22\""); ok {
+			if _, err := tunnel.ParseJump(s); err != nil {
+				ps.errorf(l.vpos, "jump: %s", strings.TrimPrefix(err.Error(), "tunnel: "))
+				return
+			}
+			c.Jump = s
+		}
+	case "bind":
+		if s, ok := ps.str(l, "bind = \"192.0.2.10\""); ok {
+			if _, err := netip.ParseAddr(s); err != nil {
+				ps.errorf(l.vpos, "bind %q: want an IP address of this machine, e.g. bind = \"192.0.2.10\"", s)
+				return
+			}
+			c.Bind = s
+		}
 	default:
 		ps.unknown(l.key, name, tunnelKeys, "[tunnel."+d.t.Name+"]")
 	}
