@@ -33,6 +33,8 @@ import (
 //     one map and the target port B through another, since both ends run
 //     on this machine and 5432:localhost:5432 would otherwise be one port
 //     twice;
+//   - the port of "http://localhost:PORT/" (a curl on the VPS) is the
+//     listening port of the same map;
 //   - in a TOML file, "vps.example.com" becomes 127.0.0.1 and "port = 2222"
 //     the port of the test's pinhole server;
 //   - "pinhole connect" and "ssh" get "-F ~/.ssh/config" in front of their
@@ -159,6 +161,7 @@ func (g *guideEnv) port(t *testing.T, m map[int]int, guide int) int {
 var (
 	guideSpec    = regexp.MustCompile(`\b(\d+)([: ])(localhost|127\.0\.0\.1|192\.168\.1\.64):(\d+)\b`)
 	guideTOMLPrt = regexp.MustCompile(`(?m)^port = 2222$`)
+	guideURL     = regexp.MustCompile(`\bhttp://localhost:(\d+)/`)
 )
 
 // rewrite is the whole of what the tests change in a guide's line (see
@@ -173,6 +176,10 @@ func (g *guideEnv) rewrite(t *testing.T, line string) string {
 			host = "127.0.0.1"
 		}
 		return fmt.Sprintf("%d%s%s:%d", g.port(t, g.listen, a), m[2], host, g.port(t, g.target, b))
+	})
+	line = guideURL.ReplaceAllStringFunc(line, func(s string) string {
+		a, _ := strconv.Atoi(guideURL.FindStringSubmatch(s)[1])
+		return fmt.Sprintf("http://localhost:%d/", g.port(t, g.listen, a))
 	})
 	if addr, ok := g.addrs["vps"]; ok {
 		_, port, _ := net.SplitHostPort(addr)
@@ -352,6 +359,19 @@ func TestGuideWebApp(t *testing.T) {
 			body := httpApp(t, g.target[3000])
 			url := fmt.Sprintf("http://127.0.0.1:%d/", g.listen[8080])
 			retry(t, "GET "+url, func() error { return httpGet(url, body) })
+			// The guide's curl on the VPS, which here is this machine.
+			if _, err := exec.LookPath("curl"); err != nil {
+				t.Log("no curl (Debian package curl): the guide's curl line is not run")
+				return
+			}
+			curl := g.words(t, g.rewrite(t, guideCommands(t, "web-app.md", "web-curl")[0]))
+			if curl[0] != "curl" {
+				t.Fatalf("the web-curl block runs %q, not curl", curl)
+			}
+			out, err := exec.Command(curl[0], curl[1:]...).Output()
+			if err != nil || string(out) != body {
+				t.Errorf("%q: %q, %v; want %q", curl, out, err, body)
+			}
 		})
 	}
 }
@@ -367,6 +387,7 @@ func TestGuideDatabaseBastion(t *testing.T) {
 		targetOn(t, g.target[5432])
 		p.waitLine(t, `-L \S+: listening on \S+,`)
 		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[5432]), 1)
+		bastionUsed(t, g, 1)
 		p.cancel()
 		<-p.code
 		p.code <- 0 // for start's cleanup
@@ -391,10 +412,38 @@ func TestGuideDatabaseBastion(t *testing.T) {
 		targetOn(t, g.target[5432])
 		p.waitLine(t, `-L \S+: listening on \S+,`)
 		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[5432]), 2)
-		if !strings.Contains(p.stderr.String(), "bastion") && !strings.Contains(g.servers["bastion"].stderr.String(), "direct-tcpip") {
-			t.Logf("note: neither log names the jump; stderr:\n%s", p.stderr)
-		}
+		bastionUsed(t, g, 2)
+		p.cancel()
+		<-p.code
+		p.code <- 0
 	})
+	// OpenSSH's ssh with the same entry: its ProxyJump runs ssh -W
+	// through the bastion's pinhole server, -F passed along.
+	t.Run("ssh", func(t *testing.T) {
+		if _, err := exec.LookPath("ssh"); err != nil {
+			t.Skip("no ssh (Debian package openssh-client)")
+		}
+		g.runLine(t, guideCommands(t, "database-bastion.md", "db-ssh")[0])
+		targetOn(t, g.target[5432]) // the config subtest's is gone with it
+		retry(t, "ssh -N db's LocalForward", func() error {
+			conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.listen[5432]))
+			if err == nil {
+				conn.Close()
+			}
+			return err
+		})
+		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[5432]), 7)
+		bastionUsed(t, g, 3)
+	})
+}
+
+// bastionUsed: the bastion's server has let the client in n times, so
+// the way to db went through it.
+func bastionUsed(t *testing.T, g *guideEnv, n int) {
+	t.Helper()
+	if got := strings.Count(g.servers["bastion"].stderr.String(), `msg="client connected"`); got != n {
+		t.Errorf("the bastion let a client in %d times, want %d: -J was not used", got, n)
+	}
 }
 
 // TestGuideGameServer: docs/guides/game-server.md's UDP -R; a datagram to
@@ -467,6 +516,14 @@ func TestGuideHomeServer(t *testing.T) {
 	targetOn(t, g.target[8000])
 	g.runLine(t, guideCommands(t, "home-server.md", "home-reload")[0])
 	log.wait(t, up, `nas: -R \S+: the server listens on`, 1)
+	// The file watcher may have seen the new tunnel first; SIGHUP must
+	// still have made a reload of its own.
+	retry(t, "a reload on SIGHUP", func() error {
+		if !strings.Contains(up.stderr.String(), "why=SIGHUP") {
+			return fmt.Errorf("no reload with why=SIGHUP logged")
+		}
+		return nil
+	})
 	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[8080]), 4)
 	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[8554]), 5)
 	if n := log.count(`camera: .*(stopp|restart)`); n != 0 {
