@@ -158,6 +158,26 @@ func (g *guideEnv) port(t *testing.T, m map[int]int, guide int) int {
 	return m[guide]
 }
 
+// listenOf and targetOf are the test's ports for a guide's listening and
+// target port, which the guide's lines must have used.
+func (g *guideEnv) listenOf(t *testing.T, guide int) int {
+	t.Helper()
+	p, ok := g.listen[guide]
+	if !ok {
+		t.Fatalf("the guide's commands listen on no port %d (listening ports: %v): the guide and its test disagree", guide, g.listen)
+	}
+	return p
+}
+
+func (g *guideEnv) targetOf(t *testing.T, guide int) int {
+	t.Helper()
+	p, ok := g.target[guide]
+	if !ok {
+		t.Fatalf("the guide's commands forward to no port %d (target ports: %v): the guide and its test disagree", guide, g.target)
+	}
+	return p
+}
+
 var (
 	guideSpec    = regexp.MustCompile(`\b(\d+)([: ])(localhost|127\.0\.0\.1|192\.168\.1\.64):(\d+)\b`)
 	guideTOMLPrt = regexp.MustCompile(`(?m)^port = 2222$`)
@@ -356,8 +376,8 @@ func TestGuideWebApp(t *testing.T) {
 			if p != nil {
 				p.waitLine(t, `-R \S+: the server listens on`)
 			}
-			body := httpApp(t, g.target[3000])
-			url := fmt.Sprintf("http://127.0.0.1:%d/", g.listen[8080])
+			body := httpApp(t, g.targetOf(t, 3000))
+			url := fmt.Sprintf("http://127.0.0.1:%d/", g.listenOf(t, 8080))
 			retry(t, "GET "+url, func() error { return httpGet(url, body) })
 			// The guide's curl on the VPS, which here is this machine.
 			if _, err := exec.LookPath("curl"); err != nil {
@@ -384,9 +404,9 @@ func TestGuideDatabaseBastion(t *testing.T) {
 	t.Run("jump", func(t *testing.T) {
 		cmds := guideCommands(t, "database-bastion.md", "db-jump")
 		p := g.runLine(t, cmds[0])
-		targetOn(t, g.target[5432])
+		targetOn(t, g.targetOf(t, 5432))
 		p.waitLine(t, `-L \S+: listening on \S+,`)
-		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[5432]), 1)
+		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 5432)), 1)
 		bastionUsed(t, g, 1)
 		p.cancel()
 		<-p.code
@@ -409,9 +429,9 @@ func TestGuideDatabaseBastion(t *testing.T) {
 		writeFile(t, g.config, string(base)+entry.String())
 		cmds := guideCommands(t, "database-bastion.md", "db-connect")
 		p := g.runLine(t, cmds[0])
-		targetOn(t, g.target[5432])
+		targetOn(t, g.targetOf(t, 5432))
 		p.waitLine(t, `-L \S+: listening on \S+,`)
-		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[5432]), 2)
+		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 5432)), 2)
 		bastionUsed(t, g, 2)
 		p.cancel()
 		<-p.code
@@ -424,15 +444,15 @@ func TestGuideDatabaseBastion(t *testing.T) {
 			t.Skip("no ssh (Debian package openssh-client)")
 		}
 		g.runLine(t, guideCommands(t, "database-bastion.md", "db-ssh")[0])
-		targetOn(t, g.target[5432]) // the config subtest's is gone with it
+		targetOn(t, g.targetOf(t, 5432)) // the config subtest's is gone with it
 		retry(t, "ssh -N db's LocalForward", func() error {
-			conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.listen[5432]))
+			conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 5432)))
 			if err == nil {
 				conn.Close()
 			}
 			return err
 		})
-		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[5432]), 7)
+		echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 5432)), 7)
 		bastionUsed(t, g, 3)
 	})
 }
@@ -453,7 +473,7 @@ func TestGuideGameServer(t *testing.T) {
 	g := newGuideEnv(t, "vps")
 	cmds := guideCommands(t, "game-server.md", "game-connect")
 	p := g.runLine(t, cmds[0])
-	pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", g.target[27015]))
+	pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", g.targetOf(t, 27015)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,7 +489,7 @@ func TestGuideGameServer(t *testing.T) {
 		}
 	}()
 	p.waitLine(t, `-R \S+/udp: the server listens on`)
-	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", g.listen[27015]))
+	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 27015)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,14 +526,14 @@ func TestGuideHomeServer(t *testing.T) {
 		f.Close()
 	}
 	writeBlock("file ~/tunnels.toml", os.O_TRUNC)
-	targetOn(t, g.target[554])
+	targetOn(t, g.targetOf(t, 554))
 	up := g.runLine(t, guideCommands(t, "home-server.md", "home-up")[0])
 	log := collect(up)
 	log.wait(t, up, `camera: -R \S+: the server listens on`, 1)
-	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[8554]), 3)
+	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 8554)), 3)
 
 	writeBlock("append ~/tunnels.toml", os.O_APPEND)
-	targetOn(t, g.target[8000])
+	targetOn(t, g.targetOf(t, 8000))
 	g.runLine(t, guideCommands(t, "home-server.md", "home-reload")[0])
 	log.wait(t, up, `nas: -R \S+: the server listens on`, 1)
 	// The file watcher may have seen the new tunnel first; SIGHUP must
@@ -524,8 +544,8 @@ func TestGuideHomeServer(t *testing.T) {
 		}
 		return nil
 	})
-	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[8080]), 4)
-	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listen[8554]), 5)
+	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 8080)), 4)
+	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 8554)), 5)
 	if n := log.count(`camera: .*(stopp|restart)`); n != 0 {
 		t.Errorf("the reload touched the camera tunnel (%d lines)", n)
 	}
@@ -633,4 +653,32 @@ func TestGuideVPSSystemd(t *testing.T) {
 		"-L", fmt.Sprintf("0:127.0.0.1:%d", target.Port()), "me@127.0.0.1")
 	local := c.waitLine(t, `-L \S+: listening on (\S+),`)[1]
 	echoThrough(t, local, 6)
+}
+
+// TestGuideBlocksAccounted: every fenced block of docs/guides/ is either
+// run by a test ("<!-- test: ... -->" before it) or says why not
+// ("<!-- not run: why -->"), so a new command cannot slip in untested
+// without saying so.
+func TestGuideBlocksAccounted(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "docs", "guides", "*.md"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no guides: %v", err)
+	}
+	marker := regexp.MustCompile(`^<!-- (test: \S.*|not run: \S.*) -->$`)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(data), "\n")
+		open := false
+		for i, l := range lines {
+			if !strings.HasPrefix(l, "```") {
+				continue
+			}
+			if open = !open; open && (i == 0 || !marker.MatchString(strings.TrimSpace(lines[i-1]))) {
+				t.Errorf("%s:%d: a block with neither <!-- test: NAME --> nor <!-- not run: why --> before it", f, i+1)
+			}
+		}
+	}
 }
