@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/sshtest"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
@@ -45,6 +46,8 @@ import (
 //     with their Port, one IdentityFile and a UserKnownHostsFile;
 //   - a leading "~/" of a word becomes the test's HOME (set with t.Setenv,
 //     which pinhole up's ~ follows).
+//   - TestGuideDatabaseStockBastion only: "-J me@bastion" names the user
+//     running the test, the one user its stock sshd lets in;
 //   - "pinhole" is cli.Main in this process (or the binary "go build" made
 //     in the systemd guide); a trailing "&" runs it in the background, as
 //     every command that stays up does anyway here; "kill -HUP $!" is the
@@ -680,5 +683,41 @@ func TestGuideBlocksAccounted(t *testing.T) {
 				t.Errorf("%s:%d: a block with neither <!-- test: NAME --> nor <!-- not run: why --> before it", f, i+1)
 			}
 		}
+	}
+}
+
+// TestGuideDatabaseStockBastion: the guide says the bastion may be any
+// OpenSSH sshd: the same -J line with a stock sshd as bastion. sshd lets
+// in only the user running the test, so here (and only here) the guide's
+// "me@bastion" is that user at bastion.
+func TestGuideDatabaseStockBastion(t *testing.T) {
+	sshtest.Need(t, "sshd")
+	g := newGuideEnv(t, "db")
+	data, err := os.ReadFile(g.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := ssh.MarshalAuthorizedKey(signer.PublicKey())
+	d := sshtest.StartSSHD(t, sshtest.SSHDConfig{AuthorizedKeys: string(pub)})
+	cfg, err := os.ReadFile(g.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, g.config, string(cfg)+fmt.Sprintf("Host bastion\n  HostName 127.0.0.1\n  Port %d\n  IdentityFile %s\n  IdentitiesOnly yes\n  UserKnownHostsFile %s\n  StrictHostKeyChecking accept-new\n",
+		d.Port, g.identity, filepath.Join(g.home, ".ssh", "known_hosts")))
+	line := guideCommands(t, "database-bastion.md", "db-jump")[0]
+	if !strings.Contains(line, "-J me@bastion ") {
+		t.Fatalf("the guide's line %q has no -J me@bastion", line)
+	}
+	p := g.runLine(t, strings.Replace(line, "-J me@bastion ", "-J "+d.User+"@bastion ", 1))
+	targetOn(t, g.targetOf(t, 5432))
+	p.waitLine(t, `-L \S+: listening on \S+,`)
+	echoThrough(t, fmt.Sprintf("127.0.0.1:%d", g.listenOf(t, 5432)), 8)
+	if log, err := os.ReadFile(d.LogFile); err != nil || !strings.Contains(string(log), "Accepted publickey") {
+		t.Errorf("sshd's log shows no login: the jump did not go through it: %v\n%s", err, log)
 	}
 }
