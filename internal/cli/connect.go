@@ -177,6 +177,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if dialSet.Jump == "" {
 		dialSet.ProxyCommand = conf.ProxyCommand
 	}
+	dialSet.Family = conf.AddressFamily
 	if err := dialSet.check(); err != nil {
 		return err
 	}

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os/user"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
@@ -18,6 +20,7 @@ type dialSettings struct {
 	Bind         string // -b ADDR: the source address of the connection (to the first jump host with -J)
 	Jump         string // -J [user@]host[:port][,...], or "none"
 	ProxyCommand string // a command whose stdio is the transport (%h %p %r %n expanded), or "none"
+	Family       string // "inet" or "inet6": the connection pinhole makes is IPv4 or IPv6 only (-4, -6); "" either
 
 	// ResolveHop, if set, completes each jump host as parsed from Jump
 	// before it is dialled: ssh_config's HostName, Port and User for it,
@@ -76,6 +79,17 @@ func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.Auth
 			return nil, err
 		}
 		first = d
+	}
+	if s.Family != "" {
+		network := "tcp4"
+		if s.Family == "inet6" {
+			network = "tcp6"
+		}
+		base := first
+		if base == nil {
+			base = new(net.Dialer).DialContext
+		}
+		first = func(ctx context.Context, _, addr string) (net.Conn, error) { return base(ctx, network, addr) }
 	}
 	if !jump {
 		return first, nil

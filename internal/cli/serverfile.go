@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/accept"
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
@@ -56,9 +58,19 @@ func runServerFile(ctx context.Context, e *env, file string) error {
 	if err != nil {
 		return err
 	}
-	r := &serverRun{e: e, lns: map[string]*liveListener{}}
+	r := &serverRun{e: e, ctx: ctx, lns: map[string]*liveListener{}}
 	if err := r.setKeys(cfg.AuthorizedKeys); err != nil {
 		return err
+	}
+	if cfg.DebugAddr != "" {
+		d := &debugServer{e: e, name: "pinhole server"}
+		if err := d.Set(cfg.DebugAddr); err != nil {
+			return fmt.Errorf("debug-addr in %s: %w", file, err)
+		}
+		defer d.stop()
+	}
+	if r.mapCfg, err = serverMapConfig(e, cfg); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
 	}
 	gen, err := r.newGeneration(cfg.Settings)
 	if err != nil {
@@ -110,12 +122,16 @@ func runServerFile(ctx context.Context, e *env, file string) error {
 // serverRun is the running server of pinhole server -c; only
 // runServerFile's goroutine calls its methods.
 type serverRun struct {
-	e    *env
-	cfg  *config.Server
-	keys atomic.Pointer[auth.KeyFile]
-	gen  *generation
-	lns  map[string]*liveListener // by the address the file gives
-	old  sync.WaitGroup           // generations draining
+	e   *env
+	ctx context.Context // the run's: router mappings last as long
+	cfg *config.Server
+	// mapCfg is how listeners opened from now on are mapped on the home
+	// router (the file's map keys); nil: not mapped.
+	mapCfg *portmap.Config
+	keys   atomic.Pointer[auth.KeyFile]
+	gen    *generation
+	lns    map[string]*liveListener // by the address the file gives
+	old    sync.WaitGroup           // generations draining
 }
 
 // generation is one tunnel.Server and the settings it was made with.
@@ -129,9 +145,10 @@ type generation struct {
 // liveListener is a socket of the file's listen, whose connections go to
 // the current generation through a handoff of its own.
 type liveListener struct {
-	ln   net.Listener
-	cur  atomic.Pointer[handoff]
-	done chan struct{} // the accept loop ended
+	ln    net.Listener
+	cur   atomic.Pointer[handoff]
+	done  chan struct{} // the accept loop ended
+	unmap func()        // removes its router mapping; nil when it has none
 }
 
 // handoff is the net.Listener a generation's Serve takes: connections the
@@ -299,7 +316,24 @@ func (r *serverRun) listen(addr string) error {
 	}()
 	r.lns[addr] = ll
 	fmt.Fprintf(r.e.stdout, "pinhole server: listening on %s\n", ln.Addr())
+	if r.mapCfg != nil {
+		ll.unmap = serverMap(r.ctx, r.e, ln.Addr(), *r.mapCfg)
+	}
 	return nil
+}
+
+// serverMapConfig is the file's map keys as a portmap.Config; nil when
+// map is off.
+func serverMapConfig(e *env, cfg *config.Server) (*portmap.Config, error) {
+	if !cfg.Map {
+		return nil, nil
+	}
+	mf := mapFlags{prefix: "map-", gateway: cfg.MapGateway, ssdp: cfg.MapSSDP, via: cmp.Or(cfg.MapVia, "auto")}
+	mc, err := mf.config(e)
+	if err != nil {
+		return nil, err
+	}
+	return &mc, nil
 }
 
 // unlisten stops accepting on addr; the connections it took go on.
@@ -309,6 +343,9 @@ func (r *serverRun) unlisten(addr string) {
 	ll.ln.Close()
 	<-ll.done
 	ll.cur.Load().Close()
+	if ll.unmap != nil {
+		ll.unmap()
+	}
 	r.e.log.Info("listener removed: no new connections on it; its connections go on", "laddr", ll.ln.Addr().String())
 }
 
@@ -329,6 +366,14 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 		return
 	}
 	d := config.CompareServer(r.cfg, cfg)
+	if mc, err := serverMapConfig(r.e, cfg); err != nil {
+		r.e.log.Error("map keys not changed", "file", file, "err", err)
+	} else {
+		r.mapCfg = mc // for the listeners opened from now on
+	}
+	if cfg.DebugAddr != r.cfg.DebugAddr {
+		r.e.log.Warn("debug-addr is read at start only: restart pinhole server for the new one", "file", file)
+	}
 	if d.Restart {
 		gen, err := r.newGeneration(cfg.Settings)
 		if err != nil {

@@ -1,14 +1,21 @@
 package cli
 
 import (
+	"cmp"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
@@ -113,4 +120,81 @@ func TestServerFileErrors(t *testing.T) {
 	if code, _, stderr := run(t, "server", "-c", bad, "--keepalive", "1s"); code != 2 || !strings.Contains(stderr, "put --keepalive there instead") {
 		t.Errorf("-c with another flag: exit %d, stderr:\n%s", code, stderr)
 	}
+}
+
+// TestServerFileDebugAndMapKeys: debug-addr in the server's file serves
+// the profiles; the map keys become the portmap.Config that --map-via and
+// --map-gateway give (the mapping itself is TestMapLab's, as root).
+func TestServerFileDebugAndMapKeys(t *testing.T) {
+	dir := t.TempDir()
+	_, pub := writeKey(t, dir, "id_ed25519")
+	writeFile(t, filepath.Join(dir, "authorized_keys"), string(ssh.MarshalAuthorizedKey(pub)))
+	file := filepath.Join(dir, "server.toml")
+	writeFile(t, file, "listen = [\"127.0.0.1:0\"]\nhost-key = \"host_key\"\nauthorized-keys = \"authorized_keys\"\ndebug-addr = \"127.0.0.1:0\"\n")
+	srv := startReload(t, nil, "server", "-c", file)
+	out := collect(srv)
+	getGoroutines(t, out.wait(t, srv, `debug: net/http/pprof on (http://\S+/debug/pprof/)`, 1)[1])
+
+	e := &env{stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
+	mc, err := serverMapConfig(e, &config.Server{Map: true, MapVia: "natpmp", MapGateway: "192.168.1.1:5351"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := portmap.ParseMethod("natpmp")
+	if mc == nil || mc.Gateway.String() != "192.168.1.1" || mc.PMPPort != 5351 || !slices.Equal(mc.Methods, want) {
+		t.Fatalf("map keys gave %+v", mc)
+	}
+	if mc, err := serverMapConfig(e, &config.Server{}); mc != nil || err != nil {
+		t.Fatalf("map off gave %+v, %v", mc, err)
+	}
+}
+
+// TestEveryFlagHasAFileKey: each flag of pinhole server is a key of its
+// file by the same name, and each flag of pinhole connect is a key of up's
+// file (a tunnel's, or the top level's), by its long name; those that
+// cannot be are listed with the reason.
+func TestEveryFlagHasAFileKey(t *testing.T) {
+	server := map[string]bool{}
+	for _, k := range config.ServerKeys() {
+		server[k] = true
+	}
+	flagSet(commandNamed(t, "server")).VisitAll(func(f *flag.Flag) {
+		if f.Name != "c" && !server[f.Name] {
+			t.Errorf("pinhole server --%s has no key in the server's file", f.Name)
+		}
+	})
+	tunnel, top := map[string]bool{}, map[string]bool{}
+	for _, k := range config.TunnelKeys() {
+		tunnel[k] = true
+	}
+	for _, k := range config.TopKeys() {
+		top[k] = true
+	}
+	long := map[string]string{"p": "port", "l": "user", "i": "identity", "L": "local", "R": "remote", "D": "dynamic", "J": "jump", "b": "bind", "4": "address-family", "6": "address-family"}
+	none := map[string]string{
+		"F": "ssh_config's file: a tunnel's table is the whole of its settings",
+		"o": "an ssh_config setting, as F",
+		"v": "prints what ssh_config gave, as F",
+		"W": "stdio forwarding is one stream on stdin and stdout, not a tunnel",
+		"N": "accepted for ssh's sake; pinhole runs no remote command",
+	}
+	flagSet(commandNamed(t, "connect")).VisitAll(func(f *flag.Flag) {
+		if none[f.Name] != "" {
+			return
+		}
+		k := cmp.Or(long[f.Name], f.Name)
+		if !tunnel[k] && !top[k] {
+			t.Errorf("pinhole connect -%s (%s) has no key in up's file", f.Name, k)
+		}
+	})
+}
+
+func commandNamed(t *testing.T, name string) command {
+	for _, c := range commands() {
+		if c.name == name {
+			return c
+		}
+	}
+	t.Fatalf("no command %q", name)
+	return command{}
 }

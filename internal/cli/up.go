@@ -54,6 +54,13 @@ func runUp(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.DebugAddr != "" {
+		d := &debugServer{e: e, name: "pinhole up"}
+		if err := d.Set(cfg.DebugAddr); err != nil {
+			return fmt.Errorf("debug-addr in %s: %w", *file, err)
+		}
+		defer d.stop()
+	}
 	u := &upRunner{e: e, runs: map[string]*tunnelRun{}}
 	u.apply(cfg, config.Compare(nil, cfg))
 	fmt.Fprintf(e.stdout, "pinhole up: running %d tunnels of %s; reload with SIGHUP or by saving the file\n", len(cfg.Tunnels), *file)
@@ -522,7 +529,7 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 	}
 	addr := net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
 	authMethods := []ssh.AuthMethod{ssh.PublicKeys(signers...)}
-	dial, err := dialSettings{Bind: c.Bind, Jump: c.Jump}.dialer(e, userName, c.Host, authMethods, kh)
+	dial, err := dialSettings{Bind: c.Bind, Jump: c.Jump, Family: c.AddressFamily}.dialer(e, userName, c.Host, authMethods, kh)
 	if err != nil {
 		closeAgent()
 		return tunnel.ClientConfig{}, nil, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -682,5 +683,44 @@ func TestUpJump(t *testing.T) {
 	}
 	if n := strings.Count(w.server.stderr.String(), `msg="client connected"`); n < 2 {
 		t.Errorf("%d logins on the server, want 2 (the jump and the tunnel through it):\n%s", n, w.server.stderr)
+	}
+}
+
+// getGoroutines fetches the goroutine count from a --debug-addr server.
+func getGoroutines(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.HasPrefix(string(b), "goroutine profile: total ") {
+		t.Fatalf("%sgoroutine?debug=1 gave %q", base, b)
+	}
+	return string(b)
+}
+
+// TestUpFileOnlyKeys: debug-addr at the top of up's file serves the
+// profiles; a tunnel's address-family = "inet6" cannot reach a server on
+// 127.0.0.1, and "inet" can.
+func TestUpFileOnlyKeys(t *testing.T) {
+	w := newWorld(t, "")
+	target := streamtest.NewTarget(t).Port()
+	file := filepath.Join(w.dir, "up.toml")
+	writeFile(t, file, "debug-addr = \"127.0.0.1:0\"\n"+
+		w.upTunnel("four", "address-family = \"inet\"", target)+
+		w.upTunnel("six", "address-family = \"inet6\"", target))
+	p := startReload(t, nil, "up", "-c", file)
+	out := collect(p)
+	base := out.wait(t, p, `debug: net/http/pprof on (http://\S+/debug/pprof/)`, 1)[1]
+	getGoroutines(t, base)
+	exchangeThrough(t, out.wait(t, p, `^pinhole up: four: -L \S+: listening on (\S+),`, 1)[1], 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr.String(), "name=six") || !strings.Contains(p.stderr.String(), "tunnel did not connect; retrying") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the inet6 tunnel to 127.0.0.1 did not fail and retry; stderr:\n%s", p.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

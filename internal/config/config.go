@@ -40,6 +40,8 @@ type Config struct {
 	// Drain is how long a stopping tunnel's open streams may take to
 	// finish: at a reload that removes or restarts it, and at exit.
 	Drain time.Duration
+	// DebugAddr serves net/http/pprof (--debug-addr); read at start only.
+	DebugAddr string
 	// Tunnels, sorted by name.
 	Tunnels []*Tunnel
 }
@@ -133,6 +135,7 @@ type Conn struct {
 	UDPMaxFlows    int
 	Jump           string // -J [user@]host[:port][,...]
 	Bind           string // -b ADDR
+	AddressFamily  string // "inet" (-4), "inet6" (-6); "" any
 }
 
 // Equal reports whether a and b make the same connection.
@@ -181,3 +184,10 @@ func resolve(file, p string) string {
 	}
 	return filepath.Join(filepath.Dir(file), p)
 }
+
+// TunnelKeys, TopKeys and ServerKeys are the keys a [tunnel.NAME] table,
+// the top level of up's file and pinhole server's file take, for tests
+// that hold them against the flags.
+func TunnelKeys() []string { return slices.Clone(tunnelKeys) }
+func TopKeys() []string    { return slices.Clone(topKeys) }
+func ServerKeys() []string { return slices.Clone(serverKeys) }

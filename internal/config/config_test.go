@@ -132,6 +132,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax", "[tunnel.a\nhost = 1\n", []string{"1:"}},
 		{"bad jump", base + "jump = \"me@:22\"\n", []string{"4:8: jump: "}},
 		{"bad bind", base + "bind = \"eth0\"\n", []string{`4:8: bind "eth0": want an IP address`}},
+		{"bad address family", base + "address-family = \"ipv4\"\n", []string{`4:18: address-family "ipv4": want "any", "inet"`}},
 		{"key twice", base + "host = \"h2\"\n", []string{"4:1: "}},
 		{"array table", "[[tunnel]]\nhost = \"h\"\n", []string{"1:3: [[tunnel]] is an array of tables"}},
 		{"tunnel not a table", "tunnel = 3\n", []string{"1:10: tunnel is a table of tunnels"}},
@@ -331,6 +332,10 @@ keepalive = "0s"
 max-startups = "5:50:20"
 per-source-max-startups = "none"
 max-auth-tries = 3
+map = true
+map-via = "natpmp"
+map-gateway = "192.168.1.1"
+debug-addr = "127.0.0.1:6060"
 `), ServerChecks{})
 	if err != nil {
 		t.Fatal(err)
@@ -338,6 +343,7 @@ max-auth-tries = 3
 	want := &Server{
 		File: "/etc/pinhole/server.toml", Listen: []string{":2222", "127.0.0.1:443"},
 		HostKey: "/etc/pinhole/host_key", AuthorizedKeys: "~/.ssh/authorized_keys",
+		Map: true, MapVia: "natpmp", MapGateway: "192.168.1.1", DebugAddr: "127.0.0.1:6060",
 		Settings: ServerSettings{
 			HostKey: "/etc/pinhole/host_key", GatewayPorts: "clientspecified", Keepalive: 0, TakeoverProbe: 3 * time.Second,
 			Drain: DefaultDrain, UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
@@ -393,4 +399,29 @@ func FuzzParseServer(f *testing.F) {
 			t.Fatalf("differs from itself: %+v", d)
 		}
 	})
+}
+
+// TestParseServerMapErrors: the map keys say what to write.
+func TestParseServerMapErrors(t *testing.T) {
+	for src, want := range map[string]string{
+		"listen = \":22\"\nmap = \"yes\"\n":            `2:7: map is true or false`,
+		"listen = \":22\"\nmap-via = \"igd\"\n":        `2:11: map-via "igd": want "auto"`,
+		"listen = \":22\"\nmap-gateway = \"router\"\n": `2:15: map-gateway "router": want the router's IPv4 address`,
+	} {
+		_, err := ParseServer("s.toml", []byte(src), ServerChecks{})
+		if es := AsErrors(err); len(es) != 1 || !strings.Contains(es[0].Error(), want) {
+			t.Errorf("%q: %v, want %q", src, err, want)
+		}
+	}
+}
+
+// TestParseTopDebugAddr: debug-addr at the top level of up's file.
+func TestParseTopDebugAddr(t *testing.T) {
+	cfg, err := Parse("up.toml", []byte("debug-addr = \"127.0.0.1:0\"\n[tunnel.a]\nhost = \"h\"\nlocal = [\"1:h:2\"]\naddress-family = \"inet6\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DebugAddr != "127.0.0.1:0" || cfg.Tunnel("a").Conn.AddressFamily != "inet6" {
+		t.Fatalf("debug-addr %q, address-family %q", cfg.DebugAddr, cfg.Tunnel("a").Conn.AddressFamily)
+	}
 }

@@ -22,12 +22,12 @@ const MaxSize = 1 << 20
 
 // Keys of the file's top level and of a [tunnel.NAME] table.
 var (
-	topKeys    = []string{"drain", "tunnel"}
+	topKeys    = []string{"drain", "debug-addr", "tunnel"}
 	tunnelKeys = []string{
 		"host", "port", "user", "identity", "known-hosts", "host-key-check",
 		"keepalive", "keepalive-count", "local", "remote", "dynamic",
 		"proxy-auth", "proxy-auth-file", "allow-open-proxy", "udp-idle", "udp-max-flows",
-		"jump", "bind",
+		"jump", "bind", "address-family",
 	}
 )
 
@@ -256,6 +256,10 @@ func (ps *parser) build(leaves []leaf, tables []table) *Config {
 			cfg.Drain = ps.duration(l, "drain", false)
 		case l.path[0] == "drain":
 			ps.errorf(l.vpos, "drain is a duration, not a table: write drain = \"10s\"")
+		case l.path[0] == "debug-addr" && len(l.path) == 1:
+			if v, ok := ps.str(l, `debug-addr = "127.0.0.1:6060"`); ok {
+				cfg.DebugAddr = v
+			}
 		case l.path[0] != "tunnel":
 			ps.unknown(l.key, l.path[0], topKeys, "the top level")
 		case len(l.path) == 1:
@@ -454,6 +458,16 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 				return
 			}
 			c.Jump = s
+		}
+	case "address-family":
+		if v, ok := ps.str(l, `address-family = "inet"`); ok {
+			switch v {
+			case "any":
+			case "inet", "inet6":
+				c.AddressFamily = v
+			default:
+				ps.errorf(l.vpos, "address-family %q: want \"any\", \"inet\" (IPv4 only, -4) or \"inet6\" (IPv6 only, -6)", v)
+			}
 		}
 	case "bind":
 		if s, ok := ps.str(l, "bind = \"192.0.2.10\""); ok {

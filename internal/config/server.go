@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
 	"slices"
 	"strconv"
@@ -19,6 +20,7 @@ var serverKeys = []string{
 	"listen", "host-key", "authorized-keys", "gateway-ports", "keepalive",
 	"takeover-probe", "drain", "udp-idle", "udp-max-flows", "ciphers",
 	"login-grace", "max-startups", "per-source-max-startups", "max-auth-tries",
+	"map", "map-via", "map-gateway", "map-ssdp", "debug-addr",
 }
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
@@ -32,6 +34,13 @@ type Server struct {
 	HostKey        string // "" means the default in the state directory
 	AuthorizedKeys string // "" means ~/.ssh/authorized_keys
 	Settings       ServerSettings
+	// Map opens each listening port on the home router (--map), with
+	// MapVia and MapGateway (--map-via, --map-gateway); a change applies
+	// to the listeners opened from then on.
+	Map                         bool
+	MapVia, MapGateway, MapSSDP string
+	// DebugAddr serves net/http/pprof (--debug-addr); read at start only.
+	DebugAddr string
 }
 
 // ServerSettings are what the tunnel.Server is made with: a change
@@ -216,6 +225,43 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 					continue
 				}
 				st.MaxAuthTries = int(n)
+			}
+		case "map":
+			if l.value.kind != unstable.Bool {
+				ps.errorf(l.vpos, "map is true or false, not %s: write map = true", kindName(l.value))
+				continue
+			}
+			s.Map = l.value.data == "true"
+		case "map-via":
+			if v, ok := ps.str(l, `map-via = "auto"`); ok {
+				switch v {
+				case "auto", "pcp", "natpmp", "upnp":
+					s.MapVia = v
+				default:
+					ps.errorf(l.vpos, "map-via %q: want \"auto\", \"pcp\", \"natpmp\" or \"upnp\"", v)
+				}
+			}
+		case "map-gateway":
+			if v, ok := ps.str(l, `map-gateway = "192.168.1.1"`); ok {
+				if _, err := netip.ParseAddr(v); err != nil {
+					if _, err := netip.ParseAddrPort(v); err != nil {
+						ps.errorf(l.vpos, "map-gateway %q: want the router's IPv4 address, e.g. map-gateway = \"192.168.1.1\"", v)
+						continue
+					}
+				}
+				s.MapGateway = v
+			}
+		case "map-ssdp":
+			if v, ok := ps.str(l, `map-ssdp = "239.255.255.250:1900"`); ok {
+				if _, err := netip.ParseAddrPort(v); err != nil {
+					ps.errorf(l.vpos, "map-ssdp %q: want ADDR:PORT, e.g. map-ssdp = \"239.255.255.250:1900\"", v)
+					continue
+				}
+				s.MapSSDP = v
+			}
+		case "debug-addr":
+			if v, ok := ps.str(l, `debug-addr = "127.0.0.1:6060"`); ok {
+				s.DebugAddr = v
 			}
 		default:
 			ps.unknown(l.key, name, serverKeys, "pinhole server's file")
