@@ -86,17 +86,15 @@ func (ps *parser) at(n *unstable.Node, fallback pos) pos {
 	return pos{s.Start.Line, s.Start.Column}
 }
 
-// Parse reads a config file's bytes; file names it in errors and is the
-// base of relative paths. A file with mistakes returns Errors, every one
-// of them.
-func Parse(file string, data []byte) (*Config, error) {
-	ps := &parser{file: file}
+// decode checks the file's size and its TOML with go-toml's decoder first:
+// it checks what its parser alone does not (a key or a table given
+// twice). It reports false, with the errors in ps.errs, for a file that
+// goes no further.
+func (ps *parser) decode(data []byte) bool {
 	if len(data) > MaxSize {
 		ps.errorf(pos{1, 1}, "the file is %d bytes, more than the %d a config may have", len(data), MaxSize)
-		return nil, ps.errs
+		return false
 	}
-	// go-toml's decoder first: it checks what its parser alone does not
-	// (a key or a table given twice).
 	var generic map[string]any
 	if err := toml.Unmarshal(data, &generic); err != nil {
 		var de *toml.DecodeError
@@ -106,6 +104,17 @@ func Parse(file string, data []byte) (*Config, error) {
 		} else {
 			ps.errorf(pos{1, 1}, "%s", strings.TrimPrefix(err.Error(), "toml: "))
 		}
+		return false
+	}
+	return true
+}
+
+// Parse reads a config file's bytes; file names it in errors and is the
+// base of relative paths. A file with mistakes returns Errors, every one
+// of them.
+func Parse(file string, data []byte) (*Config, error) {
+	ps := &parser{file: file}
+	if !ps.decode(data) {
 		return nil, ps.errs
 	}
 	leaves, tables := ps.walk(data)

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
@@ -96,19 +94,7 @@ type ServerChecks struct {
 // nil, check values further, their errors placed at the value.
 func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error) {
 	ps := &parser{file: file}
-	if len(data) > MaxSize {
-		ps.errorf(pos{1, 1}, "the file is %d bytes, more than the %d a config may have", len(data), MaxSize)
-		return nil, ps.errs
-	}
-	var generic map[string]any
-	if err := toml.Unmarshal(data, &generic); err != nil {
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			line, col := de.Position()
-			ps.errorf(pos{line, col}, "%s (this is TOML: see docs/config.md)", strings.TrimPrefix(de.Error(), "toml: "))
-		} else {
-			ps.errorf(pos{1, 1}, "%s", strings.TrimPrefix(err.Error(), "toml: "))
-		}
+	if !ps.decode(data) {
 		return nil, ps.errs
 	}
 	leaves, tables := ps.walk(data)
