@@ -302,19 +302,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if limit, err := raiseFileLimit(uint64(cfg.HoldConns + 1024)); err != nil || limit < uint64(cfg.HoldConns+100) {
 		fdNote = fmt.Sprintf("The open-file limit is %d and could not be raised (%v): conns10k fails for that.", limit, err)
 	}
-	key, err := sshtest.WriteKey(dir, "client_key")
+	l, err := newLab(dir, cfg.Pinhole)
 	if err != nil {
 		return nil, err
 	}
-	l := &lab{pinhole: cfg.Pinhole, key: key}
-	if l.echo, err = startEchoChild(); err != nil {
-		return nil, err
-	}
-	defer l.echo.Close()
-	if l.udpEcho, err = newUDPEcho(); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer l.udpEcho.Close()
+	defer l.close()
 
 	r := &Results{
 		cfg: cfg, setups: ss, measurements: ms,

@@ -78,6 +78,29 @@ type lab struct {
 	udpEcho *udpEcho
 }
 
+// newLab writes the client key into dir and starts the echo servers the
+// setups forward to; close ends them.
+func newLab(dir, pinhole string) (*lab, error) {
+	key, err := sshtest.WriteKey(dir, "client_key")
+	if err != nil {
+		return nil, err
+	}
+	l := &lab{pinhole: pinhole, key: key}
+	if l.echo, err = startEchoChild(); err != nil {
+		return nil, err
+	}
+	if l.udpEcho, err = newUDPEcho(); err != nil {
+		l.echo.Close()
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return l, nil
+}
+
+func (l *lab) close() {
+	l.udpEcho.Close()
+	l.echo.Close()
+}
+
 // started runs start on a new forwarding and closes it on failure.
 func started(build func(f *forwarding) error) (*forwarding, error) {
 	f := &forwarding{}

@@ -16,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/pinhole-dev/pinhole/internal/sshtest"
 )
 
 // The soak of issue 12 (pinhole-bench -soak DURATION): one tunnel,
@@ -126,19 +124,11 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 		}
 	}
 	raiseFileLimit(uint64(4*cfg.Conns + 1024)) // a few sockets per connection in each process; best effort
-	key, err := sshtest.WriteKey(dir, "client_key")
+	l, err := newLab(dir, cfg.Pinhole)
 	if err != nil {
 		return nil, err
 	}
-	l := &lab{pinhole: cfg.Pinhole, key: key}
-	if l.echo, err = startEchoChild(); err != nil {
-		return nil, err
-	}
-	defer l.echo.Close()
-	if l.udpEcho, err = newUDPEcho(); err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer l.udpEcho.Close()
+	defer l.close()
 	sink, err := newBulkSink()
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
