@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,8 +22,15 @@ import (
 
 // ClientConfig configures a Client. Fields left zero take their defaults.
 type ClientConfig struct {
-	// Addr is the server's host:port.
+	// Addr is the server's host:port as SSH names it: the name its host
+	// key is checked under (HostKeyCallback, known_hosts) and the one
+	// logs and errors show. It is also where Dial connects unless Target
+	// says otherwise.
 	Addr string
+	// Target is what Dial is asked to connect to, when that is not Addr:
+	// a URL such as wss://host/ssh for a transport.Dialer, or the real
+	// host:port behind an alias. "" means Addr.
+	Target string
 	// User is the user name to log in as.
 	User string
 	// Auth is how to authenticate, usually ssh.PublicKeys or
@@ -604,9 +612,10 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 			release()
 		}
 	}()
-	nc, err := c.cfg.Dial(ctx, "tcp", c.cfg.Addr)
+	target := cmp.Or(c.cfg.Target, c.cfg.Addr)
+	nc, err := c.cfg.Dial(ctx, "tcp", target)
 	if err != nil {
-		return nil, fmt.Errorf("tunnel: cannot reach %s: %w", c.cfg.Addr, err)
+		return nil, fmt.Errorf("tunnel: cannot reach %s: %w", target, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)

@@ -124,6 +124,16 @@ type ServerConfig struct {
 	// MaxAuthTries). 0 means 6; negative means no limit.
 	MaxAuthTries int
 
+	// Unwrap, if set, is given each connection Serve accepts, before the
+	// SSH handshake: while it counts toward MaxStartups, with the
+	// deadline of HandshakeTimeout set on it. It returns the conn the SSH
+	// stream travels on (c itself for raw SSH, a TLS conn around c), or
+	// nil and no error when it has taken c for something else (HTTP),
+	// which from then on no longer counts. On an error c is closed.
+	// transport.Dispatcher's Unwrap serves SSH, TLS, WebSocket and HTTP
+	// on one port. nil means every connection is raw SSH.
+	Unwrap func(c net.Conn) (net.Conn, error)
+
 	// Cores, if set, is told how many SSH connections the server holds,
 	// to size GOMAXPROCS by (cores.go). nil leaves GOMAXPROCS alone.
 	Cores *CoreBudget
@@ -273,7 +283,7 @@ func (s *Server) Serve(l net.Listener) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handshake(c, release)
+			s.handshake(c, release, s.cfg.Unwrap)
 		}()
 	})
 	l.Close()
@@ -282,6 +292,36 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	return fmt.Errorf("tunnel: %w", err)
 }
+
+// ServeConn serves one SSH connection that arrived some other way than
+// through Serve's listeners, such as a WebSocket that an HTTP server
+// upgraded (transport.Dispatcher's SSH): it counts toward MaxStartups and
+// PerSourceMaxStartups by c's RemoteAddr, has HandshakeTimeout to log in,
+// and is not given to Unwrap. It returns when the connection ends, at
+// once with net.ErrClosed (having closed c) if the server is draining or
+// closed, and with ErrTooManyStartups if the limits drop c.
+func (s *Server) ServeConn(c net.Conn) error {
+	s.mu.Lock()
+	if s.state != serverServing {
+		s.mu.Unlock()
+		c.Close()
+		return net.ErrClosed
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	release, _ := s.gate.admit(c.RemoteAddr())
+	if release == nil {
+		c.Close()
+		return ErrTooManyStartups
+	}
+	s.handshake(c, release, nil)
+	return nil
+}
+
+// ErrTooManyStartups is ServeConn's error for a connection that
+// MaxStartups or PerSourceMaxStartups dropped.
+var ErrTooManyStartups = errors.New("tunnel: too many connections have not logged in yet (MaxStartups, PerSourceMaxStartups)")
 
 // track adds l to the listeners Close closes, or takes it away. A Serve
 // counts in s.wg while it runs, so that the handshakes it starts are
@@ -382,14 +422,28 @@ func drain(ctx context.Context, open func() int64) error {
 	return nil
 }
 
-// handshake runs the SSH handshake on c and then serves the connection.
-// The connection counts toward MaxStartups until it has authenticated or
-// failed: then it calls release.
-func (s *Server) handshake(c net.Conn, release func()) {
+// handshake runs the SSH handshake on c, after unwrap if that is not
+// nil, and then serves the connection. The connection counts toward
+// MaxStartups until it has authenticated or failed: then it calls
+// release.
+func (s *Server) handshake(c net.Conn, release func(), unwrap func(net.Conn) (net.Conn, error)) {
 	defer release()
-	defer s.cfg.Cores.Hold()()
 	peer := c.RemoteAddr().String()
 	s.loginGrace(c)
+	raw := c
+	if unwrap != nil {
+		inner, err := unwrap(c)
+		if err != nil {
+			c.Close()
+			s.log.Debug("connection closed before SSH", "peer", peer, "err", err)
+			return
+		}
+		if inner == nil {
+			return // HTTP: no longer ours
+		}
+		c = inner
+	}
+	defer s.cfg.Cores.Hold()()
 	var attempts authAttempts
 	bc := newBufferedConn(c)
 	conn, chans, reqs, err := ssh.NewServerConn(bc, s.authConfig(&attempts))
@@ -400,6 +454,9 @@ func (s *Server) handshake(c net.Conn, release func()) {
 	}
 	release()
 	c.SetDeadline(time.Time{})
+	if raw != c {
+		raw.SetDeadline(time.Time{})
+	}
 	opts, _ := conn.Permissions.ExtraData[optionsKey{}].(*auth.Options)
 	caps := capsOf(conn.ClientVersion())
 	sc := &serverConn{

@@ -1,0 +1,363 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Dispatcher serves SSH, SSH inside TLS, SSH inside WebSocket and HTTP on
+// one port. Its Unwrap looks at the first byte of each connection:
+//
+//	'S' (SSH-2.0-...)            raw SSH: the conn itself goes to the SSH server
+//	0x16 (a TLS ClientHello)     TLS, then by ALPN: "ssh" → SSH; "http/1.1" → HTTP;
+//	                             none → SSH if the SNI is one of SSHNames or the
+//	                             first byte inside is 'S', else HTTP
+//	'A'-'Z' (GET, POST, ...)     HTTP, plain
+//	anything else                closed
+//
+// HTTP, plain or inside TLS, goes to one http.Server: a WebSocket upgrade
+// at Path becomes an SSH stream (given to SSH), every other request goes to
+// HTTP. docs/protocol.md has the wire format.
+//
+// Set the fields before the first Unwrap and do not change them after.
+type Dispatcher struct {
+	// TLS answers TLS handshakes, with its Certificates or
+	// GetCertificate; Unwrap offers the ALPN protocols "ssh" and
+	// "http/1.1" before any of its own NextProtos. nil: a connection that
+	// starts with a TLS handshake is closed.
+	TLS *tls.Config
+	// SSHNames are TLS server names (SNI) that mean SSH for a client that
+	// offers no ALPN protocol, such as openssl s_client or socat.
+	SSHNames []string
+	// Path is where a WebSocket upgrade carries SSH; "" means DefaultPath.
+	Path string
+	// SSH serves one SSH stream that arrived as a WebSocket, and returns
+	// when it ends. nil refuses WebSocket upgrades with 503.
+	SSH func(net.Conn)
+	// HTTP answers every HTTP request that is not a WebSocket upgrade at
+	// Path. nil means a small 404 page.
+	HTTP http.Handler
+	// TrustedProxies are the reverse proxies (nginx and the like) whose
+	// X-Forwarded-For header names the real client of a WebSocket: from
+	// them, the last address in that header is the client's address that
+	// SSH sees (authorized_keys from=, per-source limits, logs). Empty
+	// means the header is never believed.
+	TrustedProxies []netip.Prefix
+	// HeaderTimeout bounds how long an HTTP request's header may take to
+	// arrive. 0 means 30 s.
+	HeaderTimeout time.Duration
+	// Logger gets a debug line for each connection closed for what its
+	// first bytes were. nil discards.
+	Logger *slog.Logger
+
+	once    sync.Once
+	ctx     context.Context
+	cancel  context.CancelFunc
+	tlsCfg  *tls.Config
+	srv     *http.Server
+	ln      *connListener
+	started sync.Map // net.Conn → chan struct{}: closed once its first request is read, or it ended
+}
+
+// errEmpty is the error for a connection that closed before its first
+// byte.
+var errEmpty = errors.New("transport: the connection closed before sending anything")
+
+// Unwrap takes a connection just accepted, with the deadline of its login
+// grace set, and returns the conn its SSH stream travels on: c itself for
+// raw SSH, a TLS conn for SSH inside TLS. It returns nil and no error when
+// c is HTTP: then the Dispatcher owns c, once the header of its first
+// request has arrived. On an error the caller closes c. It is the
+// tunnel.ServerConfig.Unwrap of a server on a shared port.
+func (d *Dispatcher) Unwrap(c net.Conn) (net.Conn, error) {
+	d.init()
+	first, c, err := peek(c)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case first == 'S':
+		return c, nil
+	case first == 0x16:
+		return d.unwrapTLS(c)
+	case 'A' <= first && first <= 'Z':
+		return nil, d.serveHTTP(c)
+	}
+	d.logger().Debug("closed: not SSH, TLS or HTTP", "peer", c.RemoteAddr().String(), "first_byte", fmt.Sprintf("%#02x", first))
+	return nil, fmt.Errorf("transport: the first byte %#02x is not SSH, TLS or HTTP", first)
+}
+
+func (d *Dispatcher) unwrapTLS(c net.Conn) (net.Conn, error) {
+	if d.tlsCfg == nil {
+		d.logger().Debug("closed: a TLS handshake on a port without a certificate", "peer", c.RemoteAddr().String())
+		return nil, errors.New("transport: a TLS handshake, and this port has no TLS certificate")
+	}
+	tc := tls.Server(c, d.tlsCfg)
+	if err := tc.HandshakeContext(d.ctx); err != nil {
+		d.logger().Debug("closed: TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
+		return nil, fmt.Errorf("transport: TLS handshake: %w", err)
+	}
+	cs := tc.ConnectionState()
+	switch cs.NegotiatedProtocol {
+	case ALPN:
+		return tc, nil
+	case "":
+		if slices.Contains(d.SSHNames, cs.ServerName) {
+			return tc, nil
+		}
+		first, inner, err := peek(tc)
+		if err != nil {
+			return nil, err
+		}
+		if first == 'S' {
+			return inner, nil
+		}
+		return nil, d.serveHTTP(inner)
+	}
+	return nil, d.serveHTTP(tc)
+}
+
+// peek returns c's first byte and a conn that reads from that byte on:
+// c itself for a TCP conn (MSG_PEEK), else c behind a buffer.
+func peek(c net.Conn) (byte, net.Conn, error) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		b, err := peekTCP(tc)
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return b, c, err
+		}
+	}
+	br := bufio.NewReader(c)
+	p, err := br.Peek(1)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errEmpty
+		}
+		return 0, nil, err
+	}
+	return p[0], &peekedConn{Conn: c, r: br}, nil
+}
+
+// peekedConn is a conn whose first bytes were read into r.
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (d *Dispatcher) init() {
+	d.once.Do(func() {
+		d.ctx, d.cancel = context.WithCancel(context.Background())
+		if d.TLS != nil {
+			d.tlsCfg = d.TLS.Clone()
+			protos := []string{ALPN, "http/1.1"}
+			for _, p := range d.TLS.NextProtos {
+				if !slices.Contains(protos, p) {
+					protos = append(protos, p)
+				}
+			}
+			d.tlsCfg.NextProtos = protos
+		}
+		timeout := d.HeaderTimeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		d.ln = &connListener{conns: make(chan net.Conn), done: make(chan struct{})}
+		d.srv = &http.Server{
+			Handler:           http.HandlerFunc(d.serve),
+			ReadHeaderTimeout: timeout,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(d.logger().Handler(), slog.LevelDebug),
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				return context.WithValue(ctx, connKey{}, c)
+			},
+			ConnState: func(c net.Conn, st http.ConnState) {
+				if st == http.StateClosed || st == http.StateHijacked {
+					d.firstRequest(c)
+					d.started.Delete(c)
+				}
+			},
+		}
+		go d.srv.Serve(d.ln)
+	})
+}
+
+type connKey struct{}
+
+func (d *Dispatcher) logger() *slog.Logger {
+	if d.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return d.Logger
+}
+
+// serveHTTP gives c to the HTTP server and waits until the header of its
+// first request has arrived, or c has ended: until then it counts as a
+// connection that has not shown what it is.
+func (d *Dispatcher) serveHTTP(c net.Conn) error {
+	// The login grace's deadline is the caller's; from here the HTTP
+	// server sets its own (HeaderTimeout, IdleTimeout).
+	c.SetDeadline(time.Time{})
+	started := make(chan struct{})
+	d.started.Store(c, started)
+	select {
+	case d.ln.conns <- c:
+	case <-d.ln.done:
+		d.started.Delete(c)
+		return net.ErrClosed
+	}
+	select {
+	case <-started:
+	case <-d.ctx.Done():
+	}
+	return nil
+}
+
+// firstRequest notes that c's first request has arrived (or c ended).
+func (d *Dispatcher) firstRequest(c net.Conn) {
+	if v, ok := d.started.LoadAndDelete(c); ok {
+		close(v.(chan struct{}))
+	}
+}
+
+func (d *Dispatcher) path() string {
+	if d.Path == "" {
+		return DefaultPath
+	}
+	return d.Path
+}
+
+func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		d.firstRequest(c)
+	}
+	if r.URL.Path != d.path() {
+		if d.HTTP != nil {
+			d.HTTP.ServeHTTP(w, r)
+			return
+		}
+		notFound(w)
+		return
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusUpgradeRequired)
+		io.WriteString(w, "pinhole: this is an SSH-over-WebSocket endpoint; connect with pinhole connect wss://HOST"+d.path()+", or ssh -o ProxyCommand='pinhole stdio wss://HOST"+d.path()+"' HOST\n")
+		return
+	}
+	if d.SSH == nil {
+		http.Error(w, "pinhole: SSH over WebSocket is not served here", http.StatusServiceUnavailable)
+		return
+	}
+	// The SSH inside authenticates; no cookie or browser credential is
+	// involved, so a cross-origin request gains nothing: the Origin
+	// header is not checked.
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		d.logger().Debug("WebSocket upgrade failed", "peer", r.RemoteAddr, "err", err)
+		return
+	}
+	nc := websocket.NetConn(d.ctx, ws, websocket.MessageBinary)
+	if remote := d.forwardedFor(nc.RemoteAddr(), r.Header.Values("X-Forwarded-For")); remote != nil {
+		nc = &addrConn{Conn: nc, local: nc.LocalAddr(), remote: remote}
+	}
+	d.SSH(nc)
+}
+
+// forwardedFor is the client's address that a trusted proxy at peer
+// names in X-Forwarded-For (the last entry: the one the proxy itself
+// added), nil when peer is not a trusted proxy or names none.
+func (d *Dispatcher) forwardedFor(peer net.Addr, values []string) net.Addr {
+	if len(d.TrustedProxies) == 0 || len(values) == 0 {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(peer.String())
+	if err != nil {
+		return nil
+	}
+	trusted := false
+	for _, p := range d.TrustedProxies {
+		if p.Contains(ap.Addr().Unmap()) {
+			trusted = true
+		}
+	}
+	if !trusted {
+		return nil
+	}
+	list := strings.Split(values[len(values)-1], ",")
+	a, err := netip.ParseAddr(strings.TrimSpace(list[len(list)-1]))
+	if err != nil {
+		return nil
+	}
+	return net.TCPAddrFromAddrPort(netip.AddrPortFrom(a.Unmap(), 0))
+}
+
+func notFound(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(http.StatusNotFound)
+	io.WriteString(w, "<!doctype html>\n<title>404 Not Found</title>\n<h1>404 Not Found</h1>\n<p>Nothing is served here.</p>\n")
+}
+
+// Close closes the HTTP connections and ends the WebSocket streams'
+// contexts. It is idempotent.
+func (d *Dispatcher) Close() error {
+	d.init()
+	d.cancel()
+	d.ln.Close()
+	return d.srv.Close()
+}
+
+// Shutdown stops taking HTTP connections and waits, until ctx ends, for
+// the requests in progress, as http.Server.Shutdown; WebSocket streams
+// belong to the SSH server's Shutdown. Then it closes as Close does.
+func (d *Dispatcher) Shutdown(ctx context.Context) error {
+	d.init()
+	d.ln.Close()
+	err := d.srv.Shutdown(ctx)
+	d.Close()
+	return err
+}
+
+// connListener is the listener the HTTP server accepts from: Unwrap
+// hands it the connections that are HTTP.
+type connListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return dispatchAddr{} }
+
+type dispatchAddr struct{}
+
+func (dispatchAddr) Network() string { return "dispatch" }
+func (dispatchAddr) String() string  { return "dispatch" }

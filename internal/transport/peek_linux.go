@@ -1,0 +1,37 @@
+package transport
+
+import (
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// peekTCP reads the first byte of c without taking it from the socket
+// (MSG_PEEK), so that the SSH server gets the *net.TCPConn itself and its
+// fast path (internal/rawio). It waits for data as a Read would, under
+// c's read deadline.
+func peekTCP(c *net.TCPConn) (byte, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		b    [1]byte
+		n    int
+		rerr error
+	)
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK)
+		return rerr != unix.EAGAIN
+	})
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	if n == 0 {
+		return 0, errEmpty
+	}
+	return b[0], nil
+}

@@ -1,0 +1,5 @@
+package transport
+
+import "net/url"
+
+func ProxyDialer(u *url.URL, dial DialFunc) (DialFunc, error) { return dial, nil }
