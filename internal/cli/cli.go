@@ -82,6 +82,7 @@ func commands() []command {
 		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect, nil},
 		{"up", "run the named tunnels of a config file, reloading it live", runUp, always},
 		{"check", "check a config file of pinhole up or server -c, starting nothing", runCheck, nil},
+		{"stdio", "copy stdin and stdout to a tls://, wss:// or ssh:// URL (OpenSSH's ProxyCommand)", runStdio, nil},
 		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, nil},
 		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap, nil},
 		{"version", "print pinhole's version, commit and Go version", runVersion, nil},

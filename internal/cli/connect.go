@@ -20,6 +20,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshconfig"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
@@ -78,10 +79,12 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		udpIdle  = fs.Duration("udp-idle", 60*time.Second, "end a UDP flow after this long without a datagram")
 		udpFlows = fs.Int("udp-max-flows", 1024, "most UDP flows (source addresses) at once per /udp forward")
 		dialSet  dialSettings
+		tf       transportFlags
 		stdio    = fs.String("W", "", "forward stdin and stdout to `host:port` through the server, and exit when it closes (ssh -W, for ssh's ProxyCommand; no -L/-R/-D)")
 	)
 	fs.StringVar(&dialSet.Jump, "J", "", "connect through the jump hosts `[user@]host[:port][,...]` in turn, as ssh -J (each checked in known_hosts under its own name)")
 	fs.StringVar(&dialSet.Bind, "b", "", "connect from the local IP address `ADDR` (to the first jump host with -J), as ssh -b")
+	tf.register(fs)
 	fs.Var(local, "L", "`[bind:]port:host:hostport` listen here, connect to host:hostport from the server (repeatable)")
 	fs.Var(remote, "R", "`[bind:]port:host:hostport` listen on the server, connect to host:hostport from here (repeatable)")
 	fs.Var(dynamic, "D", "`[bind:]port` SOCKS4/4a/5 and HTTP proxy here, connecting from the server (repeatable)")
@@ -103,7 +106,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	})
 	fs.Var(&idents, "i", "identity (private key) `file` (repeatable; before ssh_config's IdentityFile; default ~/.ssh/id_ed25519, id_ecdsa, id_rsa; ssh-agent is used when SSH_AUTH_SOCK is set)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host\n       pinhole connect -W host:port [flags] [user@]host\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\nhost is looked up in ssh_config (~/.ssh/config, /etc/ssh/ssh_config, or -F FILE) as ssh does: HostName, Port, User,\nIdentityFile, LocalForward, ProxyJump, ... apply; the command line comes first.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host | ssh://[user@]host[:port] | tls://[user@]host[:port] | wss://[user@]host[:port][/path]\n       pinhole connect -W host:port [flags] DESTINATION\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\ntls:// (SSH inside TLS) and ws:// or wss:// (SSH inside WebSocket) reach a pinhole server on port 443 through firewalls and proxies (docs/transports.md).\nhost is looked up in ssh_config (~/.ssh/config, /etc/ssh/ssh_config, or -F FILE) as ssh does: HostName, Port, User,\nIdentityFile, LocalForward, ProxyJump, ... apply; the command line comes first.\n\n")
 		fs.PrintDefaults()
 	}
 	pos, err := e.parseInterspersed(fs, args)
@@ -117,7 +120,22 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	destUser, host := splitDestination(pos[0])
+	var (
+		destUser, host string
+		url            *transport.Endpoint
+	)
+	if transport.IsURL(pos[0]) {
+		ep, err := transport.ParseURL(pos[0])
+		if err != nil {
+			return err
+		}
+		if given["p"] {
+			return fmt.Errorf("-p and a URL destination: put the port in the URL, as %s://%s:PORT", ep.Scheme, ep.Host)
+		}
+		url, destUser, host = &ep, ep.User, ep.Host
+	} else {
+		destUser, host = splitDestination(pos[0])
+	}
 	if host == "" {
 		return fmt.Errorf("%q has no host; want [user@]host", pos[0])
 	}
@@ -169,6 +187,16 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if port == 0 {
 		port = 22
 	}
+	if url != nil {
+		// The URL's port (or its scheme's) is the one; ssh_config's
+		// HostName still names the machine, as for ssh.
+		port = int(url.Port)
+		url.Host = conf.HostName
+	}
+	if dialSet.TLS, err = tf.clientTLS(); err != nil {
+		return err
+	}
+	dialSet.URL, dialSet.Proxy, dialSet.Getenv = url, tf.proxy, e.getenv
 	// -J on the command line wins over ssh_config, as in ssh; a
 	// ProxyCommand comes only from ssh_config or -o.
 	if dialSet.Jump == "" {
@@ -277,16 +305,12 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	addr := net.JoinHostPort(conf.HostName, strconv.Itoa(port))
 	authMethods := []ssh.AuthMethod{ssh.PublicKeys(signers...)}
 	dialSet.ResolveHop = resolveHop(me, localHost, *cfgFile)
-	dial, err := dialSet.dialer(e, userName, host, authMethods, kh)
-	if err != nil {
+	if dialSet.Base, err = dialer(conf); err != nil {
 		return err
 	}
-	if dial == nil {
-		// No -J, -b or ProxyCommand: ssh_config's BindAddress and
-		// AddressFamily, if any.
-		if dial, err = dialer(conf); err != nil {
-			return err
-		}
+	dial, target, err := dialSet.dialer(e, userName, host, authMethods, kh)
+	if err != nil {
+		return err
 	}
 	interval := *alive
 	if interval == 0 {
@@ -294,6 +318,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	}
 	cfg := tunnel.ClientConfig{
 		Addr:              addr,
+		Target:            target,
 		User:              userName,
 		Auth:              authMethods,
 		Dial:              dial,

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
@@ -21,6 +23,22 @@ type dialSettings struct {
 	Jump         string // -J [user@]host[:port][,...], or "none"
 	ProxyCommand string // a command whose stdio is the transport (%h %p %r %n expanded), or "none"
 	Family       string // "inet" or "inet6": the connection pinhole makes is IPv4 or IPv6 only (-4, -6); "" either
+
+	// URL is the destination when it was written as one (ssh://, tls://,
+	// ws://, wss://): the transport the SSH stream takes to it, and the
+	// reason proxies come from the environment. nil: a plain host, raw
+	// SSH.
+	URL *transport.Endpoint
+	// TLS checks a tls:// or wss:// destination's certificate.
+	TLS transport.ClientTLS
+	// Proxy is --proxy: a proxy URL, "none", or "" for the environment's
+	// when URL is set.
+	Proxy string
+	// Base makes the first TCP connection when -b is not given (what
+	// ssh_config's BindAddress says); nil means a net.Dialer.
+	Base tunnel.DialFunc
+	// Getenv reads the proxy variables; nil means none are set.
+	Getenv func(string) string
 
 	// ResolveHop, if set, completes each jump host as parsed from Jump
 	// before it is dialled: ssh_config's HostName, Port and User for it,
@@ -47,20 +65,36 @@ func (s dialSettings) check() error {
 			return err
 		}
 	}
-	return nil
+	return checkProxy(s.Proxy)
 }
 
-// dialer returns the tunnel.ClientConfig.Dial for s, nil when none of it
-// is set. destUser is the destination's user (ProxyCommand's %r) and
-// destHost the host as typed (%n). The jump hosts log in with authm, as
-// the local user unless -J names one (as ssh does), and are checked by kh
-// each under its own host:port.
-func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.AuthMethod, kh *auth.KnownHosts) (tunnel.DialFunc, error) {
+// dialer returns the tunnel.ClientConfig.Dial and Target for s: nil and
+// "" when none of it is set. destUser is the destination's user
+// (ProxyCommand's %r) and destHost the host as typed (%n). The jump hosts
+// log in with authm, as the local user unless -J names one (as ssh does),
+// and are checked by kh each under its own host:port. A proxy carries the
+// first connection (to the destination, or to the first jump host); a
+// tls://, ws:// or wss:// destination's transport goes over whatever
+// reaches it.
+func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.AuthMethod, kh *auth.KnownHosts) (tunnel.DialFunc, string, error) {
+	dial, err := s.reach(e, destUser, destHost, authm, kh)
+	if err != nil || s.URL == nil || s.URL.Scheme == transport.SSH {
+		return dial, "", err
+	}
+	td := &transport.Dialer{Dial: dial, TLS: s.TLS}
+	return td.DialContext, s.URL.String(), nil
+}
+
+// reach is the DialFunc that reaches the destination's host:port: through
+// a ProxyCommand, or from -b's address, over a proxy and the -J hops.
+func (s dialSettings) reach(e *env, destUser, destHost string, authm []ssh.AuthMethod, kh *auth.KnownHosts) (tunnel.DialFunc, error) {
 	jump := s.Jump != "" && s.Jump != "none"
 	command := s.ProxyCommand != "" && s.ProxyCommand != "none"
 	switch {
 	case jump && command:
 		return nil, errors.New("ProxyJump (-J) and ProxyCommand are both set: use one")
+	case command && s.Proxy != "" && s.Proxy != "none":
+		return nil, errors.New("--proxy and a ProxyCommand are both set: the command makes the connection; use one")
 	case command:
 		if s.Bind != "" {
 			e.log.Warn("-b (BindAddress) does nothing with a ProxyCommand: the command makes the connection", "bind", s.Bind)
@@ -72,7 +106,21 @@ func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.Auth
 			Stderr:       e.stderr,
 		})
 	}
-	var first tunnel.DialFunc
+	var hops []tunnel.JumpHost
+	if jump {
+		var err error
+		if hops, err = tunnel.ParseJump(s.Jump); err != nil {
+			return nil, err
+		}
+		if s.ResolveHop != nil {
+			for i, h := range hops {
+				if hops[i], err = s.ResolveHop(h); err != nil {
+					return nil, fmt.Errorf("-J %s: %w", h, err)
+				}
+			}
+		}
+	}
+	first := s.Base
 	if s.Bind != "" {
 		d, err := tunnel.BindDialer(s.Bind)
 		if err != nil {
@@ -91,19 +139,29 @@ func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.Auth
 		}
 		first = func(ctx context.Context, _, addr string) (net.Conn, error) { return base(ctx, network, addr) }
 	}
-	if !jump {
-		return first, nil
+	// The proxy is for the first connection this machine makes.
+	scheme, host, port := transport.SSH, "", uint16(0)
+	switch {
+	case jump:
+		host, port = hops[0].Host, cmp.Or(hops[0].Port, 22)
+	case s.URL != nil:
+		scheme, host, port = s.URL.Scheme, s.URL.Host, s.URL.Port
 	}
-	hops, err := tunnel.ParseJump(s.Jump)
+	getenv := s.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	proxy, err := proxyFor(s.Proxy, s.URL != nil, getenv, scheme, host, port)
 	if err != nil {
 		return nil, err
 	}
-	if s.ResolveHop != nil {
-		for i, h := range hops {
-			if hops[i], err = s.ResolveHop(h); err != nil {
-				return nil, fmt.Errorf("-J %s: %w", h, err)
-			}
+	if proxy != nil {
+		if first, err = transport.ProxyDialer(proxy, first); err != nil {
+			return nil, err
 		}
+	}
+	if !jump {
+		return first, nil
 	}
 	local := ""
 	if u, err := user.Current(); err == nil {

@@ -115,7 +115,7 @@ func TestProxyCommandPinholeW(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dial, err := ds.dialer(e, sshd.User, "127.0.0.1", []ssh.AuthMethod{ssh.PublicKeys(key.Signer)}, kh)
+	dial, _, err := ds.dialer(e, sshd.User, "127.0.0.1", []ssh.AuthMethod{ssh.PublicKeys(key.Signer)}, kh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +243,7 @@ func TestDialSettingsResolveHop(t *testing.T) {
 		h.Host, h.Port, h.User = host, port, "tester"
 		return h, nil
 	}}
-	dial, err := ds.dialer(e, "tester", host, authm, kh)
+	dial, _, err := ds.dialer(e, "tester", host, authm, kh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestDialSettingsResolveHop(t *testing.T) {
 		t.Errorf("the server saw %d logins, want 2 (as the jump host, then as the destination):\n%s", n, w.server.stderr)
 	}
 	ds.Jump = "elsewhere"
-	if _, err := ds.dialer(e, "tester", host, authm, kh); err == nil || !strings.Contains(err.Error(), "-J elsewhere: no such Host") {
+	if _, _, err := ds.dialer(e, "tester", host, authm, kh); err == nil || !strings.Contains(err.Error(), "-J elsewhere: no such Host") {
 		t.Errorf("a hop ResolveHop refuses: %v", err)
 	}
 }

@@ -12,12 +12,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
@@ -25,7 +25,13 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole server", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	defer debugAddrFlag(fs, e)()
-	listen := fs.String("listen", ":2222", "address to accept SSH connections on")
+	var listens, sshSNI, trusted stringList
+	fs.Var(&listens, "listen", "`address` to accept connections on: SSH, SSH inside TLS or WebSocket, and HTTP, told apart by their first bytes (repeatable; default :2222)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, the chain after it) for tls:// and wss:// clients (default: a self-signed one kept in the state directory; its fingerprint is printed)")
+	tlsKey := fs.String("tls-key", "", "the private key `file` (PEM) of --tls-cert")
+	wsPath := fs.String("ws-path", transport.DefaultPath, "URL `path` where a WebSocket upgrade carries SSH")
+	fs.Var(&sshSNI, "ssh-sni", "TLS server `name` (SNI) that means SSH for a TLS client offering no ALPN, such as openssl s_client (repeatable)")
+	fs.Var(&trusted, "trusted-proxy", "`CIDR` of a reverse proxy (nginx) whose X-Forwarded-For names a WebSocket client's real address (repeatable)")
 	hostKey := fs.String("host-key", "", "host key file; generated (ed25519, mode 0600) if missing (default in the user's state directory)")
 	authKeys := fs.String("authorized-keys", "", "authorized_keys file of the keys allowed in, with sshd's options (default ~/.ssh/authorized_keys)")
 	gateway := fs.String("gateway-ports", "no", "where remote forwards listen, as sshd's GatewayPorts: no (loopback), yes (all addresses) or clientspecified")
@@ -139,6 +145,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if probe == 0 {
 		probe = -1
 	}
+	disp, err := serverDispatcher(e, serverTransportSettings{TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted})
+	if err != nil {
+		return err
+	}
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{
 		HostKeys:             []ssh.Signer{signer},
 		Authorize:            authorizer(keys),
@@ -153,40 +163,62 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		MaxStartups:          startups,
 		PerSourceMaxStartups: perSourceMax,
 		MaxAuthTries:         *maxAuthTries,
+		Unwrap:               disp.Unwrap,
 		Logger:               e.log,
 	})
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if errors.Is(err, syscall.EACCES) {
-		return fmt.Errorf("cannot listen on %s: %w (a port below 1024 needs root or CAP_NET_BIND_SERVICE: "+
-			"AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit, docs/systemd.md; or pick a port from 1024 up with --listen)", *listen, err)
+	if len(listens) == 0 {
+		listens = stringList{":2222"}
 	}
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w (is another server on that port? pick another with --listen)", *listen, err)
+	disp.SSH = func(c net.Conn) { srv.ServeConn(c) }
+	defer disp.Close()
+	var lns []net.Listener
+	for _, a := range listens {
+		ln, err := listenServer(a)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return err
+		}
+		lns = append(lns, ln)
 	}
 	if created {
 		fmt.Fprintf(e.stdout, "pinhole server: generated a new host key in %s\n", *hostKey)
 	}
-	printServerBanner(e, ln.Addr(), signer.PublicKey(), *authKeys)
+	for _, ln := range lns[1:] {
+		fmt.Fprintf(e.stdout, "pinhole server: listening on %s\n", ln.Addr())
+	}
+	printServerBanner(e, lns[0].Addr(), signer.PublicKey(), *authKeys)
+	disp.printTLS(e, lns[0].Addr())
 	unmap := func() {}
 	if *mapPort {
-		unmap = serverMap(ctx, e, ln.Addr(), mapCfg)
+		unmap = serverMap(ctx, e, lns[0].Addr(), mapCfg)
 	}
 	defer unmap()
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	status := "listening on " + ln.Addr().String()
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	status := "listening on " + lns[0].Addr().String()
 	e.svc.ready(status)
 	for {
 		select {
 		case <-ctx.Done():
 			e.svc.stopping(fmt.Sprintf("draining: no new connections, open streams get up to %v", *drainFor))
-			return drainServer(e, srv, *drainFor, errc)
+			return drainServer(e, srv, disp.Dispatcher, *drainFor, func() {
+				for range lns {
+					<-errc
+				}
+			})
 		case err := <-errc:
 			srv.Close()
+			for range lns[1:] {
+				<-errc
+			}
 			return err
 		case <-e.reload:
 			e.svc.reloading("reading " + *authKeys + " again")
@@ -215,14 +247,19 @@ func reloadServer(e *env, keys *auth.KeyFile) {
 // drainServer shuts srv down gracefully: new connections and streams are
 // refused at once, open streams get up to d (or until a second signal) to
 // finish. A clean drain is a clean exit.
-func drainServer(e *env, srv *tunnel.Server, d time.Duration, errc <-chan error) error {
+func drainServer(e *env, srv *tunnel.Server, disp *transport.Dispatcher, d time.Duration, served func()) error {
 	open := srv.Stats().StreamsOpen
 	e.log.Info("shutting down: no new connections; waiting for open streams (a second signal stops at once)", "streams", open, "drain", d)
 	ctx, cancel := context.WithTimeout(e.force, d)
 	defer cancel()
 	start := time.Now()
+	herr := make(chan error, 1)
+	go func() { herr <- disp.Shutdown(ctx) }()
 	err := srv.Shutdown(ctx)
-	<-errc
+	served()
+	if derr := <-herr; err == nil {
+		err = derr
+	}
 	if err != nil {
 		return fmt.Errorf("shutdown did not finish draining, streams were cut: %w", err)
 	}

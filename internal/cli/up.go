@@ -529,7 +529,7 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 	}
 	addr := net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
 	authMethods := []ssh.AuthMethod{ssh.PublicKeys(signers...)}
-	dial, err := dialSettings{Bind: c.Bind, Jump: c.Jump, Family: c.AddressFamily}.dialer(e, userName, c.Host, authMethods, kh)
+	dial, target, err := dialSettings{Bind: c.Bind, Jump: c.Jump, Family: c.AddressFamily}.dialer(e, userName, c.Host, authMethods, kh)
 	if err != nil {
 		closeAgent()
 		return tunnel.ClientConfig{}, nil, err
@@ -540,6 +540,7 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 	}
 	cfg := tunnel.ClientConfig{
 		Addr:              addr,
+		Target:            target,
 		User:              userName,
 		Auth:              authMethods,
 		Dial:              dial,

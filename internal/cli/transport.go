@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/pinhole-dev/pinhole/internal/transport"
+)
+
+// transportFlags are the flags of connect and stdio that say how the SSH
+// stream leaves this machine: --tls-ca, --tls-fingerprint and --proxy.
+type transportFlags struct {
+	tlsCA, fingerprint, proxy string
+}
+
+func (t *transportFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.tlsCA, "tls-ca", "", "check a tls:// or wss:// server's certificate against the CA certificates in `FILE` (PEM) instead of the system's")
+	fs.StringVar(&t.fingerprint, "tls-fingerprint", "", "trust a tls:// or wss:// server whose certificate has this `SHA256:...` fingerprint (what pinhole server printed for its self-signed one), whatever its issuer and names")
+	fs.StringVar(&t.proxy, "proxy", "", "reach the server (or the first -J host) through the proxy `URL`: http://[user:pass@]host:port (CONNECT) or socks5://, socks5h://; none: no proxy (default: for a URL destination, HTTPS_PROXY, ALL_PROXY and NO_PROXY as curl reads them)")
+}
+
+// clientTLS loads --tls-ca and checks --tls-fingerprint.
+func (t transportFlags) clientTLS() (transport.ClientTLS, error) {
+	var c transport.ClientTLS
+	if t.fingerprint != "" {
+		if _, err := transport.ParseFingerprint(t.fingerprint); err != nil {
+			return c, err
+		}
+		c.Fingerprint = t.fingerprint
+	}
+	if t.tlsCA != "" {
+		path, err := expandHome(t.tlsCA)
+		if err != nil {
+			return c, err
+		}
+		if c.RootCAs, err = transport.LoadCertPool(path); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// checkProxy reports a malformed --proxy early.
+func checkProxy(s string) error {
+	if s == "" || s == "none" {
+		return nil
+	}
+	_, err := transport.ParseProxy(s)
+	return err
+}
+
+// proxyFor is the proxy to reach host:port with over scheme: --proxy
+// (given), none for "none", else from the environment as curl reads it
+// when fromEnv (the destination was written as a URL), else none.
+func proxyFor(given string, fromEnv bool, getenv func(string) string, scheme transport.Scheme, host string, port uint16) (*url.URL, error) {
+	switch {
+	case given == "none":
+		return nil, nil
+	case given != "":
+		return transport.ParseProxy(given)
+	case fromEnv:
+		u, err := transport.ProxyFromEnv(getenv, scheme, host, port)
+		if err != nil {
+			return nil, fmt.Errorf("proxy from the environment: %w (fix or unset it, or pass --proxy none)", err)
+		}
+		return u, nil
+	}
+	return nil, nil
+}
+
+// serverTransportSettings are pinhole server's --tls-cert, --tls-key,
+// --ws-path, --ssh-sni and --trusted-proxy.
+type serverTransportSettings struct {
+	TLSCert, TLSKey, WSPath string
+	SSHSNI, TrustedProxy    []string
+}
+
+// serverDisp is the Dispatcher of pinhole server's listeners, with what
+// it says at start about its certificate.
+type serverDisp struct {
+	*transport.Dispatcher
+	fingerprint string
+	selfSigned  string // the file of the self-signed certificate; "" for --tls-cert
+	created     bool
+}
+
+// serverDispatcher makes the Dispatcher for s: TLS from --tls-cert and
+// --tls-key, else from the self-signed certificate in the state
+// directory (made on the first start).
+func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")
+	}
+	if s.WSPath == "" {
+		s.WSPath = transport.DefaultPath
+	}
+	if !strings.HasPrefix(s.WSPath, "/") {
+		return nil, fmt.Errorf("--ws-path %q: want a path starting with /, such as %s", s.WSPath, transport.DefaultPath)
+	}
+	var trusted []netip.Prefix
+	for _, t := range s.TrustedProxy {
+		p, err := netip.ParsePrefix(t)
+		if err != nil {
+			a, aerr := netip.ParseAddr(t)
+			if aerr != nil {
+				return nil, fmt.Errorf("--trusted-proxy %q: want an address or CIDR, such as 127.0.0.1/32", t)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		trusted = append(trusted, p.Masked())
+	}
+	d := &serverDisp{}
+	var cert tls.Certificate
+	if s.TLSCert != "" {
+		certFile, err := expandHome(s.TLSCert)
+		if err != nil {
+			return nil, err
+		}
+		keyFile, err := expandHome(s.TLSKey)
+		if err != nil {
+			return nil, err
+		}
+		if cert, err = transport.LoadKeyPair(certFile, keyFile); err != nil {
+			return nil, err
+		}
+	} else {
+		dir, err := stateDir(e.getenv)
+		if err != nil {
+			return nil, err
+		}
+		names := []string{"localhost"}
+		if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+			names = append([]string{h}, names...)
+		}
+		d.selfSigned = filepath.Join(dir, transport.SelfSignedFile)
+		if cert, d.created, err = transport.LoadOrCreateSelfSigned(d.selfSigned, names); err != nil {
+			return nil, err
+		}
+	}
+	d.fingerprint = transport.Fingerprint(cert.Certificate[0])
+	d.Dispatcher = &transport.Dispatcher{
+		TLS:            &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		SSHNames:       s.SSHSNI,
+		Path:           s.WSPath,
+		TrustedProxies: trusted,
+		Logger:         e.log,
+	}
+	return d, nil
+}
+
+// printTLS says how tls:// and wss:// clients reach the server at addr
+// and trust its certificate.
+func (d *serverDisp) printTLS(e *env, addr net.Addr) {
+	host, port := "HOST", "443"
+	if ta, ok := addr.(*net.TCPAddr); ok {
+		port = strconv.Itoa(ta.Port)
+		if !ta.IP.IsUnspecified() {
+			host = ta.IP.String()
+		}
+	}
+	if d.selfSigned == "" {
+		fmt.Fprintf(e.stdout, "pinhole server: TLS certificate %s (--tls-cert)\n", d.fingerprint)
+		return
+	}
+	verb := "kept in"
+	if d.created {
+		verb = "made and kept in"
+	}
+	fmt.Fprintf(e.stdout, "pinhole server: TLS certificate %s, self-signed, %s %s\n", d.fingerprint, verb, d.selfSigned)
+	fmt.Fprintf(e.stdout, "pinhole server: TLS and WebSocket clients trust it with: pinhole connect --tls-fingerprint %s wss://%s:%s%s\n", d.fingerprint, host, port, d.Path)
+}
+
+// listenServer opens one of the server's listeners, with an error that
+// says what to do.
+func listenServer(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EACCES) {
+		return nil, fmt.Errorf("cannot listen on %s: %w (a port below 1024 needs root or CAP_NET_BIND_SERVICE: "+
+			"AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit, docs/systemd.md; or pick a port from 1024 up with --listen)", addr, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w (is another server on that port? pick another with --listen)", addr, err)
+	}
+	return ln, nil
+}
