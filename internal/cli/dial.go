@@ -82,7 +82,13 @@ func (s dialSettings) dialer(e *env, destUser, destHost string, authm []ssh.Auth
 		return dial, "", err
 	}
 	td := &transport.Dialer{Dial: dial, TLS: s.TLS}
-	return td.DialContext, s.URL.String(), nil
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := td.DialContext(ctx, network, addr)
+		if errors.Is(err, transport.ErrCertificate) {
+			return nil, &tunnel.FatalError{Err: err} // retrying cannot help
+		}
+		return c, err
+	}, s.URL.String(), nil
 }
 
 // reach is the DialFunc that reaches the destination's host:port: through

@@ -81,6 +81,9 @@ func proxyFor(given string, fromEnv bool, getenv func(string) string, scheme tra
 // serverTransportSettings are pinhole server's --tls-cert, --tls-key,
 // --ws-path, --ssh-sni and --trusted-proxy.
 type serverTransportSettings struct {
+	// HostKey is the host key's file: the self-signed certificate is
+	// kept beside it. "" means the state directory.
+	HostKey                 string
 	TLSCert, TLSKey, WSPath string
 	SSHSNI, TrustedProxy    []string
 }
@@ -96,7 +99,7 @@ type serverDisp struct {
 
 // serverDispatcher makes the Dispatcher for s: TLS from --tls-cert and
 // --tls-key, else from the self-signed certificate in the state
-// directory (made on the first start).
+// directory, beside the host key (made on the first start).
 func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")
@@ -120,7 +123,10 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		trusted = append(trusted, p.Masked())
 	}
 	d := &serverDisp{}
-	var cert tls.Certificate
+	var (
+		cert tls.Certificate
+		err  error
+	)
 	if s.TLSCert != "" {
 		certFile, err := expandHome(s.TLSCert)
 		if err != nil {
@@ -134,9 +140,11 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 			return nil, err
 		}
 	} else {
-		dir, err := stateDir(e.getenv)
-		if err != nil {
-			return nil, err
+		dir := filepath.Dir(s.HostKey)
+		if s.HostKey == "" {
+			if dir, err = stateDir(e.getenv); err != nil {
+				return nil, err
+			}
 		}
 		names := []string{"localhost"}
 		if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {

@@ -105,7 +105,10 @@ func (d *Dialer) handshake(ctx context.Context, c net.Conn, e Endpoint, alpn str
 		c.Close()
 		var verr *tls.CertificateVerificationError
 		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("transport: %s: %w (a server with a self-signed certificate: pass --tls-fingerprint with the fingerprint it printed; a private CA: --tls-ca FILE)", e.Addr(), err)
+			return nil, fmt.Errorf("%w: %s: %w (a server with a self-signed certificate: pass --tls-fingerprint with the fingerprint it printed; a private CA: --tls-ca FILE)", ErrCertificate, e.Addr(), verr.Err)
+		}
+		if errors.Is(err, ErrCertificate) {
+			return nil, err
 		}
 		return nil, fmt.Errorf("transport: TLS to %s: %w", e.Addr(), err)
 	}

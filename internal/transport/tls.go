@@ -44,6 +44,12 @@ func ParseFingerprint(s string) ([]byte, error) {
 	return sum, nil
 }
 
+// ErrCertificate is in the error of a dial whose server showed a TLS
+// certificate that is not trusted: a chain that does not verify, a name
+// that does not match, or not the pinned fingerprint. Trying again does
+// not help.
+var ErrCertificate = errors.New("transport: the server's TLS certificate is not trusted")
+
 // ClientTLS is how a client checks the server's certificate.
 type ClientTLS struct {
 	// RootCAs verify the certificate's chain; nil means the system's
@@ -81,7 +87,7 @@ func (c ClientTLS) config(serverName string, alpn ...string) (*tls.Config, error
 		}
 		got := sha256.Sum256(cs.PeerCertificates[0].Raw)
 		if subtle.ConstantTimeCompare(got[:], want) != 1 {
-			return fmt.Errorf("transport: the server's TLS certificate is %s, not the pinned %s: someone may be in the middle; if the server's certificate changed, pin the new one that pinhole server printed", Fingerprint(cs.PeerCertificates[0].Raw), c.Fingerprint)
+			return fmt.Errorf("%w: it is %s, not the pinned %s: someone may be in the middle; if the server's certificate changed, pin the new one that pinhole server printed", ErrCertificate, Fingerprint(cs.PeerCertificates[0].Raw), c.Fingerprint)
 		}
 		return nil
 	}
