@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -255,12 +256,15 @@ func checkProxyTarget(network, addr string) error {
 	default:
 		return fmt.Errorf("transport: a proxy carries TCP only, not %q", network)
 	}
+	if strings.ContainsFunc(addr, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return fmt.Errorf("transport: proxy target %q: a host:port cannot have spaces or control characters", addr)
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("transport: proxy target %q: %w; want host:port", addr, err)
 	}
-	if host == "" || strings.ContainsFunc(host, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return fmt.Errorf("transport: proxy target %q: the host is empty or has spaces or control characters", addr)
+	if host == "" {
+		return fmt.Errorf("transport: proxy target %q: no host; want host:port", addr)
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		return fmt.Errorf("transport: proxy target %q: port %q is not a number from 1 to 65535", addr, port)
@@ -280,13 +284,24 @@ func handshakeDeadline(ctx context.Context, c net.Conn) (end func(err error) err
 	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(aLongTimeAgo) })
 	return func(err error) error {
-		if !stop() || (err != nil && ctx.Err() != nil) {
-			// The deadline is (or is about to be) in the past: c is no
-			// good now whatever err is.
+		stopped := stop()
+		if err != nil {
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				return fmt.Errorf("%w (%w)", err, ctxErr)
+			}
+			if d, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(d) {
+				// c's deadline passed a moment before ctx's.
+				return fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+			}
+			return err
+		}
+		if !stopped {
+			// ctx ended as the handshake did: c's deadline is (or is
+			// about to be) in the past, so c is no good.
 			return fmt.Errorf("transport: proxy handshake: %w", context.Cause(ctx))
 		}
 		c.SetDeadline(time.Time{})
-		return err
+		return nil
 	}
 }
 
