@@ -575,7 +575,7 @@ func socks5Connect(ctx context.Context, c net.Conn, proxyAddr, addr string, user
 	if _, err := c.Write(req); err != nil {
 		return fail("sending CONNECT: %w", err)
 	}
-	rep, _, err := readSOCKS5Reply(c)
+	rep, err := readSOCKS5Reply(c)
 	if err != nil {
 		return fail("%w", err)
 	}
@@ -608,48 +608,37 @@ func readSOCKS5AuthReply(r io.Reader) (bool, error) {
 	return b[1] == 0, nil
 }
 
-// readSOCKS5Reply reads a reply to a request, and nothing after it: the
-// reply code and the bound address (host:port; a name for ATYP domain).
-func readSOCKS5Reply(r io.Reader) (rep byte, bound string, err error) {
+// readSOCKS5Reply reads a reply to a request, and nothing after it, and
+// returns its reply code. The bound address is read and dropped: a
+// CONNECT has no use for it.
+func readSOCKS5Reply(r io.Reader) (rep byte, err error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, "", fmt.Errorf("reading its reply: %w", eofUnexpected(err))
+		return 0, fmt.Errorf("reading its reply: %w", eofUnexpected(err))
 	}
 	if hdr[0] != socks5Version {
-		return 0, "", fmt.Errorf("its reply has version %d, not 5", hdr[0])
+		return 0, fmt.Errorf("its reply has version %d, not 5", hdr[0])
 	}
-	var host string
+	var n int
 	switch hdr[3] {
 	case socks5IPv4:
-		var ip [4]byte
-		if _, err := io.ReadFull(r, ip[:]); err != nil {
-			return 0, "", fmt.Errorf("reading the address in its reply: %w", eofUnexpected(err))
-		}
-		host = netip.AddrFrom4(ip).String()
+		n = 4
 	case socks5IPv6:
-		var ip [16]byte
-		if _, err := io.ReadFull(r, ip[:]); err != nil {
-			return 0, "", fmt.Errorf("reading the address in its reply: %w", eofUnexpected(err))
-		}
-		host = netip.AddrFrom16(ip).String()
+		n = 16
 	case socks5Domain:
-		var n [1]byte
-		if _, err := io.ReadFull(r, n[:]); err != nil {
-			return 0, "", fmt.Errorf("reading the address in its reply: %w", eofUnexpected(err))
+		var l [1]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
+			return 0, fmt.Errorf("reading the address in its reply: %w", eofUnexpected(err))
 		}
-		name := make([]byte, n[0])
-		if _, err := io.ReadFull(r, name); err != nil {
-			return 0, "", fmt.Errorf("reading the address in its reply: %w", eofUnexpected(err))
-		}
-		host = string(name)
+		n = int(l[0])
 	default:
-		return 0, "", fmt.Errorf("its reply has address type %d, which SOCKS5 does not have", hdr[3])
+		return 0, fmt.Errorf("its reply has address type %d, which SOCKS5 does not have", hdr[3])
 	}
-	var port [2]byte
-	if _, err := io.ReadFull(r, port[:]); err != nil {
-		return 0, "", fmt.Errorf("reading the port in its reply: %w", eofUnexpected(err))
+	var bound [maxSOCKS5Field + 2]byte // address and port
+	if _, err := io.ReadFull(r, bound[:n+2]); err != nil {
+		return 0, fmt.Errorf("reading the address in its reply: %w", eofUnexpected(err))
 	}
-	return hdr[1], net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(port[:])))), nil
+	return hdr[1], nil
 }
 
 func eofUnexpected(err error) error {

@@ -662,7 +662,7 @@ func FuzzSOCKS5Reply(f *testing.F) {
 	f.Add([]byte{4, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
-		rep, bound, err := readSOCKS5Reply(r)
+		rep, err := readSOCKS5Reply(r)
 		if err != nil {
 			return
 		}
@@ -683,11 +683,6 @@ func FuzzSOCKS5Reply(f *testing.F) {
 		}
 		if data[0] != 5 || rep != data[1] {
 			t.Fatalf("reply %d from %x", rep, data)
-		}
-		if _, port, err := net.SplitHostPort(bound); err != nil {
-			t.Fatalf("bound address %q: %v", bound, err)
-		} else if p, _ := strconv.Atoi(port); p != int(data[used-2])<<8|int(data[used-1]) {
-			t.Fatalf("bound port %s from %x", port, data[used-2:used])
 		}
 
 		// The method and auth readers take two bytes, whatever they are.
