@@ -209,7 +209,7 @@ func proxyDialer(u *url.URL, dial DialFunc, tlsConf *tls.Config) (DialFunc, erro
 			}
 			c, err := dial(ctx, "tcp", proxyAddr)
 			if err != nil {
-				return nil, fmt.Errorf("transport: reaching proxy %s: %w", proxyAddr, err)
+				return nil, fmt.Errorf("transport: reaching proxy %s: %w; is the proxy running there? Check the proxy URL", proxyAddr, err)
 			}
 			if p.Scheme == proxyHTTPS {
 				tc := tls.Client(c, tlsConf)
@@ -238,7 +238,7 @@ func proxyDialer(u *url.URL, dial DialFunc, tlsConf *tls.Config) (DialFunc, erro
 			}
 			c, err := dial(ctx, "tcp", proxyAddr)
 			if err != nil {
-				return nil, fmt.Errorf("transport: reaching SOCKS5 proxy %s: %w", proxyAddr, err)
+				return nil, fmt.Errorf("transport: reaching SOCKS5 proxy %s: %w; is the proxy running there? Check the proxy URL", proxyAddr, err)
 			}
 			if err := socks5Connect(ctx, c, proxyAddr, addr, p.User, req); err != nil {
 				c.Close()

@@ -36,24 +36,34 @@ import (
 //     nothing (but a host named "*").
 //   - Otherwise it is a list of entries separated by commas; spaces and
 //     tabs around an entry are skipped, and a space or tab followed by
-//     anything but a comma ends the list (curl stops reading there).
+//     anything but a comma ends the list, as in curl's current source
+//     (curl 7.88 took "a.com b.com" as two entries; write commas).
 //   - A host that is an IPv4 or IPv6 address (the host comes without
 //     brackets) matches an entry that is the same address, compared as
 //     addresses ("::1" matches "0::1"), or a CIDR block with the address
 //     in it ("10.0.0.0/8", "fe80::/10"). A prefix length of 0 means the
-//     whole address, as in curl; one past 32 (IPv4) or 128 (IPv6) matches
-//     nothing; an IPv4 address never matches an IPv6 entry or the other
-//     way round. Such a host is never matched as a name: "0.0.1" does not
-//     match 10.0.0.1.
-//   - Any other host matches an entry equal to it or to one of its parent
-//     domains, ignoring ASCII case, one leading dot of the entry and one
-//     trailing dot of each: "example.com" and ".example.com" both match
-//     example.com and a.example.com, and not badexample.com.
+//     whole address, as in curl ("10.0.0.0/0" matches 10.0.0.0 only); one
+//     past 32 (IPv4) or 128 (IPv6) matches nothing; the length is read as
+//     C's atoi does ("/8x" is /8). An IPv4 address never matches an IPv6
+//     entry or the other way round (::ffff:10.0.0.1 is not in
+//     10.0.0.0/8). Such a host is never matched as a name: "0.0.1" does
+//     not match 10.0.0.1. For IPv6 this follows curl's documentation
+//     rather than every curl: 7.88 compares IPv6 hosts as strings, and
+//     the current Curl_cidr6_match inverts the test of a prefix's last
+//     partial byte.
+//   - Any other host (a name, "host.10.0.0.1" too) matches an entry equal
+//     to it or to one of its parent domains, ignoring ASCII case, one
+//     leading dot of the entry and one trailing dot of each:
+//     "example.com" and ".example.com" both match example.com and
+//     a.example.com, and not badexample.com.
 //   - An entry with a port ("example.com:22") is compared whole, port
 //     included, as curl does, and so matches no host: write the host
 //     alone. The port of the connection plays no part.
 //   - Loopback addresses and localhost are not special: they go through
 //     the proxy unless NO_PROXY names them, as in curl.
+//
+// TestNoProxyLikeCurl checks these rules against the curl binary where
+// one is installed.
 func ProxyFromEnv(getenv func(string) string, scheme Scheme, host string, port uint16) (*url.URL, error) {
 	var names []string
 	switch scheme {

@@ -1,8 +1,12 @@
 package transport
 
 import (
+	"context"
+	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestProxyFromEnv(t *testing.T) {
@@ -177,6 +181,64 @@ func TestNoProxyMatch(t *testing.T) {
 	}
 }
 
+// TestNoProxyLikeCurl asks the curl on this machine, where there is one,
+// whether it would use the proxy for each case, and checks that
+// noProxyMatch agrees. The cases leave out where curl's versions differ
+// (blanks between entries, IPv6), so that any curl from 7.86 on agrees.
+func TestNoProxyLikeCurl(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not found: install curl to compare the NO_PROXY rules with it")
+	}
+	proxy := listen(t) // curl's connections to the proxy are accepted and closed
+	go func() {
+		for {
+			c, err := proxy.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	tests := []struct{ list, host string }{
+		{"example.com", "example.com"},
+		{"example.com", "a.example.com"},
+		{".example.com", "example.com"},
+		{"example.com", "badexample.com"},
+		{"EXAMPLE.com.", "example.COM"},
+		{"a.com, example.com", "example.com"},
+		{"example.com:81", "example.com"},
+		{"*", "example.com"},
+		{" *", "example.com"},
+		{"a.com,*", "example.com"},
+		{"127.0.0.0/8", "127.1.2.3"},
+		{"127.0.0.0/24", "127.1.2.3"},
+		{"127.0.0.0/0", "127.0.0.1"},
+		{"127.0.0.1/0", "127.0.0.1"},
+		{"127.0.0.0/8x", "127.0.0.1"},
+		{"0.0.1", "127.0.0.1"},
+		{"127.0.0.1", "host.127.0.0.1"},
+		{"localhost", "127.0.0.1"},
+		{"127.0.0.1", "localhost"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.list+" "+tt.host, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			// -q: no .curlrc. --resolve sends a direct connection to a
+			// name to 127.0.0.1, where port 81 refuses it at once.
+			cmd := exec.CommandContext(ctx, curl, "-q", "-sv", "--connect-timeout", "2", "-m", "5",
+				"--resolve", tt.host+":81:127.0.0.1", "http://"+tt.host+":81/")
+			cmd.Env = []string{"http_proxy=http://" + proxy.Addr().String(), "no_proxy=" + tt.list}
+			out, _ := cmd.CombinedOutput()
+			curlDirect := !strings.Contains(string(out), "Uses proxy env variable http_proxy")
+			if got := noProxyMatch(tt.list, tt.host); got != curlDirect {
+				t.Fatalf("noProxyMatch(%q, %q) = %v, but curl goes direct: %v\n%s", tt.list, tt.host, got, curlDirect, out)
+			}
+		})
+	}
+}
+
 // FuzzNoProxy checks the NO_PROXY matcher on arbitrary lists and hosts:
 // it never panics, "*" matches any host, a list with one more entry
 // matches at least what it did, and a plain host matches itself.
@@ -203,4 +265,28 @@ func FuzzNoProxy(f *testing.F) {
 			t.Fatalf("noProxyMatch(%q, %q) = false", host, host)
 		}
 	})
+}
+
+func ExampleProxyFromEnv() {
+	env := map[string]string{
+		"https_proxy": "proxy.example.com:3128",
+		"no_proxy":    "localhost, .corp.example.com, 10.0.0.0/8",
+	}
+	getenv := func(k string) string { return env[k] } // os.Getenv in a program
+	for _, host := range []string{"ssh.example.com", "git.corp.example.com", "10.1.2.3", "127.0.0.1"} {
+		u, err := ProxyFromEnv(getenv, WSS, host, 443)
+		switch {
+		case err != nil:
+			fmt.Println(err)
+		case u == nil:
+			fmt.Println(host, "direct")
+		default:
+			fmt.Println(host, "via", u)
+		}
+	}
+	// Output:
+	// ssh.example.com via http://proxy.example.com:3128
+	// git.corp.example.com direct
+	// 10.1.2.3 direct
+	// 127.0.0.1 via http://proxy.example.com:3128
 }
