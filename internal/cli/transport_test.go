@@ -6,10 +6,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
@@ -153,6 +156,85 @@ func TestStdioOpenSSH(t *testing.T) {
 				return []string{"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", p, target.Port())}
 			}, nil)
 			exchange(t, fmt.Sprintf("127.0.0.1:%d", port), uint64(200+i))
+		})
+	}
+}
+
+// recordingProxy is a SOCKS5 proxy (pinhole's own, internal/socks) that
+// notes each address it is asked to connect to.
+type recordingProxy struct {
+	addr string
+	mu   sync.Mutex
+	seen []string
+}
+
+func startRecordingProxy(t *testing.T) *recordingProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &recordingProxy{addr: ln.Addr().String()}
+	s := &socks.Server{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		p.mu.Lock()
+		p.seen = append(p.seen, addr)
+		p.mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return p
+}
+
+func (p *recordingProxy) asked() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.seen)
+}
+
+// TestConnectThroughProxy: --proxy, the environment's ALL_PROXY and
+// HTTPS_PROXY (for a URL destination), NO_PROXY, --proxy none, and -J,
+// where the proxy carries the connection to the first jump host.
+func TestConnectThroughProxy(t *testing.T) {
+	w := newTLSWorld(t)
+	target := streamtest.NewTarget(t)
+	fwd := fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", target.Port())
+	server := "127.0.0.1:" + w.port
+	base := []string{"connect", "-F", "none", "-i", w.identity, "--known-hosts", w.known, "--tls-fingerprint", w.fingerprint, "-L", fwd}
+	for i, tc := range []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		dest    string
+		viaWant string // what the proxy is asked for; "" means it is not used
+	}{
+		{"flag", nil, []string{"--proxy", "socks5://PROXY"}, "wss://tester@" + server + "/ssh", server},
+		{"ALL_PROXY", map[string]string{"ALL_PROXY": "socks5h://PROXY"}, nil, "tls://tester@" + server, server},
+		{"HTTPS_PROXY first", map[string]string{"HTTPS_PROXY": "socks5://PROXY", "ALL_PROXY": "socks5://127.0.0.1:1"}, nil, "wss://tester@" + server + "/ssh", server},
+		{"NO_PROXY", map[string]string{"ALL_PROXY": "socks5://127.0.0.1:1", "NO_PROXY": "127.0.0.0/8"}, nil, "tls://tester@" + server, ""},
+		{"none", map[string]string{"ALL_PROXY": "socks5://127.0.0.1:1"}, []string{"--proxy", "none"}, "ssh://tester@" + server, ""},
+		{"plain host ignores the environment", map[string]string{"ALL_PROXY": "socks5://127.0.0.1:1"}, []string{"-p", w.port}, "tester@127.0.0.1", ""},
+		{"jump", nil, []string{"--proxy", "socks5://PROXY", "-J", "tester@" + server}, "tls://tester@localhost:" + w.port, server},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startRecordingProxy(t)
+			for k, v := range tc.env {
+				t.Setenv(k, strings.ReplaceAll(v, "PROXY", p.addr))
+			}
+			args := slices.Clone(base)
+			for _, a := range tc.args {
+				args = append(args, strings.ReplaceAll(a, "PROXY", p.addr))
+			}
+			c := start(t, append(args, tc.dest)...)
+			exchange(t, c.waitLine(t, `-L \S+: listening on (\S+),`)[1], uint64(300+i))
+			asked := p.asked()
+			switch {
+			case tc.viaWant == "" && len(asked) > 0:
+				t.Errorf("the proxy was asked for %v; want it unused", asked)
+			case tc.viaWant != "" && !slices.Equal(asked, []string{tc.viaWant}):
+				t.Errorf("the proxy was asked for %v; want [%s]", asked, tc.viaWant)
+			}
 		})
 	}
 }
