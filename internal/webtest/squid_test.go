@@ -140,15 +140,20 @@ func serveHTTPS(t *testing.T, cert *Certificate) net.Addr {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{
+	srv := newHTTPS(cert)
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr()
+}
+
+// newHTTPS returns a server of "hello from HTTPS\n" over TLS with cert.
+func newHTTPS(cert *Certificate) *http.Server {
+	return &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "hello from HTTPS\n")
 		}),
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert.TLS}},
 	}
-	go srv.ServeTLS(ln, "", "")
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr()
 }
 
 func port(t *testing.T, a net.Addr) uint16 {
