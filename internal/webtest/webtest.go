@@ -185,6 +185,11 @@ func (p *proc) waitStarted(ctx context.Context, log string, ready *regexp.Regexp
 		}
 		select {
 		case <-p.done:
+			// The log is whole now: the program may have written its
+			// bind failure since the read above.
+			if strings.Contains(readFile(log), "Address already in use") {
+				return errPortTaken
+			}
 			return fmt.Errorf("webtest: %s exited (%v) before it listened", filepath.Base(p.cmd.Path), p.err)
 		case <-ctx.Done():
 			return fmt.Errorf("webtest: waiting for %s to listen on %s: %w", filepath.Base(p.cmd.Path), addr, ctx.Err())
