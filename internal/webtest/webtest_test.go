@@ -120,3 +120,20 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(string(stat), ')')
 	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }
+
+// TestMissing: the skip line names the program and its Debian package.
+func TestMissing(t *testing.T) {
+	for _, tc := range []struct {
+		programs []string
+		want     string
+	}{
+		{[]string{"sh"}, ""},
+		{[]string{"sh", "/nonexistent/sbin/squid"}, "webtest: skipping: /nonexistent/sbin/squid not found (install squid, or run scripts/test which installs it)"},
+		{[]string{"/nonexistent/nginx"}, "webtest: skipping: /nonexistent/nginx not found (install nginx, or run scripts/test which installs it)"},
+		{[]string{"no-such-program-webtest"}, "webtest: skipping: no-such-program-webtest not found (install it, or run scripts/test which installs it)"},
+	} {
+		if got := missing(tc.programs); got != tc.want {
+			t.Errorf("missing(%q) = %q, want %q", tc.programs, got, tc.want)
+		}
+	}
+}
