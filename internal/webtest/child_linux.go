@@ -1,8 +1,12 @@
 package webtest
 
 import (
+	"errors"
+	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -35,4 +39,30 @@ func sysProcAttr(as string, lowPort bool) (*syscall.SysProcAttr, error) {
 		attr.AmbientCaps = []uintptr{capNetBindService}
 	}
 	return attr, nil
+}
+
+// removeShm deletes the shared memory segments of squid service name.
+func removeShm(service string) {
+	files, _ := filepath.Glob(filepath.Join("/dev/shm", service+"-*.shm"))
+	for _, f := range files {
+		os.Remove(f)
+	}
+}
+
+// deleteStaleShm deletes the segments of webtest squids whose test process
+// died without cleaning up: the kernel killed the squid, and nobody
+// removed its segments.
+func deleteStaleShm() {
+	files, _ := filepath.Glob(filepath.Join("/dev/shm", servicePrefix+"*x*-*.shm"))
+	for _, f := range files {
+		pidText, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(f), servicePrefix), "x")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // still running
+		}
+		os.Remove(f)
+	}
 }

@@ -16,3 +16,10 @@ func sysProcAttr(as string, lowPort bool) (*syscall.SysProcAttr, error) {
 	}
 	return nil, nil
 }
+
+// removeShm does nothing: squid's shared memory is in Linux's /dev/shm.
+func removeShm(service string) {}
+
+// deleteStaleShm does nothing: squid's shared memory is in Linux's
+// /dev/shm.
+func deleteStaleShm() {}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -56,12 +57,13 @@ type Squid struct {
 	// 127.0.0.1:443 ..." or, for a port not allowed, "TCP_DENIED/403".
 	AccessLogFile, CacheLogFile string
 
-	p      *proc
-	path   string // squid's
-	listen netip.AddrPort
-	ports  []uint16
-	extra  []string
-	as     string // the user to run squid as, "" for ours
+	p       *proc
+	path    string // squid's
+	listen  netip.AddrPort
+	ports   []uint16
+	extra   []string
+	as      string // the user to run squid as, "" for ours
+	service string // squid -n: names its shared memory
 }
 
 // StartSquid writes a squid.conf for cfg, starts `squid -N -f CONF`, waits
@@ -118,6 +120,8 @@ func newSquid(t testing.TB, cfg SquidConfig) *Squid {
 	if os.Geteuid() == 0 {
 		s.as = "proxy"
 	}
+	deleteStaleShm()
+	s.service = fmt.Sprintf("%s%dx%d", servicePrefix, os.Getpid(), squidCounter.Add(1))
 	// Not t.TempDir: its parent is mode 0700, closed to the proxy user.
 	dir, err := os.MkdirTemp("", "webtest-squid-")
 	if err != nil {
@@ -131,9 +135,7 @@ func newSquid(t testing.TB, cfg SquidConfig) *Squid {
 	s.Dir, s.ConfigFile = dir, filepath.Join(dir, "squid.conf")
 	s.AccessLogFile, s.CacheLogFile = filepath.Join(run, "access.log"), filepath.Join(run, "cache.log")
 	t.Cleanup(func() {
-		if s.p != nil {
-			s.p.stop()
-		}
+		s.Stop()
 		if t.Failed() {
 			t.Logf("webtest: squid's cache.log (%s):\n%s", s.CacheLogFile, lastLines(s.CacheLog(), 40))
 		}
@@ -158,7 +160,7 @@ func (s *Squid) tryPort(addr netip.AddrPort) error {
 		return err
 	}
 	defer stderr.Close()
-	cmd := exec.Command(s.path, "-N", "-f", s.ConfigFile)
+	cmd := exec.Command(s.path, "-n", s.service, "-N", "-f", s.ConfigFile)
 	cmd.Dir = run
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if cmd.SysProcAttr, err = sysProcAttr(s.as, addr.Port() < 1024); err != nil {
@@ -173,6 +175,7 @@ func (s *Squid) tryPort(addr netip.AddrPort) error {
 	ready := regexp.MustCompile(`Accepting HTTP Socket connections at .* local=` + regexp.QuoteMeta(addr.String()) + ` `)
 	if err := p.waitStarted(ctx, s.CacheLogFile, ready, s.Namespace, addr); err != nil {
 		p.stop()
+		removeShm(s.service)
 		return err
 	}
 	s.p, s.Addr, s.Pid = p, addr, cmd.Process.Pid
@@ -229,6 +232,24 @@ func (s *Squid) WaitAccessLog(ctx context.Context, re string) (string, error) {
 	return waitLine(ctx, s.AccessLogFile, re)
 }
 
-// Stop kills squid and waits for it to exit. It is idempotent and runs
-// when the test ends.
-func (s *Squid) Stop() { s.p.stop() }
+// Stop kills squid, waits for it to exit, and deletes its shared memory.
+// It is idempotent and runs when the test ends.
+func (s *Squid) Stop() {
+	if s.p != nil {
+		s.p.stop()
+		removeShm(s.service)
+	}
+}
+
+// Squid keeps shared memory segments in /dev/shm named after its service
+// name (-n, alphanumeric only), "squid" by default, and leaves them when
+// killed. Each webtest squid gets a name of its own,
+// webtestPIDxN, PID being the test process's: squids of parallel tests do
+// not take over each other's segments, and one run as another user does
+// not fail on segments it may not replace ("shm_open(/squid-cf__...):
+// File exists").
+const servicePrefix = "webtest"
+
+// squidCounter makes the service names of squids in one test process
+// unique.
+var squidCounter atomic.Uint64

@@ -69,7 +69,7 @@ func TestDieWithTest(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Wait()
+	defer cmd.Wait() // a second Wait returns at once
 	defer cmd.Process.Kill()
 	lines := make(chan string, 1)
 	go func() {
@@ -93,6 +93,8 @@ func TestDieWithTest(t *testing.T) {
 	}
 	defer os.RemoveAll(f[3]) // squid's directory, which the dead test leaves
 	cmd.Process.Kill()
+	cmd.Wait()
+	defer deleteStaleShm() // the killed squid's segments: its test process is gone
 	for _, s := range f[1:3] {
 		pid, _ := strconv.Atoi(s)
 		deadline := time.Now().Add(5 * time.Second)
