@@ -66,9 +66,10 @@ type Squid struct {
 	service string // squid -n: names its shared memory
 }
 
-// StartSquid writes a squid.conf for cfg, starts `squid -N -f CONF`, waits
-// until it accepts connections, and kills it when the test ends, writing
-// the end of its cache.log to the test's log if the test failed. The
+// StartSquid writes a squid.conf for cfg, starts
+// `squid -n NAME -N -f CONF` (NAME: see servicePrefix), waits until it
+// accepts connections, and kills it when the test ends, writing the end of
+// its cache.log to the test's log if the test failed. The
 // config: http_port cfg.Listen; CONNECT denied to every port but
 // cfg.AllowConnectPorts; every other request from anywhere allowed (squid
 // listens on cfg.Listen only); no caching; DNS only to 127.0.0.1 (tests
@@ -76,9 +77,11 @@ type Squid struct {
 // pid file and logs in the test's directory. As root, squid runs as the
 // proxy user (see the package comment).
 //
-// A CONNECT tunnel through squid does not carry a TCP half-close: when
-// one side shuts down its writing half, squid closes the whole tunnel, so
-// a client must not half-close and then wait for the rest of a reply.
+// A CONNECT tunnel through squid does not carry a TCP half-close: when the
+// client shut down its writing half (squid 5.7, seen in TestSquid's first
+// version with streamtest.Exchange), squid closed the whole tunnel before
+// the server's last bytes, so a client must not half-close and then wait
+// for the rest of a reply.
 //
 // It skips the test when squid is not installed, and fails it when squid
 // does not start.
