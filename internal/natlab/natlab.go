@@ -23,14 +23,26 @@
 // to a lab address does so from inside one of the lab's namespaces; never
 // dial a lab address from the test process's own namespace.
 //
+// NewFirewall builds the same three namespaces with a firewall as the
+// router instead: no miniupnpd, and an nftables forward chain that lets the
+// LAN host open TCP connections to a few destination ports only (say 443,
+// or an office proxy's 3128) and drops everything else from the LAN, UDP
+// included, masquerading what it lets out. The transport tests run
+// pinhole on the LAN host against a server, a squid or an nginx
+// (internal/webtest) on the internet host:
+//
+//	lab := natlab.NewFirewall(t, natlab.FirewallConfig{AllowTCP: []uint16{443}})
+//	ln, _ := natlab.Listen(lab.Internet, "tcp4", "11.22.33.2:443")
+//	p := lab.Start(t, lab.LAN, "curl", "-sk", "https://11.22.33.2/")
+//
 // Everything the lab starts is ended by its process id and every namespace
 // deleted when the test ends (t.Cleanup). Programs in the lab get SIGKILL
 // from the kernel if the test process dies without cleaning up, and the
 // namespaces left by a test process that died are deleted by the next New.
 //
 // New needs root and the programs ip (iproute2), nft (nftables) and
-// miniupnpd; without them it skips the test with a line saying what is
-// missing. scripts/test installs them and CI runs as root.
+// miniupnpd (NewFirewall: ip and nft); without them it skips the test with
+// a line saying what is missing. scripts/test installs them and CI runs as root.
 package natlab
 
 import (
@@ -98,7 +110,9 @@ type Lab struct {
 	// Dial.
 	LAN, Router, Internet string
 
-	Dir           string // the lab's files: miniupnpd.conf, nft rules, logs
+	Dir string // the lab's files: router.nft (the router's ruleset), miniupnpd.conf, logs
+
+	// miniupnpd's; zero in a firewall lab (NewFirewall), which has none.
 	MiniupnpdPid  int
 	MiniupnpdLog  string // the file miniupnpd -d writes its log to
 	MiniupnpdConf string
@@ -118,13 +132,20 @@ const prefix = "natlab-"
 // installed, and returns the paths of ip and nft. New calls it.
 func Need(t testing.TB) (ip, nft string) {
 	t.Helper()
+	return need(t, "miniupnpd")
+}
+
+// need skips the test unless it runs as root on Linux with ip, nft and
+// more installed, and returns the paths of ip and nft.
+func need(t testing.TB, more ...string) (ip, nft string) {
+	t.Helper()
 	if !supported {
 		t.Skip("natlab: skipping: the router lab needs Linux network namespaces")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("natlab: skipping: the router lab needs root (network namespaces, nftables); CI runs it as root")
 	}
-	NeedPrograms(t, "ip", "nft", "miniupnpd")
+	NeedPrograms(t, append([]string{"ip", "nft"}, more...)...)
 	ip, _ = LookPath("ip")
 	nft, _ = LookPath("nft")
 	return ip, nft
@@ -168,8 +189,18 @@ func New(t testing.TB, cfg Config) *Lab {
 	t.Helper()
 	ip, nft := Need(t)
 	miniupnpd, _ := LookPath("miniupnpd")
-	DeleteStale(ip, prefix)
+	l := newLab(t, ip, nft, nftRules())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l.startMiniupnpd(t, ctx, miniupnpd, cfg)
+	return l
+}
 
+// newLab builds the namespaces of a lab whose router has the nftables
+// ruleset rules, and deletes them when the test ends.
+func newLab(t testing.TB, ip, nft, rules string) *Lab {
+	t.Helper()
+	DeleteStale(ip, prefix)
 	base := fmt.Sprintf("%s%d-%d-", prefix, os.Getpid(), counter.Add(1))
 	l := &Lab{
 		LAN: base + "lan", Router: base + "rtr", Internet: base + "inet",
@@ -188,16 +219,15 @@ func New(t testing.TB, cfg Config) *Lab {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := l.build(ctx); err != nil {
+	if err := l.build(ctx, rules); err != nil {
 		t.Fatal(err)
 	}
-	l.startMiniupnpd(t, ctx, miniupnpd, cfg)
 	return l
 }
 
 // build makes the namespaces, the veth pairs, the addresses and routes, and
-// the router's forwarding and nftables.
-func (l *Lab) build(ctx context.Context) error {
+// the router's forwarding and its nftables ruleset, rules.
+func (l *Lab) build(ctx context.Context, rules string) error {
 	lanHost := netip.PrefixFrom(LANAddr, LANPrefix.Bits()).String()
 	gw := netip.PrefixFrom(GatewayAddr, LANPrefix.Bits()).String()
 	wan := netip.PrefixFrom(WANAddr, WANPrefix.Bits()).String()
@@ -239,12 +269,12 @@ func (l *Lab) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("natlab: turning on forwarding in the router: %w", err)
 	}
-	rules := filepath.Join(l.Dir, "router.nft")
-	if err := os.WriteFile(rules, []byte(nftRules()), 0o644); err != nil {
+	file := filepath.Join(l.Dir, "router.nft")
+	if err := os.WriteFile(file, []byte(rules), 0o644); err != nil {
 		return fmt.Errorf("natlab: %w", err)
 	}
-	if out, err := l.Command(ctx, l.Router, l.nft, "-f", rules).CombinedOutput(); err != nil {
-		return fmt.Errorf("natlab: nft -f %s in the router: %v: %s", rules, err, bytes.TrimSpace(out))
+	if out, err := l.Command(ctx, l.Router, l.nft, "-f", file).CombinedOutput(); err != nil {
+		return fmt.Errorf("natlab: nft -f %s in the router: %v: %s", file, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
@@ -408,4 +438,10 @@ func (l *Lab) Redirects(ctx context.Context) ([]Redirect, error) {
 
 // MiniupnpdOutput returns what miniupnpd has logged so far. The whole log
 // is also written to MiniupnpdLog when the test ends.
-func (l *Lab) MiniupnpdOutput() string { return l.miniupnpd.Stderr() }
+// A firewall lab (NewFirewall) has no miniupnpd: "".
+func (l *Lab) MiniupnpdOutput() string {
+	if l.miniupnpd == nil {
+		return ""
+	}
+	return l.miniupnpd.Stderr()
+}
