@@ -125,7 +125,14 @@ func (w *tlsWorld) hostKeyLine(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ssh.ParsePrivateKey(data)
+	return hostKeyLineOf(t, data)
+}
+
+// hostKeyLineOf is the public half of a private host key file, as
+// known_hosts writes it after the name.
+func hostKeyLineOf(t *testing.T, private []byte) string {
+	t.Helper()
+	key, err := ssh.ParsePrivateKey(private)
 	if err != nil {
 		t.Fatal(err)
 	}
