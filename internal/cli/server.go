@@ -145,7 +145,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if probe == 0 {
 		probe = -1
 	}
-	disp, err := serverDispatcher(e, serverTransportSettings{HostKey: *hostKey, TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted})
+	disp, err := serverDispatcher(e, serverTransportSettings{HostKey: *hostKey, TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted, LoginGrace: grace})
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/transport"
 )
@@ -86,6 +87,9 @@ type serverTransportSettings struct {
 	HostKey                 string
 	TLSCert, TLSKey, WSPath string
 	SSHSNI, TrustedProxy    []string
+	// LoginGrace, if positive, also bounds how long an HTTP request's
+	// header may take.
+	LoginGrace time.Duration
 }
 
 // serverDisp is the Dispatcher of pinhole server's listeners, with what
@@ -161,6 +165,7 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		SSHNames:       s.SSHSNI,
 		Path:           s.WSPath,
 		TrustedProxies: trusted,
+		HeaderTimeout:  max(s.LoginGrace, 0),
 		Logger:         e.log,
 	}
 	return d, nil
