@@ -347,7 +347,7 @@ debug-addr = "127.0.0.1:6060"
 		Settings: ServerSettings{
 			HostKey: "/etc/pinhole/host_key", GatewayPorts: "clientspecified", Keepalive: 0, TakeoverProbe: 3 * time.Second,
 			Drain: DefaultDrain, UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
-			MaxStartups: "5:50:20", PerSourceMaxStartups: "none", MaxAuthTries: 3,
+			MaxStartups: "5:50:20", PerSourceMaxStartups: "none", MaxAuthTries: 3, WSPath: "/ssh",
 		},
 	}
 	if !reflect.DeepEqual(s, want) {
