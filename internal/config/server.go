@@ -65,8 +65,8 @@ type ServerSettings struct {
 	// self-signed one in the state directory.
 	TLSCert, TLSKey string
 	WSPath          string   // --ws-path; transport.DefaultPath when not given
-	SSHSNI          []string // --ssh-sni, in the file's order
-	TrustedProxy    []string // --trusted-proxy: addresses or CIDRs, as written
+	SSHSNI          []string // --ssh-sni, sorted
+	TrustedProxy    []string // --trusted-proxy: addresses or CIDRs as written, sorted
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -261,20 +261,22 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 				s.DebugAddr = v
 			}
 		case "tls-cert":
+			certAt = l.vpos
 			if v, ok := ps.str(l, `tls-cert = "/etc/pinhole/cert.pem"`); ok {
 				if v == "" {
 					ps.errorf(l.vpos, "tls-cert is empty: name a PEM certificate file, or leave tls-cert and tls-key out for a self-signed certificate")
 					continue
 				}
-				st.TLSCert, certAt = resolve(file, v), l.vpos
+				st.TLSCert = resolve(file, v)
 			}
 		case "tls-key":
+			keyAt = l.vpos
 			if v, ok := ps.str(l, `tls-key = "/etc/pinhole/key.pem"`); ok {
 				if v == "" {
 					ps.errorf(l.vpos, "tls-key is empty: name the PEM private key file of tls-cert, or leave tls-cert and tls-key out for a self-signed certificate")
 					continue
 				}
-				st.TLSKey, keyAt = resolve(file, v), l.vpos
+				st.TLSKey = resolve(file, v)
 			}
 		case "ws-path":
 			if v, ok := ps.str(l, `ws-path = "/ssh"`); ok {
@@ -291,8 +293,13 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 					ps.errorf(n.at, "ssh-sni %q: want a TLS server name, such as \"ssh.example.com\"", n.s)
 					continue
 				}
+				if slices.Contains(st.SSHSNI, n.s) {
+					ps.errorf(n.at, "ssh-sni %q is given twice: drop one", n.s)
+					continue
+				}
 				st.SSHSNI = append(st.SSHSNI, n.s)
 			}
+			slices.Sort(st.SSHSNI) // their order means nothing: a reorder restarts nothing
 		case "trusted-proxy":
 			st.TrustedProxy = nil
 			for _, a := range ps.strs(l, `trusted-proxy = ["127.0.0.1/32"]`) {
@@ -302,16 +309,24 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 						continue
 					}
 				}
+				if slices.Contains(st.TrustedProxy, a.s) {
+					ps.errorf(a.at, "trusted-proxy %q is given twice: drop one", a.s)
+					continue
+				}
 				st.TrustedProxy = append(st.TrustedProxy, a.s)
 			}
+			slices.Sort(st.TrustedProxy)
 		default:
 			ps.unknown(l.key, name, serverKeys, "pinhole server's file")
 		}
 	}
-	switch st := s.Settings; {
-	case st.TLSCert != "" && st.TLSKey == "":
+	st0 := s.Settings
+	// Each alone is a mistake; one given but bad is reported already, and
+	// so is its mate's absence then.
+	switch {
+	case st0.TLSCert != "" && keyAt == (pos{}):
 		ps.errorf(certAt, "tls-cert without tls-key: add tls-key = \"KEY.pem\", the certificate's private key, or drop tls-cert for a self-signed certificate")
-	case st.TLSKey != "" && st.TLSCert == "":
+	case st0.TLSKey != "" && certAt == (pos{}):
 		ps.errorf(keyAt, "tls-key without tls-cert: add tls-cert = \"CERT.pem\", or drop tls-key for a self-signed certificate")
 	}
 	if len(ps.errs) > 0 {
