@@ -388,6 +388,10 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 	if cfg.DebugAddr != r.cfg.DebugAddr {
 		r.e.log.Warn("debug-addr is read at start only: restart pinhole server for the new one", "file", file)
 	}
+	renewed := !d.Restart && r.certRenewed(cfg.Settings)
+	if renewed {
+		d.Restart = true
+	}
 	if d.Restart {
 		gen, err := r.newGeneration(cfg.Settings)
 		if err != nil {
@@ -396,7 +400,7 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 		}
 		old := r.gen
 		r.gen = gen
-		if tlsChanged(old.settings, gen.settings) {
+		if renewed || tlsChanged(old.settings, gen.settings) {
 			gen.disp.printTLS(r.e, r.firstAddr(cfg))
 		}
 		for _, ll := range r.lns {
@@ -444,6 +448,30 @@ func slicesDelete(s []string, v string) []string {
 // from the old one's, and so is worth printing again.
 func tlsChanged(a, b config.ServerSettings) bool {
 	return a.TLSCert != b.TLSCert || a.TLSKey != b.TLSKey || a.WSPath != b.WSPath
+}
+
+// certRenewed reports whether the certificate in s's tls-cert file is
+// another than the running one's, as after a renewal that kept the path:
+// then a reload restarts the server for it. A file that does not load
+// is logged and leaves the running server alone.
+func (r *serverRun) certRenewed(s config.ServerSettings) bool {
+	if s.TLSCert == "" || s.TLSCert != r.gen.settings.TLSCert || s.TLSKey != r.gen.settings.TLSKey {
+		return false
+	}
+	certFile, err := expandHome(s.TLSCert)
+	if err != nil {
+		return false
+	}
+	keyFile, err := expandHome(s.TLSKey)
+	if err != nil {
+		return false
+	}
+	cert, err := transport.LoadKeyPair(certFile, keyFile)
+	if err != nil {
+		r.e.log.Error("tls-cert not loaded again; the running certificate stays", "err", err)
+		return false
+	}
+	return transport.Fingerprint(cert.Certificate[0]) != r.gen.disp.fingerprint
 }
 
 // firstAddr is the address of the first of cfg's listeners that is open,

@@ -215,7 +215,9 @@ func selfSignedPair(t *testing.T, path string) string {
 // ws-path serves SSH inside WebSocket over TLS on its listener; a reload
 // that changes tls-cert restarts it: the new certificate is printed and
 // shown to new clients, and a stream held over wss:// through the old
-// generation drains to its last byte.
+// generation drains to its last byte. A SIGHUP after the certificate file
+// changed (a renewal at the same path) restarts too; one after nothing
+// changed does not.
 func TestServerFileTLSReload(t *testing.T) {
 	dir := t.TempDir()
 	identity, pub := writeKey(t, dir, "id_ed25519")
@@ -253,6 +255,23 @@ func TestServerFileTLSReload(t *testing.T) {
 	}
 	held.finish(t, "wss:// to a server restarted by a reload, in the old one's drain")
 	exchangeThrough(t, connect(fp2), 2)
+
+	// A renewal: another certificate in two.pem, the file as it was; a
+	// SIGHUP restarts for it.
+	fp3 := selfSignedPair(t, filepath.Join(dir, "three.pem"))
+	b, err := os.ReadFile(filepath.Join(dir, "three.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaceFile(t, filepath.Join(dir, "two.pem"), string(b))
+	reload <- struct{}{}
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 0 removed, authorized_keys changed: false, restarted: true`, 2)
+	if got := out.wait(t, srv, `^pinhole server: TLS certificate (\S+) \(--tls-cert\)`, 3)[1]; got != fp3 {
+		t.Fatalf("after a SIGHUP for the renewed certificate the TLS line names %s, want %s", got, fp3)
+	}
+	exchangeThrough(t, connect(fp3), 3)
+	reload <- struct{}{}
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 0 removed, authorized_keys changed: false, restarted: false`, 1)
 	code, _, stderr := run(t, "connect", "-F", "none", "-i", identity, "--known-hosts", known, "--proxy", "none",
 		"--tls-fingerprint", fp1, "-L", "0:127.0.0.1:9", url)
 	if code == 0 || !strings.Contains(stderr, fp1) {
