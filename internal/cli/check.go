@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+
+	"github.com/pinhole-dev/pinhole/internal/transport"
 )
 
 // runCheck is pinhole check -c FILE: the config of pinhole up parsed and
@@ -46,11 +48,16 @@ func runCheck(ctx context.Context, e *env, args []string) error {
 		if c.User != "" {
 			dest = c.User + "@" + dest
 		}
+		dest += fmt.Sprintf(" port %d", c.Port)
+		if ep, err := transport.ParseURL(c.URL); c.URL != "" && err == nil {
+			ep.User = c.User
+			dest = ep.String()
+		}
 		fw := make([]string, len(t.Forwards))
 		for i, f := range t.Forwards {
 			fw[i] = f.Kind.String() + " " + f.String()
 		}
-		fmt.Fprintf(e.stdout, "  %s: %s port %d: %s\n", t.Name, dest, c.Port, strings.Join(fw, ", "))
+		fmt.Fprintf(e.stdout, "  %s: %s: %s\n", t.Name, dest, strings.Join(fw, ", "))
 	}
 	return nil
 }

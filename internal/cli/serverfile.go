@@ -20,6 +20,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/config"
 	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
@@ -85,6 +86,7 @@ func runServerFile(ctx context.Context, e *env, file string) error {
 	}
 	r.cfg = cfg
 	fmt.Fprintf(e.stdout, "pinhole server: host key %s %s\n", gen.key.Type(), ssh.FingerprintSHA256(gen.key))
+	gen.disp.printTLS(e, r.lns[cfg.Listen[0]].ln.Addr())
 	fmt.Fprintf(e.stdout, "pinhole server: running %s; reload with SIGHUP or by saving the file\n", file)
 	e.svc.ready("running " + file)
 
@@ -134,9 +136,12 @@ type serverRun struct {
 	old    sync.WaitGroup           // generations draining
 }
 
-// generation is one tunnel.Server and the settings it was made with.
+// generation is one tunnel.Server, the Dispatcher in front of it (TLS,
+// WebSocket and HTTP on the same sockets), and the settings they were
+// made with.
 type generation struct {
 	srv      *tunnel.Server
+	disp     *serverDisp
 	settings config.ServerSettings
 	key      ssh.PublicKey
 	serving  sync.WaitGroup // its Serve calls
@@ -251,6 +256,12 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 	if created {
 		fmt.Fprintf(r.e.stdout, "pinhole server: generated a new host key in %s\n", hostKey)
 	}
+	disp, err := serverDispatcher(r.e, serverTransportSettings{
+		TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
+	})
+	if err != nil {
+		return nil, err
+	}
 	neg := func(d time.Duration) time.Duration {
 		if d == 0 {
 			return -1
@@ -271,12 +282,15 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		MaxStartups:          startups,
 		PerSourceMaxStartups: perSource,
 		MaxAuthTries:         s.MaxAuthTries,
+		Unwrap:               disp.Unwrap,
 		Logger:               r.e.log,
 	})
 	if err != nil {
+		disp.Close()
 		return nil, err
 	}
-	return &generation{srv: srv, settings: s, key: signer.PublicKey()}, nil
+	disp.SSH = func(c net.Conn) { srv.ServeConn(c) }
+	return &generation{srv: srv, disp: disp, settings: s, key: signer.PublicKey()}, nil
 }
 
 // serve hands ll's connections to g from now on.
@@ -374,6 +388,10 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 	if cfg.DebugAddr != r.cfg.DebugAddr {
 		r.e.log.Warn("debug-addr is read at start only: restart pinhole server for the new one", "file", file)
 	}
+	renewed := !d.Restart && r.certRenewed(cfg.Settings)
+	if renewed {
+		d.Restart = true
+	}
 	if d.Restart {
 		gen, err := r.newGeneration(cfg.Settings)
 		if err != nil {
@@ -382,6 +400,9 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 		}
 		old := r.gen
 		r.gen = gen
+		if renewed || tlsChanged(old.settings, gen.settings) {
+			gen.disp.printTLS(r.e, r.firstAddr(cfg))
+		}
 		for _, ll := range r.lns {
 			prev := ll.cur.Load()
 			r.serve(gen, ll)
@@ -423,13 +444,54 @@ func slicesDelete(s []string, v string) []string {
 	return out
 }
 
+// tlsChanged reports whether a new generation's certificate may differ
+// from the old one's, and so is worth printing again.
+func tlsChanged(a, b config.ServerSettings) bool {
+	return a.TLSCert != b.TLSCert || a.TLSKey != b.TLSKey || a.WSPath != b.WSPath
+}
+
+// certRenewed reports whether the certificate in s's tls-cert file is
+// another than the running one's, as after a renewal that kept the path:
+// then a reload restarts the server for it. A file that does not load
+// is logged and leaves the running server alone.
+func (r *serverRun) certRenewed(s config.ServerSettings) bool {
+	if s.TLSCert == "" || s.TLSCert != r.gen.settings.TLSCert || s.TLSKey != r.gen.settings.TLSKey {
+		return false
+	}
+	certFile, err := expandHome(s.TLSCert)
+	if err != nil {
+		return false
+	}
+	keyFile, err := expandHome(s.TLSKey)
+	if err != nil {
+		return false
+	}
+	cert, err := transport.LoadKeyPair(certFile, keyFile)
+	if err != nil {
+		r.e.log.Error("tls-cert not loaded again; the running certificate stays", "err", err)
+		return false
+	}
+	return transport.Fingerprint(cert.Certificate[0]) != r.gen.disp.fingerprint
+}
+
+// firstAddr is the address of the first of cfg's listeners that is open,
+// for the TLS line; nil when none is.
+func (r *serverRun) firstAddr(cfg *config.Server) net.Addr {
+	for _, a := range cfg.Listen {
+		if ll := r.lns[a]; ll != nil {
+			return ll.ln.Addr()
+		}
+	}
+	return nil
+}
+
 // drain shuts g down: new connections go elsewhere already; its own get d
 // to finish (or until a second signal).
 func (r *serverRun) drain(g *generation, d time.Duration) error {
 	r.e.log.Info("old server draining: new connections go to the new one", "streams", g.srv.Stats().StreamsOpen, "drain", d)
 	ctx, cancel := context.WithTimeout(r.e.force, d)
 	defer cancel()
-	err := g.srv.Shutdown(ctx)
+	err := shutdownPair(ctx, g.srv, g.disp.Dispatcher)
 	g.serving.Wait()
 	if err != nil {
 		r.e.log.Warn("old server's drain ended with streams open; they were cut", "err", err)
@@ -442,8 +504,36 @@ func (r *serverRun) closeAll() {
 	for a := range r.lns {
 		r.unlisten(a)
 	}
+	// The Dispatcher first: a connection still sending its first HTTP
+	// request holds srv's Close until the Dispatcher lets it go.
+	r.gen.disp.Close()
 	r.gen.srv.Close()
 	r.gen.serving.Wait()
+}
+
+// shutdownPair shuts down srv and the Dispatcher in front of it. The
+// WebSocket streams live on the Dispatcher's context, which its Shutdown
+// ends: so it is shut down only once srv has no stream open (srv's drain
+// is over), or when ctx ends, and SSH over WebSocket drains as raw SSH
+// does.
+func shutdownPair(ctx context.Context, srv *tunnel.Server, disp *transport.Dispatcher) error {
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	delay := time.Millisecond
+	for srv.Stats().StreamsOpen > 0 && ctx.Err() == nil {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+	derr := disp.Shutdown(ctx)
+	if err := <-done; err != nil {
+		return err
+	}
+	return derr
 }
 
 func (r *serverRun) shutdown() error {

@@ -18,6 +18,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 )
 
 // TestServerFileReload: pinhole server -c FILE through four reloads: a
@@ -197,4 +198,83 @@ func commandNamed(t *testing.T, name string) command {
 	}
 	t.Fatalf("no command %q", name)
 	return command{}
+}
+
+// selfSignedPair writes a certificate and its key to one PEM file (for
+// tls-cert and tls-key alike) and returns its fingerprint.
+func selfSignedPair(t *testing.T, path string) string {
+	t.Helper()
+	cert, _, err := transport.LoadOrCreateSelfSigned(path, []string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return transport.Fingerprint(cert.Certificate[0])
+}
+
+// TestServerFileTLSReload: pinhole server -c with tls-cert, tls-key and
+// ws-path serves SSH inside WebSocket over TLS on its listener; a reload
+// that changes tls-cert restarts it: the new certificate is printed and
+// shown to new clients, and a stream held over wss:// through the old
+// generation drains to its last byte. A SIGHUP after the certificate file
+// changed (a renewal at the same path) restarts too; one after nothing
+// changed does not.
+func TestServerFileTLSReload(t *testing.T) {
+	dir := t.TempDir()
+	identity, pub := writeKey(t, dir, "id_ed25519")
+	writeFile(t, filepath.Join(dir, "authorized_keys"), string(ssh.MarshalAuthorizedKey(pub)))
+	fp1 := selfSignedPair(t, filepath.Join(dir, "one.pem"))
+	fp2 := selfSignedPair(t, filepath.Join(dir, "two.pem"))
+	file := filepath.Join(dir, "server.toml")
+	conf := func(cert string) string {
+		return fmt.Sprintf("listen = [\"127.0.0.1:0\"]\nhost-key = \"host_key\"\nauthorized-keys = \"authorized_keys\"\ndrain = \"10s\"\n"+
+			"tls-cert = %q\ntls-key = %q\nws-path = \"/tunnel\"\nssh-sni = [\"ssh.example.com\"]\ntrusted-proxy = [\"127.0.0.1\"]\n", cert, cert)
+	}
+	writeFile(t, file, conf("one.pem"))
+	reload := make(chan struct{}, 1)
+	srv := startReload(t, reload, "server", "-c", file)
+	out := collect(srv)
+	addr := out.wait(t, srv, `^pinhole server: listening on (\S+)`, 1)[1]
+	if got := out.wait(t, srv, `^pinhole server: TLS certificate (\S+) \(--tls-cert\)`, 1)[1]; got != fp1 {
+		t.Fatalf("the TLS line names %s, want one.pem's %s", got, fp1)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	target := streamtest.NewTarget(t).Port()
+	known := filepath.Join(dir, "known_hosts")
+	url := "wss://tester@127.0.0.1:" + port + "/tunnel"
+	connect := func(fp string) string {
+		c := start(t, "connect", "-F", "none", "-i", identity, "--known-hosts", known, "--keepalive", "1s", "--proxy", "none",
+			"--tls-fingerprint", fp, "-L", fmt.Sprintf("0:127.0.0.1:%d", target), url)
+		return c.waitLine(t, `-L \S+: listening on (\S+),`)[1]
+	}
+	held := hold(t, connect(fp1), 1)
+
+	replaceFile(t, file, conf("two.pem"))
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 0 removed, authorized_keys changed: false, restarted: true`, 1)
+	if got := out.wait(t, srv, `^pinhole server: TLS certificate (\S+) \(--tls-cert\)`, 2)[1]; got != fp2 {
+		t.Fatalf("after the reload the TLS line names %s, want two.pem's %s", got, fp2)
+	}
+	held.finish(t, "wss:// to a server restarted by a reload, in the old one's drain")
+	exchangeThrough(t, connect(fp2), 2)
+
+	// A renewal: another certificate in two.pem, the file as it was; a
+	// SIGHUP restarts for it.
+	fp3 := selfSignedPair(t, filepath.Join(dir, "three.pem"))
+	b, err := os.ReadFile(filepath.Join(dir, "three.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaceFile(t, filepath.Join(dir, "two.pem"), string(b))
+	reload <- struct{}{}
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 0 removed, authorized_keys changed: false, restarted: true`, 2)
+	if got := out.wait(t, srv, `^pinhole server: TLS certificate (\S+) \(--tls-cert\)`, 3)[1]; got != fp3 {
+		t.Fatalf("after a SIGHUP for the renewed certificate the TLS line names %s, want %s", got, fp3)
+	}
+	exchangeThrough(t, connect(fp3), 3)
+	reload <- struct{}{}
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 0 removed, authorized_keys changed: false, restarted: false`, 1)
+	code, _, stderr := run(t, "connect", "-F", "none", "-i", identity, "--known-hosts", known, "--proxy", "none",
+		"--tls-fingerprint", fp1, "-L", "0:127.0.0.1:9", url)
+	if code == 0 || !strings.Contains(stderr, fp1) {
+		t.Errorf("pinned to the old certificate after the reload: exit %d; stderr:\n%s", code, stderr)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/config"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
@@ -527,9 +528,24 @@ func clientConfig(e *env, c config.Conn) (_ tunnel.ClientConfig, closeAgent func
 		closeAgent()
 		return tunnel.ClientConfig{}, nil, errors.New("no keys to log in with: create one with 'ssh-keygen -t ed25519', set identity = [\"FILE\"], or start ssh-agent")
 	}
+	// The name known_hosts is checked against is the server's host:port,
+	// for a URL host too (the URL's port, or its scheme's), as connect's.
 	addr := net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+	ds := dialSettings{Bind: c.Bind, Jump: c.Jump, Family: c.AddressFamily, Proxy: c.Proxy, Getenv: e.getenv}
+	if c.URL != "" {
+		ep, err := transport.ParseURL(c.URL)
+		if err != nil {
+			closeAgent()
+			return tunnel.ClientConfig{}, nil, err
+		}
+		ds.URL, addr = &ep, ep.Addr()
+	}
+	if ds.TLS, err = (transportFlags{tlsCA: c.TLSCA, fingerprint: c.TLSFingerprint}).clientTLS(); err != nil {
+		closeAgent()
+		return tunnel.ClientConfig{}, nil, err
+	}
 	authMethods := []ssh.AuthMethod{ssh.PublicKeys(signers...)}
-	dial, target, err := dialSettings{Bind: c.Bind, Jump: c.Jump, Family: c.AddressFamily}.dialer(e, userName, c.Host, authMethods, kh)
+	dial, target, err := ds.dialer(e, userName, c.Host, authMethods, kh)
 	if err != nil {
 		closeAgent()
 		return tunnel.ClientConfig{}, nil, err

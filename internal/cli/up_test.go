@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
@@ -722,5 +723,57 @@ func TestUpFileOnlyKeys(t *testing.T) {
 			t.Fatalf("the inet6 tunnel to 127.0.0.1 did not fail and retry; stderr:\n%s", p.stderr)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestUpConfigURLHost: tunnels of up's file whose host is a URL reach a
+// pinhole server's one port over tls:// (the certificate pinned with
+// tls-fingerprint) and wss:// (checked against tls-ca, a path relative to
+// the file), with proxy = "none"; the host key is remembered under the
+// URL's host:port, and pinhole check shows the URLs.
+func TestUpConfigURLHost(t *testing.T) {
+	dir := t.TempDir()
+	identity, pub := writeKey(t, dir, "id_ed25519")
+	writeFile(t, filepath.Join(dir, "authorized_keys"), string(ssh.MarshalAuthorizedKey(pub)))
+	pem := filepath.Join(dir, "cert.pem")
+	fp := selfSignedPair(t, pem)
+	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"),
+		"--authorized-keys", filepath.Join(dir, "authorized_keys"), "--tls-cert", pem, "--tls-key", pem)
+	_, port, _ := net.SplitHostPort(srv.waitLine(t, `listening on (\S+)`)[1])
+	t1, t2 := streamtest.NewTarget(t).Port(), streamtest.NewTarget(t).Port()
+	known := filepath.Join(dir, "known_hosts")
+	file := filepath.Join(dir, "up.toml")
+	writeFile(t, file, fmt.Sprintf(`[tunnel.pinned]
+host = "tls://tester@127.0.0.1:%[1]s"
+tls-fingerprint = %[2]q
+proxy = "none"
+identity = [%[3]q]
+known-hosts = %[4]q
+local = ["0:127.0.0.1:%[5]d"]
+
+[tunnel.ca]
+host = "wss://127.0.0.1:%[1]s/ssh"
+user = "tester"
+tls-ca = "cert.pem"
+proxy = "none"
+identity = [%[3]q]
+known-hosts = %[4]q
+local = ["0:127.0.0.1:%[6]d"]
+`, port, fp, identity, known, t1, t2))
+	code, stdout, stderr := run(t, "check", "-c", file)
+	for _, w := range []string{
+		fmt.Sprintf("pinned: tls://tester@127.0.0.1:%s: -L 0:127.0.0.1:%d", port, t1),
+		fmt.Sprintf("ca: wss://tester@127.0.0.1:%s/ssh: -L 0:127.0.0.1:%d", port, t2),
+	} {
+		if code != 0 || !strings.Contains(stdout, w) {
+			t.Errorf("check: exit %d, stdout does not say %q:\n%s%s", code, w, stdout, stderr)
+		}
+	}
+	p := startReload(t, nil, "up", "-c", file)
+	out := collect(p)
+	exchangeThrough(t, out.wait(t, p, `^pinhole up: pinned: -L \S+: listening on (\S+),`, 1)[1], 1)
+	exchangeThrough(t, out.wait(t, p, `^pinhole up: ca: -L \S+: listening on (\S+),`, 1)[1], 2)
+	if b, err := os.ReadFile(known); err != nil || !strings.Contains(string(b), "[127.0.0.1]:"+port+" ssh-ed25519 ") {
+		t.Errorf("known_hosts does not name the URL's host:port: %q, %v", b, err)
 	}
 }

@@ -73,15 +73,15 @@ type Tunnel struct {
 
 // FileRef is a file a tunnel's key names, and where in the config.
 type FileRef struct {
-	Key       string // identity, known-hosts or proxy-auth-file
+	Key       string // identity, known-hosts, proxy-auth-file or tls-ca
 	Path      string // relative ones made relative to the config's directory
 	Line, Col int
 }
 
 // CheckFiles reports, at the line and column that names it, each file of
 // cfg's tunnels that must exist and that check (given a path, with "~"
-// left in it) finds missing or unreadable: identity and proxy-auth-file
-// files, and known-hosts under host-key-check = "yes".
+// left in it) finds missing or unreadable: identity, proxy-auth-file and
+// tls-ca files, and known-hosts under host-key-check = "yes".
 func CheckFiles(cfg *Config, check func(path string) error) error {
 	var es Errors
 	for _, t := range cfg.Tunnels {
@@ -99,6 +99,8 @@ func CheckFiles(cfg *Config, check func(path string) error) error {
 				hint = fmt.Sprintf("create the key with ssh-keygen -t ed25519 -f %s, or fix the path", f.Path)
 			case "proxy-auth-file":
 				hint = "create it, one user:pass a line, or fix the path"
+			case "tls-ca":
+				hint = "put the CA certificates (PEM) that signed the server's certificate there, or fix the path"
 			default:
 				hint = "with host-key-check = \"yes\" it must list the server: add it with ssh-keyscan, or write host-key-check = \"accept-new\""
 			}
@@ -120,8 +122,15 @@ func CheckFiles(cfg *Config, check func(path string) error) error {
 // Conn is a tunnel's connection settings, each the value of the
 // pinhole connect flag of the same name.
 type Conn struct {
-	Host           string   // the destination's host (host = "[user@]host")
-	Port           uint16   // -p
+	Host string // the destination's host (host = "[user@]host"), or the host of URL
+	Port uint16 // -p, or the port of URL (its scheme's default when it names none)
+	// URL is the destination when host is written as one (ssh://,
+	// tls://, ws://, wss://), as transport.Endpoint.String writes it and
+	// without its user (that is User); "" for a plain [user@]host.
+	URL            string
+	TLSCA          string   // --tls-ca: a PEM file of CA certificates; "" means the system's
+	TLSFingerprint string   // --tls-fingerprint: SHA256:... of the server's certificate
+	Proxy          string   // --proxy: a proxy URL, "none", or "" for the environment's (for a URL host)
 	User           string   // -l, or the user@ of host; "" means the caller's user
 	Identity       []string // -i, in order; none means the defaults and ssh-agent
 	KnownHosts     string   // --known-hosts; "" means ~/.ssh/known_hosts

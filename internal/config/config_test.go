@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 )
 
 const good = `# two tunnels
@@ -138,6 +139,20 @@ func TestParseErrors(t *testing.T) {
 		{"tunnel not a table", "tunnel = 3\n", []string{"1:10: tunnel is a table of tunnels"}},
 		{"bool", base + "allow-open-proxy = \"yes\"\n", []string{"4:20: allow-open-proxy is true or false, not a string"}},
 		{"two mistakes", base + "prot = 22\nkeepalive = \"x\"\n", []string{`4:1: unknown key "prot"`, `5:13: keepalive "x"`}},
+		{"bad URL scheme", base + "[tunnel.b]\nhost = \"https://h\"\nlocal = [\"1:h:2\"]\n", []string{`5:8: host: "https://h": unknown scheme "https"; want ssh://, tls://, ws:// or wss://`}},
+		{"URL without host", base + "[tunnel.b]\nhost = \"wss:///ssh\"\nlocal = [\"1:h:2\"]\n", []string{`5:8: host: "wss:///ssh": no host`}},
+		{"URL with a path for tls", base + "[tunnel.b]\nhost = \"tls://h/ssh\"\nlocal = [\"1:h:2\"]\n", []string{`5:8: host: "tls://h/ssh": only ws:// and wss:// take a path`}},
+		{"URL user and user", "[tunnel.a]\nhost = \"wss://x@h/ssh\"\nuser = \"y\"\nlocal = [\"1:h:2\"]\n", []string{`3:8: user = "y" but host says "x"@`}},
+		{"URL and port", "[tunnel.a]\nhost = \"wss://me@h/ssh\"\nport = 8443\nlocal = [\"1:h:2\"]\n", []string{`3:8: port = 8443 and host is a URL: put the port in the URL, as host = "wss://me@h:8443/ssh", and drop port`}},
+		{"port then URL", "[tunnel.a]\nport = 22\nhost = \"ssh://h\"\nlocal = [\"1:h:2\"]\n", []string{`2:8: port = 22 and host is a URL: put the port in the URL, as host = "ssh://h:22"`}},
+		{"bad fingerprint", base + "tls-fingerprint = \"MD5:ab:cd\"\n", []string{`4:19: tls-fingerprint: TLS fingerprint "MD5:ab:cd": want SHA256: and base64`}},
+		{"short fingerprint", base + "tls-fingerprint = \"SHA256:abcd\"\n", []string{`4:19: tls-fingerprint: TLS fingerprint "SHA256:abcd": want SHA256: and the 43 base64 characters`}},
+		{"fingerprint not a string", base + "tls-fingerprint = 3\n", []string{`4:19: tls-fingerprint is a string, not a number`}},
+		{"empty tls-ca", base + "tls-ca = \"\"\n", []string{`4:10: tls-ca is empty: name a PEM file`}},
+		{"tls-ca a list", base + "tls-ca = [\"ca.pem\"]\n", []string{`4:1: tls-ca is a string, not a list`}},
+		{"bad proxy", base + "proxy = \"://nohost\"\n", []string{`4:9: proxy "://nohost": `}},
+		{"empty proxy", base + "proxy = \"\"\n", []string{`4:9: proxy is empty: give a proxy URL`}},
+		{"proxy a bool", base + "proxy = false\n", []string{`4:9: proxy is a string, not true or false: write proxy = "http://proxy.example.com:3128"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := Parse("up.toml", []byte(tc.src))
@@ -267,6 +282,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte("tunnel.x = { host = \"h\", local = [\"1:h:2\"] }\n"))
 	f.Add([]byte("[tunnel.a]\nhost = \"h\"\nlocal = [\"8080:x:80\", 3]\nprot = 1\n"))
+	f.Add([]byte("[tunnel.a]\nhost = \"wss://me@h:8443/p\"\nproxy = \"none\"\ntls-ca = \"ca\"\nlocal = \"1:h:2\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse("f.toml", data)
 		if err != nil {
@@ -294,6 +310,7 @@ identity = ["here", "~/gone"]
 known-hosts = "kh"
 proxy-auth-file = "/etc/users"
 local = ["1:h:2"]
+tls-ca = "ca.pem"
 [tunnel.b]
 host = "h"
 host-key-check = "yes"
@@ -310,7 +327,8 @@ local = ["3:h:4"]
 	es := AsErrors(err)
 	want := []string{
 		`up.toml:3:21: identity "~/gone": no such file or directory: create the key with ssh-keygen -t ed25519 -f ~/gone`,
-		`up.toml:10:15: known-hosts "kh": no such file or directory: with host-key-check = "yes" it must list the server`,
+		`up.toml:7:10: tls-ca "ca.pem": no such file or directory: put the CA certificates (PEM) that signed the server's certificate there`,
+		`up.toml:11:15: known-hosts "kh": no such file or directory: with host-key-check = "yes" it must list the server`,
 	}
 	if len(es) != len(want) {
 		t.Fatalf("got %v, want %d errors", err, len(want))
@@ -336,6 +354,11 @@ map = true
 map-via = "natpmp"
 map-gateway = "192.168.1.1"
 debug-addr = "127.0.0.1:6060"
+tls-cert = "tls/cert.pem"
+tls-key = "/etc/ssl/private/pinhole.key"
+ws-path = "/tunnel"
+ssh-sni = ["ssh.example.com", "b.example.com"]
+trusted-proxy = ["127.0.0.1", "10.0.0.0/8"]
 `), ServerChecks{})
 	if err != nil {
 		t.Fatal(err)
@@ -348,6 +371,8 @@ debug-addr = "127.0.0.1:6060"
 			HostKey: "/etc/pinhole/host_key", GatewayPorts: "clientspecified", Keepalive: 0, TakeoverProbe: 3 * time.Second,
 			Drain: DefaultDrain, UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
 			MaxStartups: "5:50:20", PerSourceMaxStartups: "none", MaxAuthTries: 3,
+			TLSCert: "/etc/pinhole/tls/cert.pem", TLSKey: "/etc/ssl/private/pinhole.key", WSPath: "/tunnel",
+			SSHSNI: []string{"b.example.com", "ssh.example.com"}, TrustedProxy: []string{"10.0.0.0/8", "127.0.0.1"},
 		},
 	}
 	if !reflect.DeepEqual(s, want) {
@@ -372,6 +397,19 @@ func TestCompareServer(t *testing.T) {
 	if d := CompareServer(old, p("listen = [\":2\", \":1\"]\nauthorized-keys = \"a\"\n")); !reflect.DeepEqual(d, ServerDiff{}) {
 		t.Errorf("the same in another order: %+v", d)
 	}
+	tlsOld := p("tls-cert = \"a.pem\"\ntls-key = \"a.key\"\nssh-sni = [\"x\", \"y\"]\ntrusted-proxy = [\"10.0.0.1\", \"::1\"]\n")
+	for src, restart := range map[string]bool{
+		"tls-key = \"a.key\"\ntls-cert = \"a.pem\"\nssh-sni = [\"y\", \"x\"]\ntrusted-proxy = [\"::1\", \"10.0.0.1\"]\n":                   false,
+		"tls-cert = \"b.pem\"\ntls-key = \"a.key\"\nssh-sni = [\"x\", \"y\"]\ntrusted-proxy = [\"10.0.0.1\", \"::1\"]\n":                   true,
+		"tls-cert = \"a.pem\"\ntls-key = \"a.key\"\nssh-sni = [\"x\"]\ntrusted-proxy = [\"10.0.0.1\", \"::1\"]\n":                          true,
+		"tls-cert = \"a.pem\"\ntls-key = \"a.key\"\nssh-sni = [\"x\", \"y\"]\ntrusted-proxy = [\"10.0.0.1\"]\n":                            true,
+		"tls-cert = \"a.pem\"\ntls-key = \"a.key\"\nssh-sni = [\"x\", \"y\"]\ntrusted-proxy = [\"10.0.0.1\", \"::1\"]\nws-path = \"/t\"\n": true,
+		"ssh-sni = [\"x\", \"y\"]\ntrusted-proxy = [\"10.0.0.1\", \"::1\"]\n":                                                              true,
+	} {
+		if d := CompareServer(tlsOld, p(src)); d.Restart != restart {
+			t.Errorf("%q: restart %v, want %v", src, d.Restart, restart)
+		}
+	}
 	d := CompareServer(old, p("listen = [\":2\", \":3\"]\nauthorized-keys = \"b\"\nmax-auth-tries = 2\n"))
 	if want := (ServerDiff{Listen: []string{":3"}, Unlisten: []string{":1"}, AuthorizedKeys: true, Restart: true}); !reflect.DeepEqual(d, want) {
 		t.Errorf("got %+v, want %+v", d, want)
@@ -382,6 +420,7 @@ func TestCompareServer(t *testing.T) {
 func FuzzParseServer(f *testing.F) {
 	f.Add([]byte("listen = [\":2222\"]\nkeepalive = \"5s\"\n"))
 	f.Add([]byte("listen = \":22\"\n[x]\ny = 1\n"))
+	f.Add([]byte("tls-cert = \"c\"\ntls-key = \"k\"\nssh-sni = [\"b\", \"a\"]\ntrusted-proxy = \"::1\"\nws-path = \"/x\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := ParseServer("f.toml", data, ServerChecks{})
 		if err != nil {
@@ -399,6 +438,30 @@ func FuzzParseServer(f *testing.F) {
 			t.Fatalf("differs from itself: %+v", d)
 		}
 	})
+}
+
+// TestParseServerTransportErrors: the TLS and WebSocket keys say what to
+// write, at the value.
+func TestParseServerTransportErrors(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"tls-cert = \"c.pem\"\n", `s.toml:1:12: tls-cert without tls-key: add tls-key = "KEY.pem"`},
+		{"listen = \":22\"\ntls-key = \"k.pem\"\n", `s.toml:2:11: tls-key without tls-cert: add tls-cert = "CERT.pem"`},
+		{"tls-cert = \"\"\n", `s.toml:1:12: tls-cert is empty: name a PEM certificate file`},
+		{"tls-cert = \"c.pem\"\ntls-key = 1\n", `s.toml:2:11: tls-key is a string, not a number`},
+		{"ws-path = \"ssh\"\n", `s.toml:1:11: ws-path "ssh": want a URL path starting with /, such as ws-path = "/ssh"`},
+		{"ws-path = \"/a b\"\n", `s.toml:1:11: ws-path "/a b": want a URL path starting with /`},
+		{"ssh-sni = [\"ok.example.com\", \"a b\"]\n", `s.toml:1:30: ssh-sni "a b": want a TLS server name`},
+		{"ssh-sni = [\"a\", \"a\"]\n", `s.toml:1:17: ssh-sni "a" is given twice: drop one`},
+		{"ssh-sni = 3\n", `s.toml:1:11: ssh-sni is a list of strings, not a number`},
+		{"trusted-proxy = [\"nginx\"]\n", `s.toml:1:18: trusted-proxy "nginx": want an address or CIDR, such as "127.0.0.1/32"`},
+		{"trusted-proxy = \"10.0.0.0/33\"\n", `s.toml:1:17: trusted-proxy "10.0.0.0/33": want an address or CIDR`},
+		{"trusted-proxy = [\"::1\", \"::1\"]\n", `s.toml:1:25: trusted-proxy "::1" is given twice: drop one`},
+	} {
+		_, err := ParseServer("s.toml", []byte(tc.src), ServerChecks{})
+		if es := AsErrors(err); len(es) != 1 || !strings.HasPrefix(es[0].Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %s...", tc.src, err, tc.want)
+		}
+	}
 }
 
 // TestParseServerMapErrors: the map keys say what to write.
@@ -423,5 +486,76 @@ func TestParseTopDebugAddr(t *testing.T) {
 	}
 	if cfg.DebugAddr != "127.0.0.1:0" || cfg.Tunnel("a").Conn.AddressFamily != "inet6" {
 		t.Fatalf("debug-addr %q, address-family %q", cfg.DebugAddr, cfg.Tunnel("a").Conn.AddressFamily)
+	}
+}
+
+// TestParseTransportKeys: host as a URL, tls-ca, tls-fingerprint and
+// proxy, each as Conn keeps it.
+func TestParseTransportKeys(t *testing.T) {
+	fp := transport.Fingerprint([]byte("a certificate"))
+	for _, tc := range []struct {
+		name, keys string
+		want       Conn
+	}{
+		{"wss with user and path", `host = "wss://me@vps.example.com/tunnel"`,
+			Conn{Host: "vps.example.com", Port: 443, User: "me", URL: "wss://vps.example.com:443/tunnel"}},
+		{"wss default path", `host = "wss://vps.example.com"`,
+			Conn{Host: "vps.example.com", Port: 443, URL: "wss://vps.example.com:443/ssh"}},
+		{"ws port", `host = "ws://vps.example.com:8080"`,
+			Conn{Host: "vps.example.com", Port: 8080, URL: "ws://vps.example.com:8080/ssh"}},
+		{"tls, user = the URL's", "host = \"tls://me@[2001:db8::1]:8443\"\nuser = \"me\"",
+			Conn{Host: "2001:db8::1", Port: 8443, User: "me", URL: "tls://[2001:db8::1]:8443"}},
+		{"ssh URL, user beside it", "host = \"ssh://h\"\nuser = \"deploy\"",
+			Conn{Host: "h", Port: 22, User: "deploy", URL: "ssh://h:22"}},
+		{"tls-ca relative", "host = \"tls://h\"\ntls-ca = \"certs/ca.pem\"",
+			Conn{Host: "h", Port: 443, URL: "tls://h:443", TLSCA: "/etc/pinhole/certs/ca.pem"}},
+		{"tls-ca home", "host = \"tls://h\"\ntls-ca = \"~/ca.pem\"",
+			Conn{Host: "h", Port: 443, URL: "tls://h:443", TLSCA: "~/ca.pem"}},
+		{"tls-fingerprint", "host = \"wss://h\"\ntls-fingerprint = \"" + fp + "\"",
+			Conn{Host: "h", Port: 443, URL: "wss://h:443/ssh", TLSFingerprint: fp}},
+		{"proxy", "host = \"wss://h\"\nproxy = \"http://proxy.example.com:3128\"",
+			Conn{Host: "h", Port: 443, URL: "wss://h:443/ssh", Proxy: "http://proxy.example.com:3128"}},
+		{"proxy none", "host = \"wss://h\"\nproxy = \"none\"",
+			Conn{Host: "h", Port: 443, URL: "wss://h:443/ssh", Proxy: "none"}},
+		{"proxy for a plain host", "host = \"h\"\nport = 2222\nproxy = \"socks5h://127.0.0.1:1080\"",
+			Conn{Host: "h", Port: 2222, Proxy: "socks5h://127.0.0.1:1080"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("/etc/pinhole/up.toml", []byte("[tunnel.a]\n"+tc.keys+"\nlocal = [\"1:h:2\"]\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tc.want
+			want.HostKeyCheck, want.Keepalive, want.KeepaliveCount = DefaultHostKeyCheck, DefaultKeepalive, DefaultKeepaliveCount
+			want.UDPIdle, want.UDPMaxFlows = DefaultUDPIdle, DefaultUDPMaxFlows
+			if got := cfg.Tunnel("a").Conn; !reflect.DeepEqual(got, want) {
+				t.Errorf("\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// TestCompareTransportKeys: a change of the URL, the TLS keys or the
+// proxy restarts the tunnel; the same URL written another way does not.
+func TestCompareTransportKeys(t *testing.T) {
+	tun := func(keys string) string { return "[tunnel.a]\n" + keys + "\nlocal = [\"1:h:2\"]\n" }
+	old := parse(t, tun("host = \"wss://me@h/ssh\"\ntls-ca = \"ca.pem\"\nproxy = \"none\""))
+	for _, tc := range []struct {
+		keys    string
+		restart bool
+	}{
+		{"host = \"wss://me@h:443/ssh\"\ntls-ca = \"ca.pem\"\nproxy = \"none\"", false},
+		{"host = \"wss://h\"\nuser = \"me\"\ntls-ca = \"ca.pem\"\nproxy = \"none\"", false},
+		{"host = \"wss://me@h/other\"\ntls-ca = \"ca.pem\"\nproxy = \"none\"", true},
+		{"host = \"tls://me@h\"\ntls-ca = \"ca.pem\"\nproxy = \"none\"", true},
+		{"host = \"me@h\"\nport = 443\ntls-ca = \"ca.pem\"\nproxy = \"none\"", true},
+		{"host = \"wss://me@h/ssh\"\ntls-ca = \"other.pem\"\nproxy = \"none\"", true},
+		{"host = \"wss://me@h/ssh\"\ntls-ca = \"ca.pem\"", true},
+		{"host = \"wss://me@h/ssh\"\ntls-ca = \"ca.pem\"\nproxy = \"none\"\ntls-fingerprint = \"" + transport.Fingerprint(nil) + "\"", true},
+	} {
+		d := Compare(old, parse(t, tun(tc.keys)))
+		if got := len(d.Restart) == 1; got != tc.restart || got == (len(d.Same) == 1) {
+			t.Errorf("%q: restart %v, want %v (%+v)", tc.keys, got, tc.restart, d)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
@@ -27,7 +28,7 @@ var (
 		"host", "port", "user", "identity", "known-hosts", "host-key-check",
 		"keepalive", "keepalive-count", "local", "remote", "dynamic",
 		"proxy-auth", "proxy-auth-file", "allow-open-proxy", "udp-idle", "udp-max-flows",
-		"jump", "bind", "address-family",
+		"jump", "bind", "address-family", "tls-ca", "tls-fingerprint", "proxy",
 	}
 )
 
@@ -203,6 +204,9 @@ type tunnelDraft struct {
 	at             pos
 	user, hostUser string // of user = and of host = "user@..."
 	userAt, hostAt pos
+	url            *transport.Endpoint // of host = "scheme://...", its user taken out
+	port           int64               // of port =, 0 when not given
+	portAt         pos
 	fwdPos         map[spec.Forward]pos
 	hasHost        bool
 	hasFwd         bool // a local, remote or dynamic key, good or not
@@ -300,6 +304,11 @@ func (ps *parser) build(leaves []leaf, tables []table) *Config {
 		default:
 			d.t.Conn.User = d.hostUser
 		}
+		if d.url != nil && d.port != 0 {
+			in := *d.url
+			in.User, in.Port = d.hostUser, uint16(d.port)
+			ps.errorf(d.portAt, "port = %d and host is a URL: put the port in the URL, as host = %q, and drop port", d.port, in.String())
+		}
 		if !d.hasFwd {
 			ps.errorf(d.at, "tunnel %s has nothing to forward: add local = [\"8080:localhost:80\"], remote = [...] or dynamic = [\"1080\"]", name)
 		}
@@ -339,6 +348,21 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 		if !ok {
 			return
 		}
+		if transport.IsURL(s) {
+			ep, err := transport.ParseURL(s)
+			if err != nil {
+				ps.errorf(l.vpos, "host: %s", strings.TrimPrefix(err.Error(), "transport: "))
+				return
+			}
+			d.hostUser, d.hostAt = ep.User, l.vpos
+			ep.User = ""
+			d.url = &ep
+			c.Host, c.URL = ep.Host, ep.String()
+			if d.port == 0 {
+				c.Port = ep.Port
+			}
+			return
+		}
 		u, h := s, ""
 		if i := strings.LastIndex(s, "@"); i >= 0 {
 			u, h = s[:i], s[i+1:]
@@ -363,7 +387,9 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 			ps.errorf(l.vpos, "port %d: want a port from 1 to 65535, e.g. port = 22", n)
 			return
 		}
-		c.Port = uint16(n)
+		if ok {
+			c.Port, d.port, d.portAt = uint16(n), n, l.vpos
+		}
 	case "user":
 		s, ok := ps.str(l, "user = \"deploy\"")
 		if !ok {
@@ -485,6 +511,38 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 				return
 			}
 			c.Bind = s
+		}
+	case "tls-ca":
+		if s, ok := ps.str(l, `tls-ca = "ca.pem"`); ok {
+			if s == "" {
+				ps.errorf(l.vpos, "tls-ca is empty: name a PEM file of CA certificates, or leave the key out for the system's")
+				return
+			}
+			c.TLSCA = resolve(ps.file, s)
+			d.t.Files = append(d.t.Files, FileRef{"tls-ca", c.TLSCA, l.vpos.line, l.vpos.col})
+		}
+	case "tls-fingerprint":
+		if s, ok := ps.str(l, `tls-fingerprint = "SHA256:..."`); ok {
+			if _, err := transport.ParseFingerprint(s); err != nil {
+				ps.errorf(l.vpos, "tls-fingerprint: %s", strings.TrimPrefix(err.Error(), "transport: "))
+				return
+			}
+			c.TLSFingerprint = s
+		}
+	case "proxy":
+		s, ok := ps.str(l, `proxy = "http://proxy.example.com:3128"`)
+		switch {
+		case !ok:
+		case s == "":
+			ps.errorf(l.vpos, "proxy is empty: give a proxy URL such as \"http://proxy.example.com:3128\" or \"socks5://127.0.0.1:1080\", \"none\" for no proxy, or leave the key out for the environment's")
+		case s == "none":
+			c.Proxy = s
+		default:
+			if _, err := transport.ParseProxy(s); err != nil {
+				ps.errorf(l.vpos, "proxy %q: %s; want http://[user:pass@]host:port, socks5://host:port, socks5h://host:port or \"none\"", s, strings.TrimPrefix(err.Error(), "transport: "))
+				return
+			}
+			c.Proxy = s
 		}
 	default:
 		ps.unknown(l.key, name, tunnelKeys, "[tunnel."+d.t.Name+"]")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/pinhole-dev/pinhole/internal/transport"
 )
 
 // serverKeys are the keys of pinhole server's file: its flags' names.
@@ -19,6 +21,7 @@ var serverKeys = []string{
 	"takeover-probe", "drain", "udp-idle", "udp-max-flows", "ciphers",
 	"login-grace", "max-startups", "per-source-max-startups", "max-auth-tries",
 	"map", "map-via", "map-gateway", "map-ssdp", "debug-addr",
+	"tls-cert", "tls-key", "ws-path", "ssh-sni", "trusted-proxy",
 }
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
@@ -57,6 +60,13 @@ type ServerSettings struct {
 	MaxStartups          string
 	PerSourceMaxStartups string
 	MaxAuthTries         int
+	// TLSCert and TLSKey are the certificate of tls:// and wss://
+	// clients (--tls-cert, --tls-key), both or neither; "" means the
+	// self-signed one in the state directory.
+	TLSCert, TLSKey string
+	WSPath          string   // --ws-path; transport.DefaultPath when not given
+	SSHSNI          []string // --ssh-sni, sorted
+	TrustedProxy    []string // --trusted-proxy: addresses or CIDRs as written, sorted
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -104,8 +114,9 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 	s := &Server{File: file, Listen: []string{":2222"}, Settings: ServerSettings{
 		GatewayPorts: "no", Keepalive: DefaultKeepalive, TakeoverProbe: 3 * time.Second, Drain: DefaultDrain,
 		UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
-		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6,
+		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6, WSPath: transport.DefaultPath,
 	}}
+	var certAt, keyAt pos
 	check := func(f func(string) error, l leaf, v string) {
 		if f != nil {
 			if err := f(v); err != nil {
@@ -249,9 +260,74 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 			if v, ok := ps.str(l, `debug-addr = "127.0.0.1:6060"`); ok {
 				s.DebugAddr = v
 			}
+		case "tls-cert":
+			certAt = l.vpos
+			if v, ok := ps.str(l, `tls-cert = "/etc/pinhole/cert.pem"`); ok {
+				if v == "" {
+					ps.errorf(l.vpos, "tls-cert is empty: name a PEM certificate file, or leave tls-cert and tls-key out for a self-signed certificate")
+					continue
+				}
+				st.TLSCert = resolve(file, v)
+			}
+		case "tls-key":
+			keyAt = l.vpos
+			if v, ok := ps.str(l, `tls-key = "/etc/pinhole/key.pem"`); ok {
+				if v == "" {
+					ps.errorf(l.vpos, "tls-key is empty: name the PEM private key file of tls-cert, or leave tls-cert and tls-key out for a self-signed certificate")
+					continue
+				}
+				st.TLSKey = resolve(file, v)
+			}
+		case "ws-path":
+			if v, ok := ps.str(l, `ws-path = "/ssh"`); ok {
+				if !strings.HasPrefix(v, "/") || strings.ContainsAny(v, " \t?#") {
+					ps.errorf(l.vpos, "ws-path %q: want a URL path starting with /, such as ws-path = %q", v, transport.DefaultPath)
+					continue
+				}
+				st.WSPath = v
+			}
+		case "ssh-sni":
+			st.SSHSNI = nil
+			for _, n := range ps.strs(l, `ssh-sni = ["ssh.example.com"]`) {
+				if n.s == "" || strings.ContainsAny(n.s, " \t/:@") {
+					ps.errorf(n.at, "ssh-sni %q: want a TLS server name, such as \"ssh.example.com\"", n.s)
+					continue
+				}
+				if slices.Contains(st.SSHSNI, n.s) {
+					ps.errorf(n.at, "ssh-sni %q is given twice: drop one", n.s)
+					continue
+				}
+				st.SSHSNI = append(st.SSHSNI, n.s)
+			}
+			slices.Sort(st.SSHSNI) // their order means nothing: a reorder restarts nothing
+		case "trusted-proxy":
+			st.TrustedProxy = nil
+			for _, a := range ps.strs(l, `trusted-proxy = ["127.0.0.1/32"]`) {
+				if _, err := netip.ParsePrefix(a.s); err != nil {
+					if _, err := netip.ParseAddr(a.s); err != nil {
+						ps.errorf(a.at, "trusted-proxy %q: want an address or CIDR, such as \"127.0.0.1/32\" or \"10.0.0.0/8\"", a.s)
+						continue
+					}
+				}
+				if slices.Contains(st.TrustedProxy, a.s) {
+					ps.errorf(a.at, "trusted-proxy %q is given twice: drop one", a.s)
+					continue
+				}
+				st.TrustedProxy = append(st.TrustedProxy, a.s)
+			}
+			slices.Sort(st.TrustedProxy)
 		default:
 			ps.unknown(l.key, name, serverKeys, "pinhole server's file")
 		}
+	}
+	st0 := s.Settings
+	// Each alone is a mistake; one given but bad is reported already, and
+	// so is its mate's absence then.
+	switch {
+	case st0.TLSCert != "" && keyAt == (pos{}):
+		ps.errorf(certAt, "tls-cert without tls-key: add tls-key = \"KEY.pem\", the certificate's private key, or drop tls-cert for a self-signed certificate")
+	case st0.TLSKey != "" && certAt == (pos{}):
+		ps.errorf(keyAt, "tls-key without tls-cert: add tls-cert = \"CERT.pem\", or drop tls-key for a self-signed certificate")
 	}
 	if len(ps.errs) > 0 {
 		slices.SortStableFunc(ps.errs, func(a, b *Error) int {
