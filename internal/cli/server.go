@@ -253,13 +253,8 @@ func drainServer(e *env, srv *tunnel.Server, disp *transport.Dispatcher, d time.
 	ctx, cancel := context.WithTimeout(e.force, d)
 	defer cancel()
 	start := time.Now()
-	herr := make(chan error, 1)
-	go func() { herr <- disp.Shutdown(ctx) }()
-	err := srv.Shutdown(ctx)
+	err := shutdownServer(ctx, srv, disp)
 	served()
-	if derr := <-herr; err == nil {
-		err = derr
-	}
 	if err != nil {
 		return fmt.Errorf("shutdown did not finish draining, streams were cut: %w", err)
 	}

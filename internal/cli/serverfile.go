@@ -256,17 +256,18 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 	if created {
 		fmt.Fprintf(r.e.stdout, "pinhole server: generated a new host key in %s\n", hostKey)
 	}
-	disp, err := serverDispatcher(r.e, serverTransportSettings{
-		TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
-	})
-	if err != nil {
-		return nil, err
-	}
 	neg := func(d time.Duration) time.Duration {
 		if d == 0 {
 			return -1
 		}
 		return d
+	}
+	disp, err := serverDispatcher(r.e, serverTransportSettings{
+		HostKey: hostKey, TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
+		LoginGrace: neg(s.LoginGrace),
+	})
+	if err != nil {
+		return nil, err
 	}
 	srv, err := tunnel.NewServer(tunnel.ServerConfig{
 		HostKeys:             []ssh.Signer{signer},
@@ -491,7 +492,7 @@ func (r *serverRun) drain(g *generation, d time.Duration) error {
 	r.e.log.Info("old server draining: new connections go to the new one", "streams", g.srv.Stats().StreamsOpen, "drain", d)
 	ctx, cancel := context.WithTimeout(r.e.force, d)
 	defer cancel()
-	err := shutdownPair(ctx, g.srv, g.disp.Dispatcher)
+	err := shutdownServer(ctx, g.srv, g.disp.Dispatcher)
 	g.serving.Wait()
 	if err != nil {
 		r.e.log.Warn("old server's drain ended with streams open; they were cut", "err", err)
@@ -509,31 +510,6 @@ func (r *serverRun) closeAll() {
 	r.gen.disp.Close()
 	r.gen.srv.Close()
 	r.gen.serving.Wait()
-}
-
-// shutdownPair shuts down srv and the Dispatcher in front of it. The
-// WebSocket streams live on the Dispatcher's context, which its Shutdown
-// ends: so it is shut down only once srv has no stream open (srv's drain
-// is over), or when ctx ends, and SSH over WebSocket drains as raw SSH
-// does.
-func shutdownPair(ctx context.Context, srv *tunnel.Server, disp *transport.Dispatcher) error {
-	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(ctx) }()
-	delay := time.Millisecond
-	for srv.Stats().StreamsOpen > 0 && ctx.Err() == nil {
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-		delay = min(2*delay, 100*time.Millisecond)
-	}
-	derr := disp.Shutdown(ctx)
-	if err := <-done; err != nil {
-		return err
-	}
-	return derr
 }
 
 func (r *serverRun) shutdown() error {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/transport"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
 // transportFlags are the flags of connect and stdio that say how the SSH
@@ -165,7 +167,7 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		SSHNames:       s.SSHSNI,
 		Path:           s.WSPath,
 		TrustedProxies: trusted,
-		HeaderTimeout:  max(s.LoginGrace, 0),
+		LoginGrace:     s.LoginGrace,
 		Logger:         e.log,
 	}
 	return d, nil
@@ -205,4 +207,19 @@ func listenServer(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("cannot listen on %s: %w (is another server on that port? pick another with --listen)", addr, err)
 	}
 	return ln, nil
+}
+
+// shutdownServer drains srv and the Dispatcher in front of it together:
+// both stop taking connections at once, HTTP requests in progress and
+// SSH streams (WebSocket ones included) get until ctx ends, and then
+// both close.
+func shutdownServer(ctx context.Context, srv *tunnel.Server, disp *transport.Dispatcher) error {
+	herr := make(chan error, 1)
+	go func() { herr <- disp.Shutdown(ctx) }()
+	err := srv.Shutdown(ctx)
+	disp.Close()
+	if derr := <-herr; err == nil && derr != nil && !errors.Is(derr, context.DeadlineExceeded) && !errors.Is(derr, context.Canceled) {
+		err = derr
+	}
+	return err
 }

@@ -57,9 +57,18 @@ type Dispatcher struct {
 	// SSH sees (authorized_keys from=, per-source limits, logs). Empty
 	// means the header is never believed.
 	TrustedProxies []netip.Prefix
-	// HeaderTimeout bounds how long an HTTP request's header may take to
-	// arrive. 0 means 30 s.
-	HeaderTimeout time.Duration
+	// LoginGrace is the deadline the caller set on each connection before
+	// Unwrap (the SSH server's HandshakeTimeout): it also bounds how long
+	// an HTTP request's header may take to arrive, and it is the deadline
+	// a connection gets back after a wait for its first byte. 0 means
+	// 30 s; negative means no limit.
+	LoginGrace time.Duration
+	// SilentSSH is how long Unwrap waits for a client's first byte. A
+	// client that has sent nothing by then is taken for SSH, and the SSH
+	// server speaks first, as sshd does, for the clients and probes
+	// (monitoring, nmap) that wait for the server's version line. 0 means
+	// 2 s; never more than half the login grace.
+	SilentSSH time.Duration
 	// Logger gets a debug line for each connection closed for what its
 	// first bytes were. nil discards.
 	Logger *slog.Logger
@@ -70,7 +79,9 @@ type Dispatcher struct {
 	tlsCfg  *tls.Config
 	srv     *http.Server
 	ln      *connListener
-	started sync.Map // net.Conn → chan struct{}: closed once its first request is read, or it ended
+	started sync.Map      // net.Conn → chan struct{}: closed once its first request is read, or it ended
+	stop    chan struct{} // closed by Shutdown
+	stopped sync.Once
 }
 
 // errEmpty is the error for a connection that closed before its first
@@ -85,7 +96,10 @@ var errEmpty = errors.New("transport: the connection closed before sending anyth
 // tunnel.ServerConfig.Unwrap of a server on a shared port.
 func (d *Dispatcher) Unwrap(c net.Conn) (net.Conn, error) {
 	d.init()
-	first, c, err := peek(c)
+	first, c, err := d.peek(c)
+	if errors.Is(err, errSilent) {
+		return c, nil // SSH, the server first
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +133,10 @@ func (d *Dispatcher) unwrapTLS(c net.Conn) (net.Conn, error) {
 		if slices.Contains(d.SSHNames, cs.ServerName) {
 			return tc, nil
 		}
-		first, inner, err := peek(tc)
+		first, inner, err := d.peek(tc)
+		if errors.Is(err, errSilent) {
+			return inner, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -131,9 +148,49 @@ func (d *Dispatcher) unwrapTLS(c net.Conn) (net.Conn, error) {
 	return nil, d.serveHTTP(tc)
 }
 
+// errSilent is peek's error for a client that sent nothing within
+// SilentSSH.
+var errSilent = errors.New("transport: the client sent nothing yet")
+
 // peek returns c's first byte and a conn that reads from that byte on:
-// c itself for a TCP conn (MSG_PEEK), else c behind a buffer.
-func peek(c net.Conn) (byte, net.Conn, error) {
+// c itself for a TCP conn (MSG_PEEK), else c behind a buffer. A client
+// silent for SilentSSH gets errSilent, and that conn, with the login
+// grace's deadline again.
+func (d *Dispatcher) peek(c net.Conn) (byte, net.Conn, error) {
+	start := time.Now()
+	silent := d.SilentSSH
+	if silent <= 0 {
+		silent = 2 * time.Second
+	}
+	grace := d.loginGrace()
+	if grace > 0 {
+		// Within the grace, so that a silent client meets the SSH
+		// server's own timeout, and its log line, as with sshd.
+		silent = min(silent, grace/2)
+	}
+	c.SetReadDeadline(start.Add(silent))
+	b, pc, err := peekConn(c)
+	if grace > 0 {
+		c.SetDeadline(start.Add(grace))
+	} else {
+		c.SetDeadline(time.Time{})
+	}
+	if isTimeout(err) {
+		if pc == nil {
+			pc = c
+		}
+		return 0, pc, errSilent
+	}
+	return b, pc, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// peekConn is peek without the wait for a silent client.
+func peekConn(c net.Conn) (byte, net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		b, err := peekTCP(tc)
 		if !errors.Is(err, errors.ErrUnsupported) {
@@ -141,14 +198,26 @@ func peek(c net.Conn) (byte, net.Conn, error) {
 		}
 	}
 	br := bufio.NewReader(c)
+	pc := &peekedConn{Conn: c, r: br}
 	p, err := br.Peek(1)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = errEmpty
 		}
-		return 0, nil, err
+		return 0, pc, err
 	}
-	return p[0], &peekedConn{Conn: c, r: br}, nil
+	return p[0], pc, nil
+}
+
+// loginGrace is LoginGrace with its default; 0 for no limit.
+func (d *Dispatcher) loginGrace() time.Duration {
+	switch {
+	case d.LoginGrace == 0:
+		return 30 * time.Second
+	case d.LoginGrace < 0:
+		return 0
+	}
+	return d.LoginGrace
 }
 
 // peekedConn is a conn whose first bytes were read into r.
@@ -172,10 +241,8 @@ func (d *Dispatcher) init() {
 			}
 			d.tlsCfg.NextProtos = protos
 		}
-		timeout := d.HeaderTimeout
-		if timeout <= 0 {
-			timeout = 30 * time.Second
-		}
+		timeout := d.loginGrace()
+		d.stop = make(chan struct{})
 		d.ln = &connListener{conns: make(chan net.Conn), done: make(chan struct{})}
 		d.srv = &http.Server{
 			Handler:           http.HandlerFunc(d.serve),
@@ -211,7 +278,7 @@ func (d *Dispatcher) logger() *slog.Logger {
 // connection that has not shown what it is.
 func (d *Dispatcher) serveHTTP(c net.Conn) error {
 	// The login grace's deadline is the caller's; from here the HTTP
-	// server sets its own (HeaderTimeout, IdleTimeout).
+	// server sets its own (LoginGrace for the header, IdleTimeout).
 	c.SetDeadline(time.Time{})
 	started := make(chan struct{})
 	d.started.Store(c, started)
@@ -223,6 +290,7 @@ func (d *Dispatcher) serveHTTP(c net.Conn) error {
 	}
 	select {
 	case <-started:
+	case <-d.stop:
 	case <-d.ctx.Done():
 	}
 	return nil
@@ -317,20 +385,21 @@ func notFound(w http.ResponseWriter) {
 // contexts. It is idempotent.
 func (d *Dispatcher) Close() error {
 	d.init()
+	d.stopped.Do(func() { close(d.stop) })
 	d.cancel()
 	d.ln.Close()
 	return d.srv.Close()
 }
 
-// Shutdown stops taking HTTP connections and waits, until ctx ends, for
-// the requests in progress, as http.Server.Shutdown; WebSocket streams
-// belong to the SSH server's Shutdown. Then it closes as Close does.
+// Shutdown stops taking connections for HTTP and waits, until ctx ends,
+// for the HTTP requests in progress, as http.Server.Shutdown does. The
+// SSH streams that arrived as WebSockets go on: they belong to the SSH
+// server, whose Shutdown drains them. Close ends them.
 func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	d.init()
+	d.stopped.Do(func() { close(d.stop) })
 	d.ln.Close()
-	err := d.srv.Shutdown(ctx)
-	d.Close()
-	return err
+	return d.srv.Shutdown(ctx)
 }
 
 // connListener is the listener the HTTP server accepts from: Unwrap

@@ -244,15 +244,10 @@ func closedWithin(t *testing.T, c net.Conn, d time.Duration) {
 	}
 }
 
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
 func TestUnknownAndSilentClosed(t *testing.T) {
 	grace := 400 * time.Millisecond
-	s := startShared(t, func(c *tunnel.ServerConfig, _ *Dispatcher) { c.HandshakeTimeout = grace })
-	for _, first := range []string{"\x00\x01\x02", "\xff", "ssh-2.0-lowercase\r\n", ""} {
+	s := startShared(t, func(c *tunnel.ServerConfig, d *Dispatcher) { c.HandshakeTimeout, d.LoginGrace = grace, grace })
+	for _, first := range []string{"\x00\x01\x02", "\xff", "ssh-2.0-lowercase\r\n"} {
 		c, err := net.Dial("tcp", s.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -260,6 +255,21 @@ func TestUnknownAndSilentClosed(t *testing.T) {
 		io.WriteString(c, first)
 		closedWithin(t, c, grace)
 		c.Close()
+	}
+	// A silent client gets SSH's version line at half the grace, and is
+	// cut at the grace as a client that does not log in.
+	silent, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	silent.SetDeadline(time.Now().Add(5 * time.Second))
+	line := make([]byte, 8)
+	if _, err := io.ReadFull(silent, line); err != nil || string(line) != "SSH-2.0-" {
+		t.Fatalf("silent client: read %q, %v; want the SSH version line", line, err)
+	}
+	if _, err := io.Copy(io.Discard, silent); err != nil {
+		t.Errorf("silent client: %v; want the server to close after the grace", err)
 	}
 	// A TLS handshake that never finishes is cut at the grace as well.
 	c, err := net.Dial("tcp", s.addr)
@@ -269,6 +279,27 @@ func TestUnknownAndSilentClosed(t *testing.T) {
 	defer c.Close()
 	c.Write([]byte{0x16, 0x03, 0x01})
 	closedWithin(t, c, grace)
+}
+
+// TestSilentClientGetsSSH: a client that sends nothing (a monitoring
+// probe, or an SSH client that waits for the server) gets the server's
+// SSH version line after SilentSSH, as from sshd.
+func TestSilentClientGetsSSH(t *testing.T) {
+	s := startShared(t, func(_ *tunnel.ServerConfig, d *Dispatcher) { d.SilentSSH = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetDeadline(start.Add(5 * time.Second))
+	line := make([]byte, 8)
+	if _, err := io.ReadFull(c, line); err != nil || string(line) != "SSH-2.0-" {
+		t.Fatalf("read %q, %v; want the server's version line", line, err)
+	}
+	if took := time.Since(start); took < 200*time.Millisecond || took > 2*time.Second {
+		t.Errorf("the version line came after %v; want it after SilentSSH, 200 ms", took)
+	}
 }
 
 func TestTLSHandshakeCountsTowardStartups(t *testing.T) {
@@ -353,7 +384,7 @@ func TestSelfSignedKept(t *testing.T) {
 }
 
 // FuzzUnwrap feeds arbitrary first bytes to a Dispatcher: it must never
-// panic, and whatever it returns for them must start with what was sent.
+// panic, and it must give SSH only what starts as SSH.
 func FuzzUnwrap(f *testing.F) {
 	for _, s := range []string{"SSH-2.0-x\r\n", "GET /ssh HTTP/1.1\r\nHost: x\r\n\r\n", "\x16\x03\x01\x00\x05hello", "\x00", ""} {
 		f.Add([]byte(s))
@@ -362,7 +393,7 @@ func FuzzUnwrap(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	d := &Dispatcher{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, HeaderTimeout: 20 * time.Millisecond}
+	d := &Dispatcher{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, LoginGrace: 20 * time.Millisecond}
 	defer d.Close()
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a, b := net.Pipe()
@@ -377,7 +408,10 @@ func FuzzUnwrap(f *testing.F) {
 		if err != nil || c == nil {
 			return
 		}
-		if len(in) == 0 || in[0] != 'S' {
+		// SSH, and the byte stream from its start: the client's first
+		// byte was 'S', or it sent nothing in time (the server speaks
+		// first).
+		if len(in) > 0 && in[0] != 'S' {
 			t.Fatalf("SSH for first byte %q", in[:1])
 		}
 	})
