@@ -1,9 +1,9 @@
 // Package bench is the benchmark command of issue 6: on loopback it runs,
 // side by side, direct traffic, a socat relay, OpenSSH's ssh -L through a
-// throwaway sshd, pinhole connect → pinhole server, OpenSSH ssh → pinhole
-// server and pinhole connect → OpenSSH sshd, measures each the same way,
-// and prints one markdown table with every figure also as a ratio to
-// OpenSSH ↔ OpenSSH's in the same run.
+// throwaway sshd, pinhole connect → pinhole server (over raw SSH, tls://
+// and wss://), OpenSSH ssh → pinhole server and pinhole connect → OpenSSH
+// sshd, measures each the same way, and prints one markdown table with
+// every figure also as a ratio to OpenSSH ↔ OpenSSH's in the same run.
 //
 // It builds pinhole from the tree it sits in, so it measures the code
 // beside it, and starts everything it needs itself: sshd (through
@@ -27,7 +27,8 @@
 //	         second, p99), and the loss of a burst of 10,000 datagrams of
 //	         64–1400 bytes over 8 flows, each with at most 64 in flight
 //
-// and once per run, on fresh processes, for pinhole ↔ pinhole and OpenSSH:
+// and once per run, on fresh processes, for pinhole ↔ pinhole (each
+// transport) and OpenSSH:
 //
 //	conns10k 10,000 connections held at once, each proven by one echoed byte
 //	         when opened, and none closed by the forwarder once all are open
@@ -200,7 +201,7 @@ func measurements(c Config) []measurement {
 			name:    "conns10k",
 			columns: []column{{fmt.Sprintf("held of %d", c.HoldConns), fixed(0), false}},
 			once:    true,
-			applies: func(s setup) bool { return s.name == baseline || s.name == "pinhole" },
+			applies: func(s setup) bool { return s.holds },
 			limit:   func(Config) time.Duration { return 3 * time.Minute },
 			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
 				return holdMany(ctx, f.echoPort, c.HoldConns)

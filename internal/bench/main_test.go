@@ -19,9 +19,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestSmoke runs the whole benchmark for pinhole ↔ pinhole and OpenSSH
-// with tiny durations and counts: every figure must come out, none
-// failed. It asserts nothing about speed.
+// TestSmoke runs the whole benchmark for pinhole ↔ pinhole (raw SSH,
+// tls:// and wss://) and OpenSSH with tiny durations and counts: every
+// figure must come out, none failed. It asserts nothing about speed.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bench: skipping the smoke run in -short mode")
@@ -39,7 +39,7 @@ func TestSmoke(t *testing.T) {
 	res, err := Run(ctx, Config{
 		Rounds:       1,
 		Duration:     200 * time.Millisecond,
-		Only:         []string{"openssh", "pinhole"},
+		Only:         []string{"openssh", "pinhole", "pinhole-tls", "pinhole-wss"},
 		IdleConns:    50,
 		HoldConns:    200,
 		UDPDatagrams: 400,
@@ -65,7 +65,7 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"| pinhole connect → pinhole server |", "| OpenSSH ssh → OpenSSH sshd |", "×)", "held of 200"} {
+	for _, want := range []string{"| pinhole connect → pinhole server |", "| pinhole connect tls:// → pinhole server |", "| pinhole connect wss:// → pinhole server |", "| OpenSSH ssh → OpenSSH sshd |", "×)", "held of 200"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the report lacks %q", want)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
+	"github.com/pinhole-dev/pinhole/internal/transport"
 )
 
 // baseline names the setup every ratio is taken against.
@@ -25,6 +26,8 @@ type setup struct {
 	// growth is what an idle connection costs. Not so for socat, which
 	// forks a process per connection, nor direct, which has none.
 	memory bool
+	// holds: conns10k is measured on it, once per run.
+	holds bool
 	// start runs the setup's forwarder, with its files in dir, and says
 	// where it takes traffic in.
 	start func(ctx context.Context, l *lab, dir string) (*forwarding, error)
@@ -34,10 +37,12 @@ func setups() []setup {
 	return []setup{
 		{name: "direct", title: "direct (no forwarder)", udp: true, start: startDirect},
 		{name: "socat", title: "socat relay", start: startSocat},
-		{name: baseline, title: "OpenSSH ssh → OpenSSH sshd", memory: true, start: startTunnel(true, true)},
-		{name: "pinhole", title: "pinhole connect → pinhole server", udp: true, memory: true, start: startTunnel(false, false)},
-		{name: "ssh-pinhole", title: "OpenSSH ssh → pinhole server", memory: true, start: startTunnel(true, false)},
-		{name: "pinhole-sshd", title: "pinhole connect → OpenSSH sshd", memory: true, start: startTunnel(false, true)},
+		{name: baseline, title: "OpenSSH ssh → OpenSSH sshd", memory: true, holds: true, start: tunnelEnds{openSSHClient: true, openSSHServer: true}.start},
+		{name: "pinhole", title: "pinhole connect → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{}.start},
+		{name: "pinhole-tls", title: "pinhole connect tls:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.TLS}.start},
+		{name: "pinhole-wss", title: "pinhole connect wss:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.WSS}.start},
+		{name: "ssh-pinhole", title: "OpenSSH ssh → pinhole server", memory: true, start: tunnelEnds{openSSHClient: true}.start},
+		{name: "pinhole-sshd", title: "pinhole connect → OpenSSH sshd", memory: true, start: tunnelEnds{openSSHServer: true}.start},
 	}
 }
 
@@ -70,22 +75,33 @@ type closerFunc func()
 func (f closerFunc) Close() error { f(); return nil }
 
 // lab holds what every setup of a run shares: the pinhole binary, the
-// client's key, and the echo servers behind every forward.
+// client's key, pinhole server's TLS certificate, and the echo servers
+// behind every forward.
 type lab struct {
 	pinhole string
 	key     *sshtest.Key
-	echo    *echoChild
-	udpEcho *udpEcho
+	// tlsFile holds pinhole server's TLS certificate and its key (one
+	// PEM file, for both --tls-cert and --tls-key), so that no server
+	// writes a self-signed one into the user's state directory;
+	// tlsFingerprint is what pinhole connect pins for tls:// and wss://.
+	tlsFile, tlsFingerprint string
+	echo                    *echoChild
+	udpEcho                 *udpEcho
 }
 
-// newLab writes the client key into dir and starts the echo servers the
-// setups forward to; close ends them.
+// newLab writes the client key and a TLS certificate into dir and starts
+// the echo servers the setups forward to; close ends them.
 func newLab(dir, pinhole string) (*lab, error) {
 	key, err := sshtest.WriteKey(dir, "client_key")
 	if err != nil {
 		return nil, err
 	}
-	l := &lab{pinhole: pinhole, key: key}
+	l := &lab{pinhole: pinhole, key: key, tlsFile: filepath.Join(dir, "pinhole_tls.pem")}
+	cert, _, err := transport.LoadOrCreateSelfSigned(l.tlsFile, []string{"127.0.0.1"})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	l.tlsFingerprint = transport.Fingerprint(cert.Certificate[0])
 	if l.echo, err = startEchoChild(); err != nil {
 		return nil, err
 	}
@@ -145,50 +161,59 @@ func startSocat(ctx context.Context, l *lab, dir string) (*forwarding, error) {
 	})
 }
 
-// startTunnel returns the start of a setup made of an SSH client and
-// server, each OpenSSH's or pinhole's. Only pinhole ends carry UDP.
-func startTunnel(openSSHClient, openSSHServer bool) func(ctx context.Context, l *lab, dir string) (*forwarding, error) {
-	return func(ctx context.Context, l *lab, dir string) (*forwarding, error) {
-		return started(func(f *forwarding) error {
-			iperf, err := l.startIperf(ctx, f)
+// tunnelEnds is a setup made of an SSH client and server, each OpenSSH's
+// or pinhole's. Only pinhole ends carry UDP.
+type tunnelEnds struct {
+	openSSHClient, openSSHServer bool
+	// scheme is the transport pinhole connect reaches pinhole server
+	// over: "" for raw SSH, transport.TLS or transport.WSS. It is for two
+	// pinhole ends only: the rest of the setup is the same for every
+	// scheme, so that rows differ by the transport alone.
+	scheme transport.Scheme
+}
+
+// start is the setup's start.
+func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding, error) {
+	return started(func(f *forwarding) error {
+		iperf, err := l.startIperf(ctx, f)
+		if err != nil {
+			return err
+		}
+		var addr, user, knownHosts string
+		var serverPids func() ([]int, error)
+		if t.openSSHServer {
+			sshd, err := l.startSSHD(dir, f)
 			if err != nil {
 				return err
 			}
-			var addr, user, knownHosts string
-			var serverPids func() ([]int, error)
-			if openSSHServer {
-				sshd, err := l.startSSHD(dir, f)
-				if err != nil {
-					return err
-				}
-				addr, user, knownHosts = sshd.Addr, sshd.User, sshd.KnownHostsLine()
-				// sshd with every process it forked for the connection
-				serverPids = func() ([]int, error) { return withDescendants(sshd.Pid) }
-			} else {
-				p, a, kh, err := l.startPinholeServer(ctx, dir, f)
-				if err != nil {
-					return err
-				}
-				addr, user, knownHosts = a, "bench", kh
-				serverPids = func() ([]int, error) { return []int{p.Pid()}, nil }
-			}
-			var client *proc
-			if openSSHClient {
-				o := sshtest.SSHOptions{Addr: addr, User: user, Key: l.key, KnownHosts: knownHosts}
-				client, err = l.startSSH(ctx, dir, f, o, iperf)
-			} else {
-				client, err = l.startPinholeConnect(ctx, dir, f, addr, user, knownHosts, iperf, !openSSHServer)
-			}
+			addr, user, knownHosts = sshd.Addr, sshd.User, sshd.KnownHostsLine()
+			// sshd with every process it forked for the connection
+			serverPids = func() ([]int, error) { return withDescendants(sshd.Pid) }
+		} else {
+			p, a, kh, err := l.startPinholeServer(ctx, dir, f)
 			if err != nil {
 				return err
 			}
-			f.pids = func() ([]int, error) {
-				pids, err := serverPids()
-				return append([]int{client.Pid()}, pids...), err
-			}
-			return nil
-		})
-	}
+			addr, user, knownHosts = a, "bench", kh
+			serverPids = func() ([]int, error) { return []int{p.Pid()}, nil }
+		}
+		var client *proc
+		if t.openSSHClient {
+			o := sshtest.SSHOptions{Addr: addr, User: user, Key: l.key, KnownHosts: knownHosts}
+			client, err = l.startSSH(ctx, dir, f, o, iperf)
+		} else {
+			dest := pinholeDest{addr: addr, user: user, knownHosts: knownHosts, scheme: t.scheme}
+			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer)
+		}
+		if err != nil {
+			return err
+		}
+		f.pids = func() ([]int, error) {
+			pids, err := serverPids()
+			return append([]int{client.Pid()}, pids...), err
+		}
+		return nil
+	})
 }
 
 // startIperf starts iperf3 -s for one setup and returns its port.
@@ -220,9 +245,10 @@ func (l *lab) startSSHD(dir string, f *forwarding) (*sshtest.SSHD, error) {
 	return sshd, nil
 }
 
-// startPinholeServer starts pinhole server with a new host key, letting
-// the client's key in, and extra flags, and returns its address and
-// known_hosts line.
+// startPinholeServer starts pinhole server with a new host key and the
+// lab's TLS certificate, letting the client's key in, and extra flags, and
+// returns its address and known_hosts line. The one port serves raw SSH,
+// TLS and WebSocket alike.
 func (l *lab) startPinholeServer(ctx context.Context, dir string, f *forwarding, extra ...string) (p *proc, addr, knownHosts string, err error) {
 	hostKey, err := sshtest.WriteKey(dir, "pinhole_host_key")
 	if err != nil {
@@ -234,7 +260,8 @@ func (l *lab) startPinholeServer(ctx context.Context, dir string, f *forwarding,
 	}
 	p, ports, err := startOnPorts(ctx, 1, func(ports []int) (*proc, error) {
 		args := []string{"server", "--listen", loopback(ports[0]),
-			"--host-key", hostKey.PrivateFile, "--authorized-keys", authorized}
+			"--host-key", hostKey.PrivateFile, "--authorized-keys", authorized,
+			"--tls-cert", l.tlsFile, "--tls-key", l.tlsFile}
 		return startProc(l.pinhole, append(args, extra...)...)
 	}, outputHas("listening on 127.0.0.1:%d"))
 	if err != nil {
@@ -287,16 +314,46 @@ func (l *lab) startSSH(ctx context.Context, dir string, f *forwarding, o sshtest
 	return p, nil
 }
 
-// startPinholeConnect starts pinhole connect to addr with extra flags and
+// pinholeDest is the server pinhole connect reaches, and how.
+type pinholeDest struct {
+	addr, user, knownHosts string
+	// scheme: "" or transport.SSH for raw SSH to addr, transport.TLS or
+	// transport.WSS for SSH inside TLS or WebSocket to the same port
+	// (pinhole server's), the certificate pinned to the lab's.
+	scheme transport.Scheme
+}
+
+// args are pinhole connect's arguments that name d: flags, then the
+// destination last.
+func (d pinholeDest) args(l *lab) ([]string, error) {
+	host, port, err := splitHostPort(d.addr)
+	if err != nil {
+		return nil, err
+	}
+	switch d.scheme {
+	case "", transport.SSH:
+		return []string{"-p", port, host}, nil
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("bench: port of %s: %w", d.addr, err)
+	}
+	// The host key is checked under host:port as for raw SSH, so the
+	// same known_hosts line serves.
+	e := transport.Endpoint{Scheme: d.scheme, Host: host, Port: uint16(n), Path: transport.DefaultPath}
+	return []string{"--tls-fingerprint", l.tlsFingerprint, "--proxy", "none", e.String()}, nil
+}
+
+// startPinholeConnect starts pinhole connect to d with extra flags and
 // forwards to iperf3 (or whatever listens on port iperf) and the echo
 // server, and with udp one to the UDP echo server.
-func (l *lab) startPinholeConnect(ctx context.Context, dir string, f *forwarding, addr, user, knownHosts string, iperf int, udp bool, extra ...string) (*proc, error) {
-	host, port, err := splitHostPort(addr)
+func (l *lab) startPinholeConnect(ctx context.Context, dir string, f *forwarding, d pinholeDest, iperf int, udp bool, extra ...string) (*proc, error) {
+	dest, err := d.args(l)
 	if err != nil {
 		return nil, err
 	}
 	knownHostsFile := filepath.Join(dir, "pinhole_known_hosts")
-	if err := os.WriteFile(knownHostsFile, []byte(knownHosts), 0o600); err != nil {
+	if err := os.WriteFile(knownHostsFile, []byte(d.knownHosts), 0o600); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	n := 2
@@ -304,11 +361,11 @@ func (l *lab) startPinholeConnect(ctx context.Context, dir string, f *forwarding
 		n = 3
 	}
 	p, ports, err := startOnPorts(ctx, n, func(ports []int) (*proc, error) {
-		args := []string{"connect", "-p", port, "-l", user, "-i", l.key.PrivateFile,
+		args := []string{"connect", "-l", d.user, "-i", l.key.PrivateFile,
 			"--known-hosts", knownHostsFile, "--host-key-check", "yes"}
 		args = append(args, extra...)
 		args = append(args, l.forwardSpecs(ports, iperf)...)
-		return startProc(l.pinhole, append(args, host)...)
+		return startProc(l.pinhole, append(args, dest...)...)
 	}, forwarderReady)
 	if err != nil {
 		return nil, err

@@ -225,7 +225,7 @@ func startSoakTunnel(ctx context.Context, l *lab, dir string, f *forwarding, sin
 	if err != nil {
 		return nil, err
 	}
-	client, err := l.startPinholeConnect(ctx, dir, f, addr, "bench", knownHosts, sinkPort, true, debug...)
+	client, err := l.startPinholeConnect(ctx, dir, f, pinholeDest{addr: addr, user: "bench", knownHosts: knownHosts}, sinkPort, true, debug...)
 	if err != nil {
 		return nil, err
 	}
