@@ -53,19 +53,31 @@ func (d *Dialer) DialEndpoint(ctx context.Context, e Endpoint) (net.Conn, error)
 	case SSH:
 		return c, nil
 	case TLS:
-		tc, err := d.handshake(ctx, c, e, ALPN)
+		bc := newBatchConn(c, true)
+		tc, err := d.handshake(ctx, bc, e, ALPN)
 		if err != nil {
 			return nil, err
 		}
-		return tc, nil
+		return newWriterConn(tc, bc), nil
 	case WS:
-		return dialWebSocket(ctx, c, e)
-	case WSS:
-		tc, err := d.handshake(ctx, c, e, "http/1.1")
+		bc := newBatchConn(c, true)
+		ws, err := dialWebSocket(ctx, bc, e)
 		if err != nil {
 			return nil, err
 		}
-		return dialWebSocket(ctx, tc, e)
+		return newWriterConn(ws, bc), nil
+	case WSS:
+		bc := newBatchConn(c, true)
+		tc, err := d.handshake(ctx, bc, e, "http/1.1")
+		if err != nil {
+			return nil, err
+		}
+		framed := newBatchConn(tc, false) // the WebSocket's 4 KiB flushes, into one TLS write
+		ws, err := dialWebSocket(ctx, framed, e)
+		if err != nil {
+			return nil, err
+		}
+		return newWriterConn(ws, framed, bc), nil
 	}
 	c.Close()
 	return nil, fmt.Errorf("transport: unknown scheme %q", e.Scheme)

@@ -109,7 +109,7 @@ func (d *Dispatcher) Unwrap(c net.Conn) (net.Conn, error) {
 	case first == 0x16:
 		return d.unwrapTLS(c)
 	case 'A' <= first && first <= 'Z':
-		return nil, d.serveHTTP(c)
+		return nil, d.serveHTTP(newBatchConn(c, true))
 	}
 	d.logger().Debug("closed: not SSH, TLS or HTTP", "peer", c.RemoteAddr().String(), "first_byte", fmt.Sprintf("%#02x", first))
 	return nil, fmt.Errorf("transport: the first byte %#02x is not SSH, TLS or HTTP", first)
@@ -120,7 +120,8 @@ func (d *Dispatcher) unwrapTLS(c net.Conn) (net.Conn, error) {
 		d.logger().Debug("closed: a TLS handshake on a port without a certificate", "peer", c.RemoteAddr().String())
 		return nil, errors.New("transport: a TLS handshake, and this port has no TLS certificate")
 	}
-	tc := tls.Server(c, d.tlsCfg)
+	bc := newBatchConn(c, true)
+	tc := tls.Server(bc, d.tlsCfg)
 	if err := tc.HandshakeContext(d.ctx); err != nil {
 		d.logger().Debug("closed: TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
 		return nil, fmt.Errorf("transport: TLS handshake: %w", err)
@@ -128,20 +129,17 @@ func (d *Dispatcher) unwrapTLS(c net.Conn) (net.Conn, error) {
 	cs := tc.ConnectionState()
 	switch cs.NegotiatedProtocol {
 	case ALPN:
-		return tc, nil
+		return newWriterConn(tc, bc), nil
 	case "":
 		if slices.Contains(d.SSHNames, cs.ServerName) {
-			return tc, nil
+			return newWriterConn(tc, bc), nil
 		}
 		first, inner, err := d.peek(tc)
-		if errors.Is(err, errSilent) {
-			return inner, nil
+		if errors.Is(err, errSilent) || err == nil && first == 'S' {
+			return newWriterConn(inner, bc), nil
 		}
 		if err != nil {
 			return nil, err
-		}
-		if first == 'S' {
-			return inner, nil
 		}
 		return nil, d.serveHTTP(inner)
 	}
@@ -341,10 +339,24 @@ func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nc := websocket.NetConn(d.ctx, ws, websocket.MessageBinary)
+	if bc := below(r); bc != nil {
+		nc = newWriterConn(nc, bc)
+	}
 	if remote := d.forwardedFor(nc.RemoteAddr(), r.Header.Values("X-Forwarded-For")); remote != nil {
 		nc = &addrConn{Conn: nc, local: nc.LocalAddr(), remote: remote}
 	}
 	d.SSH(nc)
+}
+
+// below is the batchConn under the HTTP connection of r, if it has one
+// (plain HTTP, or TLS with ALPN).
+func below(r *http.Request) *batchConn {
+	c, _ := r.Context().Value(connKey{}).(net.Conn)
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	bc, _ := c.(*batchConn)
+	return bc
 }
 
 // forwardedFor is the client's address that a trusted proxy at peer
