@@ -539,7 +539,8 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 			c.Proxy = s
 		default:
 			if _, err := transport.ParseProxy(s); err != nil {
-				ps.errorf(l.vpos, "proxy %q: %s; want http://[user:pass@]host:port, socks5://host:port, socks5h://host:port or \"none\"", s, strings.TrimPrefix(err.Error(), "transport: "))
+				// ParseProxy's error names the value, its password hidden.
+				ps.errorf(l.vpos, "%s (or \"none\")", strings.TrimPrefix(err.Error(), "transport: "))
 				return
 			}
 			c.Proxy = s

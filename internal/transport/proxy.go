@@ -72,6 +72,10 @@ func ParseProxy(s string) (*url.URL, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
+		if strings.Contains(raw, "@") {
+			// url.Parse's detail may quote part of a password.
+			return bad("not a URL")
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
@@ -144,15 +148,13 @@ func redactProxy(s string) string {
 	if i := strings.Index(s, "://"); i >= 0 {
 		prefix, rest = s[:i+3], s[i+3:]
 	}
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
-	}
-	at := strings.LastIndex(authority, "@")
+	// The last @ ends the user info, whatever comes before it: a
+	// password may hold / ? # and @ too.
+	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return s
 	}
-	user, _, hasPassword := strings.Cut(authority[:at], ":")
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
 	if !hasPassword {
 		return s
 	}

@@ -290,3 +290,30 @@ func ExampleProxyFromEnv() {
 	// 10.1.2.3 direct
 	// 127.0.0.1 via http://proxy.example.com:3128
 }
+
+// TestRedactProxy: a password never reaches an error, whatever it holds.
+func TestRedactProxy(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"http://alice:secret@proxy:3128", "http://alice:xxxxx@proxy:3128"},
+		{"http://alice:pa/ss@proxy:3128", "http://alice:xxxxx@proxy:3128"},
+		{"http://alice:p@ss?#@proxy:3128/x", "http://alice:xxxxx@proxy:3128/x"},
+		{"alice:secret@proxy", "alice:xxxxx@proxy"},
+		{"http://alice@proxy:3128", "http://alice@proxy:3128"},
+		{"http://proxy:3128", "http://proxy:3128"},
+	} {
+		if got := redactProxy(tc.in); got != tc.want {
+			t.Errorf("redactProxy(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"http://alice:pa/ss@proxy:3128", "http://alice:s3cr%zz@proxy:1", "http://alice:s3cret@[::1:3128"} {
+		_, err := ParseProxy(bad)
+		if err == nil {
+			continue
+		}
+		for _, secret := range []string{"pa/ss", "s3cr", "s3cret"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("ParseProxy(%q): %v: shows the password", bad, err)
+			}
+		}
+	}
+}
