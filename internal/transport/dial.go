@@ -159,21 +159,7 @@ func dialWebSocket(ctx context.Context, c net.Conn, e Endpoint) (net.Conn, error
 		}
 		return nil, fmt.Errorf("transport: WebSocket to %s: %w", e, err)
 	}
-	return &addrConn{
-		Conn:   websocket.NetConn(context.Background(), ws, websocket.MessageBinary),
-		local:  c.LocalAddr(),
-		remote: c.RemoteAddr(),
-	}, nil
+	return newWSConn(context.Background(), ws, c), nil
 }
 
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-
-// addrConn is a conn with the addresses of the connection underneath:
-// websocket.NetConn has none of its own on the client side.
-type addrConn struct {
-	net.Conn
-	local, remote net.Addr
-}
-
-func (c *addrConn) LocalAddr() net.Addr  { return c.local }
-func (c *addrConn) RemoteAddr() net.Addr { return c.remote }

@@ -338,20 +338,29 @@ func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 		d.logger().Debug("WebSocket upgrade failed", "peer", r.RemoteAddr, "err", err)
 		return
 	}
-	nc := websocket.NetConn(d.ctx, ws, websocket.MessageBinary)
-	if bc := below(r); bc != nil {
+	under, _ := r.Context().Value(connKey{}).(net.Conn) // what Accept hijacked
+	var nc net.Conn = newWSConn(d.ctx, ws, under)
+	if bc := below(under); bc != nil {
 		nc = newWriterConn(nc, bc)
 	}
 	if remote := d.forwardedFor(nc.RemoteAddr(), r.Header.Values("X-Forwarded-For")); remote != nil {
-		nc = &addrConn{Conn: nc, local: nc.LocalAddr(), remote: remote}
+		nc = &addrConn{Conn: nc, remote: remote}
 	}
 	d.SSH(nc)
 }
 
-// below is the batchConn under the HTTP connection of r, if it has one
-// (plain HTTP, or TLS with ALPN).
-func below(r *http.Request) *batchConn {
-	c, _ := r.Context().Value(connKey{}).(net.Conn)
+// addrConn is a conn whose peer is another address: the client's, that a
+// trusted proxy named.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// below is the batchConn under c, the conn of an HTTP request, if it has
+// one (plain HTTP, or TLS with ALPN).
+func below(c net.Conn) *batchConn {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
