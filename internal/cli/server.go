@@ -215,6 +215,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 				}
 			})
 		case err := <-errc:
+			disp.Close() // first: a connection waiting for its first HTTP header holds srv's Close
 			srv.Close()
 			for range lns[1:] {
 				<-errc

@@ -72,9 +72,8 @@ func runStdio(ctx context.Context, e *env, args []string) error {
 		io.Copy(conn, e.stdin)
 		// EOF on stdin: pass it on where the transport can half-close
 		// (TCP, TLS); a WebSocket cannot, so it closes.
-		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
+		cw, ok := conn.(interface{ CloseWrite() error })
+		if !ok || cw.CloseWrite() != nil {
 			closed.Store(true)
 			conn.Close()
 		}

@@ -216,6 +216,11 @@ func listenServer(addr string) (net.Listener, error) {
 func shutdownServer(ctx context.Context, srv *tunnel.Server, disp *transport.Dispatcher) error {
 	herr := make(chan error, 1)
 	go func() { herr <- disp.Shutdown(ctx) }()
+	// When the drain time is up, the Dispatcher lets go of connections
+	// still in a TLS handshake or an HTTP header, which srv's Close waits
+	// for.
+	stop := context.AfterFunc(ctx, func() { disp.Close() })
+	defer stop()
 	err := srv.Shutdown(ctx)
 	disp.Close()
 	if derr := <-herr; err == nil && derr != nil && !errors.Is(derr, context.DeadlineExceeded) && !errors.Is(derr, context.Canceled) {

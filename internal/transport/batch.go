@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/rawio"
 )
@@ -162,7 +163,14 @@ func (c *writerConn) CloseWrite() error {
 	return cw.CloseWrite()
 }
 
+// Close closes at once. The layers' goodbyes (TLS's close_notify, a
+// WebSocket close frame) are sent only if the socket takes them without
+// waiting: a peer that stopped reading would otherwise hold Close for
+// their timeouts (5 s each), and SSH has said its goodbye already.
 func (c *writerConn) Close() error {
 	c.once.Do(func() { close(c.quit) })
+	if n := len(c.below); n > 0 {
+		c.below[n-1].Conn.SetWriteDeadline(time.Now())
+	}
 	return c.Conn.Close()
 }

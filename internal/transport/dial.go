@@ -155,7 +155,7 @@ func dialWebSocket(ctx context.Context, c net.Conn, e Endpoint) (net.Conn, error
 	if err != nil {
 		c.Close()
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, fmt.Errorf("transport: %s answered %s to the WebSocket request for %s: is the path right (pinhole server's is %s) and is it pinhole server or a proxy to it?", e.Addr(), resp.Status, e.Path, DefaultPath)
+			return nil, fmt.Errorf("transport: %s answered %s to the WebSocket request for %s: is the path right (pinhole server's is %s) and is it pinhole server or a proxy to it?", e.Addr(), cleanStatus(resp.Status), e.Path, DefaultPath)
 		}
 		return nil, fmt.Errorf("transport: WebSocket to %s: %w", e, err)
 	}

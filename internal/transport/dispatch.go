@@ -96,7 +96,12 @@ var errEmpty = errors.New("transport: the connection closed before sending anyth
 // tunnel.ServerConfig.Unwrap of a server on a shared port.
 func (d *Dispatcher) Unwrap(c net.Conn) (net.Conn, error) {
 	d.init()
-	first, c, err := d.peek(c)
+	// One deadline for the whole way in: first byte, TLS, HTTP header.
+	var deadline time.Time
+	if grace := d.loginGrace(); grace > 0 {
+		deadline = time.Now().Add(grace)
+	}
+	first, c, err := d.peek(c, deadline)
 	if errors.Is(err, errSilent) {
 		return c, nil // SSH, the server first
 	}
@@ -107,15 +112,15 @@ func (d *Dispatcher) Unwrap(c net.Conn) (net.Conn, error) {
 	case first == 'S':
 		return c, nil
 	case first == 0x16:
-		return d.unwrapTLS(c)
+		return d.unwrapTLS(c, deadline)
 	case 'A' <= first && first <= 'Z':
-		return nil, d.serveHTTP(newBatchConn(c, true))
+		return nil, d.serveHTTP(newBatchConn(c, true), deadline)
 	}
 	d.logger().Debug("closed: not SSH, TLS or HTTP", "peer", c.RemoteAddr().String(), "first_byte", fmt.Sprintf("%#02x", first))
 	return nil, fmt.Errorf("transport: the first byte %#02x is not SSH, TLS or HTTP", first)
 }
 
-func (d *Dispatcher) unwrapTLS(c net.Conn) (net.Conn, error) {
+func (d *Dispatcher) unwrapTLS(c net.Conn, deadline time.Time) (net.Conn, error) {
 	if d.tlsCfg == nil {
 		d.logger().Debug("closed: a TLS handshake on a port without a certificate", "peer", c.RemoteAddr().String())
 		return nil, errors.New("transport: a TLS handshake, and this port has no TLS certificate")
@@ -131,19 +136,19 @@ func (d *Dispatcher) unwrapTLS(c net.Conn) (net.Conn, error) {
 	case ALPN:
 		return newWriterConn(tc, bc), nil
 	case "":
-		if slices.Contains(d.SSHNames, cs.ServerName) {
+		if slices.ContainsFunc(d.SSHNames, func(n string) bool { return strings.EqualFold(n, cs.ServerName) }) {
 			return newWriterConn(tc, bc), nil
 		}
-		first, inner, err := d.peek(tc)
+		first, inner, err := d.peek(tc, deadline)
 		if errors.Is(err, errSilent) || err == nil && first == 'S' {
 			return newWriterConn(inner, bc), nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		return nil, d.serveHTTP(inner)
+		return nil, d.serveHTTP(inner, deadline)
 	}
-	return nil, d.serveHTTP(tc)
+	return nil, d.serveHTTP(tc, deadline)
 }
 
 // errSilent is peek's error for a client that sent nothing within
@@ -154,25 +159,20 @@ var errSilent = errors.New("transport: the client sent nothing yet")
 // c itself for a TCP conn (MSG_PEEK), else c behind a buffer. A client
 // silent for SilentSSH gets errSilent, and that conn, with the login
 // grace's deadline again.
-func (d *Dispatcher) peek(c net.Conn) (byte, net.Conn, error) {
+func (d *Dispatcher) peek(c net.Conn, deadline time.Time) (byte, net.Conn, error) {
 	start := time.Now()
 	silent := d.SilentSSH
 	if silent <= 0 {
 		silent = 2 * time.Second
 	}
-	grace := d.loginGrace()
-	if grace > 0 {
+	if !deadline.IsZero() {
 		// Within the grace, so that a silent client meets the SSH
 		// server's own timeout, and its log line, as with sshd.
-		silent = min(silent, grace/2)
+		silent = min(silent, time.Until(deadline)/2)
 	}
 	c.SetReadDeadline(start.Add(silent))
 	b, pc, err := peekConn(c)
-	if grace > 0 {
-		c.SetDeadline(start.Add(grace))
-	} else {
-		c.SetDeadline(time.Time{})
-	}
+	c.SetDeadline(deadline)
 	if isTimeout(err) {
 		if pc == nil {
 			pc = c
@@ -239,13 +239,20 @@ func (d *Dispatcher) init() {
 			}
 			d.tlsCfg.NextProtos = protos
 		}
+		// HTTP here serves 404s and WebSocket upgrades: one request a
+		// connection, each bounded as a login is.
 		timeout := d.loginGrace()
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
 		d.stop = make(chan struct{})
 		d.ln = &connListener{conns: make(chan net.Conn), done: make(chan struct{})}
 		d.srv = &http.Server{
 			Handler:           http.HandlerFunc(d.serve),
 			ReadHeaderTimeout: timeout,
-			IdleTimeout:       2 * time.Minute,
+			ReadTimeout:       timeout,
+			WriteTimeout:      timeout,
+			IdleTimeout:       timeout,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          slog.NewLogLogger(d.logger().Handler(), slog.LevelDebug),
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -258,6 +265,7 @@ func (d *Dispatcher) init() {
 				}
 			},
 		}
+		d.srv.SetKeepAlivesEnabled(false)
 		go d.srv.Serve(d.ln)
 	})
 }
@@ -274,12 +282,23 @@ func (d *Dispatcher) logger() *slog.Logger {
 // serveHTTP gives c to the HTTP server and waits until the header of its
 // first request has arrived, or c has ended: until then it counts as a
 // connection that has not shown what it is.
-func (d *Dispatcher) serveHTTP(c net.Conn) error {
-	// The login grace's deadline is the caller's; from here the HTTP
-	// server sets its own (LoginGrace for the header, IdleTimeout).
+func (d *Dispatcher) serveHTTP(c net.Conn, deadline time.Time) error {
+	// From here the HTTP server sets the conn's deadlines; the login
+	// grace's deadline still bounds the first request's header, by a
+	// timer that closes c.
 	c.SetDeadline(time.Time{})
 	started := make(chan struct{})
 	d.started.Store(c, started)
+	if !deadline.IsZero() {
+		t := time.AfterFunc(time.Until(deadline), func() {
+			select {
+			case <-started:
+			default:
+				c.Close()
+			}
+		})
+		defer t.Stop()
+	}
 	select {
 	case d.ln.conns <- c:
 	case <-d.ln.done:
@@ -339,6 +358,9 @@ func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	under, _ := r.Context().Value(connKey{}).(net.Conn) // what Accept hijacked
+	if under != nil {
+		under.SetDeadline(time.Time{}) // the HTTP server's; the SSH server sets its own
+	}
 	var nc net.Conn = newWSConn(d.ctx, ws, under)
 	if bc := below(under); bc != nil {
 		nc = newWriterConn(nc, bc)

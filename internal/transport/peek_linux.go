@@ -21,8 +21,12 @@ func peekTCP(c *net.TCPConn) (byte, error) {
 		rerr error
 	)
 	err = rc.Read(func(fd uintptr) bool {
-		n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK)
-		return rerr != unix.EAGAIN
+		for {
+			n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK)
+			if rerr != unix.EINTR {
+				return rerr != unix.EAGAIN
+			}
+		}
 	})
 	if err != nil {
 		return 0, err
