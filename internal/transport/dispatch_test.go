@@ -423,3 +423,77 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestHTTPBoundedByGrace: an HTTP request whose body never comes, or a
+// header that never ends, does not keep its connection past the login
+// grace.
+func TestHTTPBoundedByGrace(t *testing.T) {
+	grace := 500 * time.Millisecond
+	s := startShared(t, func(c *tunnel.ServerConfig, d *Dispatcher) { c.HandshakeTimeout, d.LoginGrace = grace, grace })
+	for _, req := range []string{
+		"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+	} {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		io.WriteString(c, req)
+		c.SetReadDeadline(start.Add(5 * time.Second))
+		_, err = io.Copy(io.Discard, c)
+		c.Close()
+		if took := time.Since(start); isTimeout(err) || took > grace+time.Second {
+			t.Errorf("%q: the server held the connection %v (%v); want it closed within the grace, %v", req, took, err, grace)
+		}
+	}
+}
+
+// TestWriterConnCloseWhenPeerStalls: closing a TLS transport whose peer
+// stopped reading does not wait for TLS's close_notify timeout.
+func TestWriterConnCloseWhenPeerStalls(t *testing.T) {
+	cert, _, err := LoadOrCreateSelfSigned(filepath.Join(t.TempDir(), SelfSignedFile), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stalled := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+		tc.Handshake()
+		stalled <- tc // and never read again
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := newBatchConn(raw, true)
+	tc := tls.Client(bc, &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	defer (<-stalled).Close()
+	wc := newWriterConn(tc, bc)
+	go func() {
+		buf := make([]byte, 1<<20)
+		for range 64 { // until the socket buffers are full and a Write blocks
+			if _, err := wc.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	wc.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %v with the peer not reading; want it at once", took)
+	}
+}
