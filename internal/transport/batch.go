@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/rawio"
 )
@@ -163,14 +162,17 @@ func (c *writerConn) CloseWrite() error {
 	return cw.CloseWrite()
 }
 
-// Close closes at once. The layers' goodbyes (TLS's close_notify, a
-// WebSocket close frame) are sent only if the socket takes them without
-// waiting: a peer that stopped reading would otherwise hold Close for
-// their timeouts (5 s each), and SSH has said its goodbye already.
+// Close closes at once: the socket first, then the layers above it,
+// whose goodbyes (TLS's close_notify, a WebSocket close frame) then fail
+// at once. A peer that stopped reading would otherwise hold Close for
+// their timeouts (5 s each, set by crypto/tls and coder/websocket), and
+// SSH has said its goodbye already.
 func (c *writerConn) Close() error {
 	c.once.Do(func() { close(c.quit) })
 	if n := len(c.below); n > 0 {
-		c.below[n-1].Conn.SetWriteDeadline(time.Now())
+		err := c.below[n-1].Conn.Close()
+		c.Conn.Close() // fails on the closed socket, having let go of what it holds
+		return err
 	}
 	return c.Conn.Close()
 }
