@@ -19,6 +19,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
+	"github.com/pinhole-dev/pinhole/internal/vhost"
 )
 
 func runServer(ctx context.Context, e *env, args []string) error {
@@ -31,6 +32,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	tlsKey := fs.String("tls-key", "", "the private key `file` (PEM) of --tls-cert")
 	wsPath := fs.String("ws-path", transport.DefaultPath, "URL `path` where a WebSocket upgrade carries SSH")
 	fs.Var(&sshSNI, "ssh-sni", "TLS server `name` (SNI) that means SSH for a TLS client offering no ALPN, such as openssl s_client (repeatable)")
+	domain := fs.String("domain", "", "serve remote forwards that ask for a name on port 80 (ssh -R myapp:80:localhost:3000) as http:// and https://myapp.`DOMAIN` on every --listen port; -R 80:... gets a name made from its key (docs/names.md)")
+	nameTTL := fs.Duration("name-ttl", vhost.DefaultTTL, "a name stays its key's this long after its last session ends, then anyone may take it")
+	upstream := fs.Duration("upstream-timeout", 30*time.Second, "answer 504 when the service behind a name has not started its answer within this time")
 	fs.Var(&trusted, "trusted-proxy", "`CIDR` of a reverse proxy (nginx) whose X-Forwarded-For names a WebSocket client's real address (repeatable)")
 	hostKey := fs.String("host-key", "", "host key file; generated (ed25519, mode 0600) if missing (default in the user's state directory)")
 	authKeys := fs.String("authorized-keys", "", "authorized_keys file of the keys allowed in, with sshd's options (default ~/.ssh/authorized_keys)")
@@ -145,7 +149,8 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if probe == 0 {
 		probe = -1
 	}
-	disp, err := serverDispatcher(e, serverTransportSettings{HostKey: *hostKey, TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted, LoginGrace: grace})
+	disp, err := serverDispatcher(e, serverTransportSettings{HostKey: *hostKey, TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted, LoginGrace: grace,
+		Domain: *domain, NameTTL: *nameTTL, UpstreamTimeout: *upstream})
 	if err != nil {
 		return err
 	}
@@ -164,6 +169,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		PerSourceMaxStartups: perSourceMax,
 		MaxAuthTries:         *maxAuthTries,
 		Unwrap:               disp.Unwrap,
+		Names:                disp.names(),
 		Logger:               e.log,
 	})
 	if err != nil {
@@ -188,6 +194,11 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if created {
 		fmt.Fprintf(e.stdout, "pinhole server: generated a new host key in %s\n", *hostKey)
 	}
+	var addrs []net.Addr
+	for _, ln := range lns {
+		addrs = append(addrs, ln.Addr())
+	}
+	disp.listening(addrs)
 	for _, ln := range lns[1:] {
 		fmt.Fprintf(e.stdout, "pinhole server: listening on %s\n", ln.Addr())
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,7 +265,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 	}
 	disp, err := serverDispatcher(r.e, serverTransportSettings{
 		HostKey: hostKey, TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
-		LoginGrace: neg(s.LoginGrace),
+		LoginGrace: neg(s.LoginGrace), Domain: s.Domain, NameTTL: s.NameTTL, UpstreamTimeout: s.UpstreamTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -284,6 +285,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		PerSourceMaxStartups: perSource,
 		MaxAuthTries:         s.MaxAuthTries,
 		Unwrap:               disp.Unwrap,
+		Names:                disp.names(),
 		Logger:               r.e.log,
 	})
 	if err != nil {
@@ -303,6 +305,17 @@ func (r *serverRun) serve(g *generation, ll *liveListener) {
 		defer g.serving.Done()
 		g.srv.Serve(h)
 	}()
+}
+
+// portsChanged tells the current generation's name router which ports
+// its URLs name.
+func (r *serverRun) portsChanged() {
+	var addrs []net.Addr
+	for _, ll := range r.lns {
+		addrs = append(addrs, ll.ln.Addr())
+	}
+	slices.SortFunc(addrs, func(a, b net.Addr) int { return strings.Compare(a.String(), b.String()) })
+	r.gen.disp.listening(addrs)
 }
 
 func (r *serverRun) listen(addr string) error {
@@ -330,6 +343,7 @@ func (r *serverRun) listen(addr string) error {
 		})
 	}()
 	r.lns[addr] = ll
+	r.portsChanged()
 	fmt.Fprintf(r.e.stdout, "pinhole server: listening on %s\n", ln.Addr())
 	if r.mapCfg != nil {
 		ll.unmap = serverMap(r.ctx, r.e, ln.Addr(), *r.mapCfg)
@@ -401,6 +415,7 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 		}
 		old := r.gen
 		r.gen = gen
+		r.portsChanged()
 		if renewed || tlsChanged(old.settings, gen.settings) {
 			gen.disp.printTLS(r.e, r.firstAddr(cfg))
 		}

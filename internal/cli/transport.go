@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
+	"github.com/pinhole-dev/pinhole/internal/vhost"
 )
 
 // transportFlags are the flags of connect and stdio that say how the SSH
@@ -92,12 +94,18 @@ type serverTransportSettings struct {
 	// LoginGrace, if positive, also bounds how long an HTTP request's
 	// header may take.
 	LoginGrace time.Duration
+	// Domain, if set, serves names under it (--domain), remembered
+	// for NameTTL; UpstreamTimeout is --upstream-timeout.
+	Domain          string
+	NameTTL         time.Duration
+	UpstreamTimeout time.Duration
 }
 
 // serverDisp is the Dispatcher of pinhole server's listeners, with what
 // it says at start about its certificate.
 type serverDisp struct {
 	*transport.Dispatcher
+	router      *vhost.Router // nil without --domain
 	fingerprint string
 	selfSigned  string // the file of the self-signed certificate; "" for --tls-cert
 	created     bool
@@ -162,6 +170,11 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		}
 	}
 	d.fingerprint = transport.Fingerprint(cert.Certificate[0])
+	if s.Domain != "" {
+		if d.router, err = newRouter(e, s); err != nil {
+			return nil, err
+		}
+	}
 	d.Dispatcher = &transport.Dispatcher{
 		TLS:            &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		SSHNames:       s.SSHSNI,
@@ -170,7 +183,62 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		LoginGrace:     s.LoginGrace,
 		Logger:         e.log,
 	}
+	if d.router != nil {
+		d.Dispatcher.HTTP = d.router
+	}
 	return d, nil
+}
+
+// listening tells the router the ports its URLs name: 443 and 80 where
+// a listener has them, else the first listener's.
+func (d *serverDisp) listening(addrs []net.Addr) {
+	if d.router == nil {
+		return
+	}
+	var ports []int
+	for _, a := range addrs {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			ports = append(ports, ta.Port)
+		}
+	}
+	pick := func(want int) int {
+		if len(ports) == 0 || slices.Contains(ports, want) {
+			return want
+		}
+		return ports[0]
+	}
+	d.router.SetPorts(pick(80), pick(443))
+}
+
+// names is the tunnel.ServerConfig.Names of d: its router, or nil.
+func (d *serverDisp) names() tunnel.NameListener {
+	if d.router == nil {
+		return nil
+	}
+	return d.router
+}
+
+// newRouter is --domain's: names remembered beside the host key.
+func newRouter(e *env, s serverTransportSettings) (*vhost.Router, error) {
+	domain := strings.ToLower(strings.Trim(s.Domain, "."))
+	for _, label := range strings.Split(domain, ".") {
+		if err := vhost.CheckName(label); err != nil {
+			return nil, fmt.Errorf("--domain %q: want a domain name such as tunnels.example.com (%v)", s.Domain, err)
+		}
+	}
+	dir := filepath.Dir(s.HostKey)
+	if s.HostKey == "" {
+		var err error
+		if dir, err = stateDir(e.getenv); err != nil {
+			return nil, err
+		}
+	}
+	return &vhost.Router{
+		Domain:          domain,
+		Store:           &vhost.FileStore{Path: filepath.Join(dir, "names.json"), TTL: s.NameTTL},
+		UpstreamTimeout: s.UpstreamTimeout,
+		Logger:          e.log,
+	}, nil
 }
 
 // printTLS says how tls:// and wss:// clients reach the server at addr
@@ -182,6 +250,9 @@ func (d *serverDisp) printTLS(e *env, addr net.Addr) {
 		if !ta.IP.IsUnspecified() {
 			host = ta.IP.String()
 		}
+	}
+	if d.router != nil {
+		fmt.Fprintf(e.stdout, "pinhole server: names under %s: ssh -R myapp:80:localhost:3000 (without -N to see it) gives %s and %s\n", d.router.Domain, d.router.URL("myapp"), d.router.HTTPURL("myapp"))
 	}
 	if d.selfSigned == "" {
 		fmt.Fprintf(e.stdout, "pinhole server: TLS certificate %s (--tls-cert)\n", d.fingerprint)

@@ -359,6 +359,8 @@ tls-key = "/etc/ssl/private/pinhole.key"
 ws-path = "/tunnel"
 ssh-sni = ["ssh.example.com", "b.example.com"]
 trusted-proxy = ["127.0.0.1", "10.0.0.0/8"]
+domain = "tunnels.example.com"
+name-ttl = "48h"
 `), ServerChecks{})
 	if err != nil {
 		t.Fatal(err)
@@ -373,6 +375,7 @@ trusted-proxy = ["127.0.0.1", "10.0.0.0/8"]
 			MaxStartups: "5:50:20", PerSourceMaxStartups: "none", MaxAuthTries: 3,
 			TLSCert: "/etc/pinhole/tls/cert.pem", TLSKey: "/etc/ssl/private/pinhole.key", WSPath: "/tunnel",
 			SSHSNI: []string{"b.example.com", "ssh.example.com"}, TrustedProxy: []string{"10.0.0.0/8", "127.0.0.1"},
+			Domain: "tunnels.example.com", NameTTL: 48 * time.Hour, UpstreamTimeout: 30 * time.Second,
 		},
 	}
 	if !reflect.DeepEqual(s, want) {

@@ -22,6 +22,7 @@ var serverKeys = []string{
 	"login-grace", "max-startups", "per-source-max-startups", "max-auth-tries",
 	"map", "map-via", "map-gateway", "map-ssdp", "debug-addr",
 	"tls-cert", "tls-key", "ws-path", "ssh-sni", "trusted-proxy",
+	"domain", "name-ttl", "upstream-timeout",
 }
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
@@ -67,6 +68,11 @@ type ServerSettings struct {
 	WSPath          string   // --ws-path; transport.DefaultPath when not given
 	SSHSNI          []string // --ssh-sni, sorted
 	TrustedProxy    []string // --trusted-proxy: addresses or CIDRs as written, sorted
+	// Domain serves names under it (--domain); "" serves none. NameTTL
+	// and UpstreamTimeout are --name-ttl and --upstream-timeout.
+	Domain          string
+	NameTTL         time.Duration
+	UpstreamTimeout time.Duration
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -114,6 +120,7 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 	s := &Server{File: file, Listen: []string{":2222"}, Settings: ServerSettings{
 		GatewayPorts: "no", Keepalive: DefaultKeepalive, TakeoverProbe: 3 * time.Second, Drain: DefaultDrain,
 		UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
+		NameTTL: 7 * 24 * time.Hour, UpstreamTimeout: 30 * time.Second,
 		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6, WSPath: transport.DefaultPath,
 	}}
 	var certAt, keyAt pos
@@ -316,6 +323,22 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 				st.TrustedProxy = append(st.TrustedProxy, a.s)
 			}
 			slices.Sort(st.TrustedProxy)
+		case "domain":
+			if v, ok := ps.str(l, `domain = "tunnels.example.com"`); ok {
+				if v == "" || strings.ContainsAny(v, " /:@") || !strings.Contains(strings.Trim(v, "."), ".") && v != "localhost" {
+					ps.errorf(l.vpos, "domain %q: want a domain name such as \"tunnels.example.com\"", v)
+					continue
+				}
+				st.Domain = v
+			}
+		case "name-ttl":
+			if st.NameTTL = ps.duration(l, name, false); st.NameTTL == 0 {
+				st.NameTTL = 7 * 24 * time.Hour
+			}
+		case "upstream-timeout":
+			if st.UpstreamTimeout = ps.duration(l, name, false); st.UpstreamTimeout == 0 {
+				st.UpstreamTimeout = 30 * time.Second
+			}
 		default:
 			ps.unknown(l.key, name, serverKeys, "pinhole server's file")
 		}

@@ -52,6 +52,22 @@ func (s *Server) holder(udp bool, port int) *serverConn {
 	return nil
 }
 
+// holderOf returns the connection that holds k, if any.
+func (s *Server) holderOf(k boundKey) *serverConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bound[k]
+}
+
+// nameFor is the public name a tcpip-forward request asks for, "" when
+// it asks for an address (or the server serves no names).
+func (sc *serverConn) nameFor(fr forwardRequest) string {
+	if sc.srv.cfg.Names == nil {
+		return ""
+	}
+	return sc.srv.cfg.Names.Name(fr.BindHost, fr.BindPort, sc.key)
+}
+
 // bindHost is where a remote forward requested for host listens.
 func (s *Server) bindHost(host string) string {
 	switch s.cfg.GatewayPorts {
@@ -76,22 +92,28 @@ func (s *Server) bindHost(host string) string {
 // elsewhere gets its port back at once, instead of when keepalives notice
 // the old connection. Otherwise the error says who holds the port.
 func (sc *serverConn) bindOrTakeOver(udp bool, addr string, port int, bind func() error) error {
+	return sc.bindOrTakeOverFrom(addr, "port", func() *serverConn { return sc.srv.holder(udp, port) }, bind)
+}
+
+// bindOrTakeOverFrom is bindOrTakeOver with the holder found by holder,
+// for what (a "port", a "name").
+func (sc *serverConn) bindOrTakeOverFrom(addr, what string, holder func() *serverConn, bind func() error) error {
 	err := bind()
 	if err == nil {
 		return nil
 	}
 	s := sc.srv
-	owner := s.holder(udp, port)
+	owner := holder()
 	switch {
 	case owner == nil || !errors.Is(err, syscall.EADDRINUSE):
 		return fmt.Errorf("cannot listen on %s: %w", addr, err)
 	case owner == sc:
 		return fmt.Errorf("%s is already forwarded by this connection", addr)
 	case owner.key != sc.key || s.cfg.TakeoverProbe < 0:
-		return fmt.Errorf("%s is already forwarded by another client (%s); pick another port or stop that client", addr, owner.conn.RemoteAddr())
+		return fmt.Errorf("%s is already forwarded by another client (%s); pick another %s or stop that client", addr, owner.conn.RemoteAddr(), what)
 	}
 	if owner.alive(sc.ctx, s.cfg.TakeoverProbe) {
-		return fmt.Errorf("%s is already forwarded by another live connection with this key (%s); stop that client or pick another port", addr, owner.conn.RemoteAddr())
+		return fmt.Errorf("%s is already forwarded by another live connection with this key (%s); stop that client or pick another %s", addr, owner.conn.RemoteAddr(), what)
 	}
 	owner.log.Warn("taking over a dead connection's remote forward for a new connection of the same key", "laddr", addr, "new", sc.conn.RemoteAddr().String(), "probe", s.cfg.TakeoverProbe)
 	owner.close()
@@ -135,22 +157,41 @@ func (sc *serverConn) listen(payload []byte) (uint32, error) {
 	if s.stopped() {
 		return 0, errors.New(errShuttingDown)
 	}
-	addr := net.JoinHostPort(s.bindHost(fr.BindHost), strconv.Itoa(int(fr.BindPort)))
-	var ln net.Listener
-	err := sc.bindOrTakeOver(false, addr, int(fr.BindPort), func() (err error) {
-		ln, err = s.cfg.Listen("tcp", addr)
-		return err
-	})
+	var (
+		ln        net.Listener
+		err       error
+		k         boundKey
+		boundPort uint32
+	)
+	if name := sc.nameFor(fr); name != "" {
+		// A name registers as a port does: its holder is found, and
+		// taken over when dead, by boundKey.
+		k = boundKey{addr: "name " + name}
+		err = sc.bindOrTakeOverFrom(name, "name", func() *serverConn { return s.holderOf(k) }, func() (err error) {
+			ln, err = s.cfg.Names.ListenName(name, fr.BindPort, sc.key)
+			return err
+		})
+		boundPort = fr.BindPort
+	} else {
+		addr := net.JoinHostPort(s.bindHost(fr.BindHost), strconv.Itoa(int(fr.BindPort)))
+		err = sc.bindOrTakeOver(false, addr, int(fr.BindPort), func() (err error) {
+			ln, err = s.cfg.Listen("tcp", addr)
+			return err
+		})
+		if err == nil {
+			k = boundKey{addr: ln.Addr().String()}
+			_, boundPort = hostPort(ln.Addr())
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
 	bound := ln.Addr().String()
-	_, boundPort := hostPort(ln.Addr())
 	key := fr
 	if fr.BindPort == 0 {
 		key.BindPort = boundPort
 	}
-	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: boundKey{addr: bound}}
+	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k}
 	s.mu.Lock()
 	sc.mu.Lock()
 	if s.state != serverServing || sc.forwards == nil {

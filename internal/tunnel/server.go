@@ -134,6 +134,12 @@ type ServerConfig struct {
 	// on one port. nil means every connection is raw SSH.
 	Unwrap func(c net.Conn) (net.Conn, error)
 
+	// Names, if set, serves the remote forwards that ask for a public
+	// name rather than an address (vhost.Router: -R myapp:80:... becomes
+	// https://myapp.DOMAIN). nil: every remote forward listens on an
+	// address.
+	Names NameListener
+
 	// Cores, if set, is told how many SSH connections the server holds,
 	// to size GOMAXPROCS by (cores.go). nil leaves GOMAXPROCS alone.
 	Cores *CoreBudget
@@ -141,6 +147,20 @@ type ServerConfig struct {
 	// Logger receives one line per connection, forward and refusal. nil
 	// discards.
 	Logger *slog.Logger
+}
+
+// NameListener gives remote forwards public names instead of ports.
+type NameListener interface {
+	// Name is the name a remote forward of the key with SHA256
+	// fingerprint key gets when it asks for bindHost:port, or "" when it
+	// asks for an address, and listens as without a NameListener.
+	Name(bindHost string, port uint32, key string) string
+	// ListenName returns the listener of name's forward. It fails with an
+	// error wrapping syscall.EADDRINUSE when a live connection holds the
+	// name (which the server then takes over from a dead connection of
+	// the same key, as a port), and with another error, whose text the
+	// client sees, when the name is refused.
+	ListenName(name string, port uint32, key string) (net.Listener, error)
 }
 
 // DefaultKeepaliveInterval and DefaultKeepaliveCountMax notice a peer that

@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/sshtest"
+	"github.com/pinhole-dev/pinhole/internal/webtest"
+)
+
+// headerEcho is a web service that answers with what it was sent.
+func headerEcho(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "host=%s xff=%s proto=%s path=%s\n", r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// curlGet runs curl against https:// or http://NAME.example.test on the
+// server's port, resolved to 127.0.0.1.
+func curlGet(t *testing.T, url, port, ca string, extra ...string) (code, body string) {
+	t.Helper()
+	host := strings.SplitN(strings.SplitN(url, "://", 2)[1], "/", 2)[0]
+	args := append([]string{"-s", "--max-time", "10", "--resolve", host + ":" + port + ":127.0.0.1", "--cacert", ca, "-w", "\n%{http_code}"}, extra...)
+	out, err := exec.Command("curl", append(args, strings.Replace(url, host, host+":"+port, 1))...).Output()
+	if err != nil {
+		t.Fatalf("curl %s: %v\n%s", url, err, out)
+	}
+	s := strings.TrimSpace(string(out))
+	i := strings.LastIndex(s, "\n")
+	if i < 0 {
+		return s, ""
+	}
+	return s[i+1:], strings.TrimSpace(s[:i])
+}
+
+// TestNamesStockSSH: with --domain, a stock ssh -R myapp:80:... makes
+// https://myapp.DOMAIN and http://myapp.DOMAIN reach its service, with
+// X-Forwarded-For of the real client (not the one the client claims); a
+// name nobody holds is a 404, a service that is down a 502, and another
+// key cannot take a held name.
+func TestNamesStockSSH(t *testing.T) {
+	sshtest.Need(t, sshtest.SSHPath)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipping: curl is not installed (scripts/test installs it as root)")
+	}
+	dir := t.TempDir()
+	key := sshtest.NewKey(t, dir, "id_ed25519")
+	other := sshtest.NewKey(t, dir, "id_other")
+	authKeys := filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(authKeys, []byte(key.AuthorizedLine+other.AuthorizedLine), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert := webtest.Cert(t, "*.example.test", "example.test")
+	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
+		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile, "--upstream-timeout", "2s")
+	addr := srv.waitLine(t, `listening on (\S+)`)[1]
+	_, port, _ := net.SplitHostPort(addr)
+	srv.waitLine(t, `names under example\.test: .* gives https://myapp\.example\.test:`+port)
+	known := "[127.0.0.1]:" + port + " " + (&tlsWorld{world: &world{dir: dir}}).hostKeyLine(t)
+	service := headerEcho(t)
+
+	waitLog := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(srv.stderr.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the server did not log %q:\n%s", what, srv.stderr)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
+		Args: []string{"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service), "-R", "down:80:127.0.0.1:1"}})
+	waitLog(`laddr=https://myapp.example.test:` + port)
+	waitLog(`laddr=https://down.example.test:` + port)
+
+	code, body := curlGet(t, "https://myapp.example.test/hello", port, cert.CertFile, "-H", "X-Forwarded-For: 6.6.6.6")
+	if want := fmt.Sprintf("host=myapp.example.test:%s xff=127.0.0.1 proto=https path=/hello", port); code != "200" || body != want {
+		t.Errorf("https: %s %q\nwant 200 %q", code, body, want)
+	}
+	code, body = curlGet(t, "http://myapp.example.test/", port, cert.CertFile)
+	if code != "200" || !strings.Contains(body, "proto=http ") {
+		t.Errorf("http: %s %q", code, body)
+	}
+	if code, body = curlGet(t, "https://nobody.example.test/", port, cert.CertFile); code != "404" || !strings.Contains(body, "No tunnel") {
+		t.Errorf("a name nobody holds: %s %q", code, body)
+	}
+	if code, _ = curlGet(t, "https://down.example.test/", port, cert.CertFile); code != "502" {
+		t.Errorf("a service that is down: %s, want 502", code)
+	}
+
+	// Another key asking for myapp is refused, with the reason; pinhole
+	// connect shows it.
+	c := start(t, "connect", "-F", "none", "-i", other.PrivateFile, "--known-hosts", filepath.Join(dir, "kh2"), "-p", port,
+		"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service), "tester@127.0.0.1")
+	c.waitLine(t, `-R myapp:80:\S+: refused by the server for now \(.*myapp is already forwarded by another client .*pick another name`)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1:"+port+"/", nil)
+	req.Host = "myapp.example.test"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "xff=127.0.0.1") {
+		t.Errorf("myapp after the refused claim: %s %q; want the first tunnel still serving", resp.Status, b)
+	}
+}

@@ -1,0 +1,278 @@
+package vhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Router routes HTTP requests by their Host to the remote forward that
+// holds the name, and hands out the listeners those forwards accept on.
+// Set its fields before use and do not change them after.
+type Router struct {
+	// Domain is what names are under: myapp.Domain.
+	Domain string
+	// Store remembers which key holds which name; nil remembers nothing
+	// past a connection.
+	Store Store
+	// UpstreamTimeout bounds how long a service behind a name has to
+	// start its answer: then 504. 0 means 30 s.
+	UpstreamTimeout time.Duration
+	// Logger gets a line per name taken and freed. nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu     sync.Mutex
+	routes map[string]*nameListener
+
+	portsMu             sync.Mutex
+	httpPort, httpsPort int // 0: 80 and 443
+}
+
+// SetPorts says which public ports serve HTTP and HTTPS, for the URLs
+// the router gives out; 0 means 80 and 443, the default.
+func (r *Router) SetPorts(http, https int) {
+	r.portsMu.Lock()
+	defer r.portsMu.Unlock()
+	r.httpPort, r.httpsPort = http, https
+}
+
+// URL is the https:// address of name.
+func (r *Router) URL(name string) string {
+	r.portsMu.Lock()
+	defer r.portsMu.Unlock()
+	return "https://" + name + "." + r.Domain + portSuffix(r.httpsPort, 443)
+}
+
+// HTTPURL is the http:// address of name.
+func (r *Router) HTTPURL(name string) string {
+	r.portsMu.Lock()
+	defer r.portsMu.Unlock()
+	return "http://" + name + "." + r.Domain + portSuffix(r.httpPort, 80)
+}
+
+func portSuffix(p, def int) string {
+	if p == 0 || p == def {
+		return ""
+	}
+	return ":" + strconv.Itoa(p)
+}
+
+func (r *Router) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Router) logger() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
+// Name is the name a remote forward of key asking for bindHost:port
+// gets (tunnel.NameListener): on port 80, a bind address that is not an
+// address is the name asked for, and "" or "localhost" (ssh -R 80:...)
+// gets the key's own name (KeyName); anything else is a plain port.
+func (r *Router) Name(bindHost string, port uint32, key string) string {
+	if port != 80 {
+		return ""
+	}
+	switch {
+	case bindHost == "" || bindHost == "localhost":
+		return KeyName(key)
+	case IsNameRequest(bindHost):
+		return bindHost
+	}
+	return ""
+}
+
+// ListenName gives the remote forward of key that asks for name on port
+// its listener: each connection it accepts is one request's connection
+// to the service (HTTP/1.1, reused for several requests). A name a live
+// connection holds is refused with an error wrapping syscall.EADDRINUSE,
+// as a port is (tunnel's takeover goes by that); one another key holds
+// in the Store, with ErrHeld.
+func (r *Router) ListenName(name string, port uint32, key string) (net.Listener, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	if port != 80 {
+		return nil, fmt.Errorf("vhost: a name takes port 80 (HTTP, served as http:// and https://%s.%s); ask for -R %s:80:HOST:PORT", name, r.Domain, name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old := r.routes[name]; old != nil {
+		return nil, fmt.Errorf("vhost: %s.%s is served by a live connection: %w", name, r.Domain, syscall.EADDRINUSE)
+	}
+	if r.Store != nil {
+		if err := r.Store.Claim(name, key, r.now()); err != nil {
+			return nil, fmt.Errorf("vhost: %s.%s: %w", name, r.Domain, err)
+		}
+	}
+	l := &nameListener{r: r, name: name, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
+	l.proxy = &httputil.ReverseProxy{
+		Rewrite:       l.rewrite,
+		Transport:     &http.Transport{DialContext: l.dial, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: r.upstreamTimeout()},
+		FlushInterval: -1, // stream: server-sent events, long answers
+		ErrorHandler:  l.proxyError,
+	}
+	if r.routes == nil {
+		r.routes = map[string]*nameListener{}
+	}
+	r.routes[name] = l
+	r.logger().Info("name taken", "name", name, "key", key, "url", r.URL(name))
+	return l, nil
+}
+
+func (r *Router) upstreamTimeout() time.Duration {
+	if r.UpstreamTimeout <= 0 {
+		return 30 * time.Second
+	}
+	return r.UpstreamTimeout
+}
+
+// ServeHTTP answers a request for NAME.Domain from the forward holding
+// NAME, and any other with 404.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	host := req.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	name, ok := strings.CutSuffix(host, "."+strings.ToLower(r.Domain))
+	if !ok || name == "" || strings.Contains(name, ".") {
+		page(w, http.StatusNotFound, "Not found", "There is nothing at "+host+".")
+		return
+	}
+	r.mu.Lock()
+	l := r.routes[name]
+	r.mu.Unlock()
+	if l == nil {
+		page(w, http.StatusNotFound, "No tunnel here", "No tunnel is connected for "+host+" now.")
+		return
+	}
+	// The HTTP server's timeouts are for a login; a proxied answer may
+	// stream for long (server-sent events, a download, a WebSocket),
+	// bounded by UpstreamTimeout until it starts.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
+	l.proxy.ServeHTTP(w, req)
+}
+
+// page writes a small HTML page.
+func page(w http.ResponseWriter, code int, title, text string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "<!doctype html>\n<title>%d %s</title>\n<h1>%s</h1>\n<p>%s</p>\n", code, html.EscapeString(title), html.EscapeString(title), html.EscapeString(text))
+}
+
+// nameListener is the listener of one name's remote forward.
+type nameListener struct {
+	r         *Router
+	name, key string
+	proxy     *httputil.ReverseProxy
+	conns     chan net.Conn
+	done      chan struct{}
+	once      sync.Once
+}
+
+// dial is the proxy's way to the service: a pipe whose far end the
+// remote forward accepts and carries through the tunnel.
+func (l *nameListener) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	near, far := net.Pipe()
+	select {
+	case l.conns <- far:
+		return near, nil
+	case <-l.done:
+	case <-ctx.Done():
+	}
+	near.Close()
+	far.Close()
+	return nil, fmt.Errorf("vhost: the tunnel for %s is gone", l.name)
+}
+
+// rewrite sends the request on to the service with the public name as
+// its Host, and X-Forwarded-For, -Host, -Proto and Forwarded of our own:
+// any the public client sent are dropped, never trusted.
+func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(&url.URL{Scheme: "http", Host: l.name + "." + l.r.Domain})
+	pr.Out.Host = pr.In.Host
+	pr.SetXForwarded()
+	proto := "http"
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	client, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	if err != nil {
+		client = pr.In.RemoteAddr
+	}
+	if strings.Contains(client, ":") {
+		client = `"[` + client + `]"`
+	}
+	pr.Out.Header.Set("Forwarded", "for="+client+";host="+strconv.Quote(pr.In.Host)+";proto="+proto)
+}
+
+// proxyError answers a request the service could not: 504 when it was
+// too slow to start its answer, 502 otherwise.
+func (l *nameListener) proxyError(w http.ResponseWriter, req *http.Request, err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		page(w, http.StatusGatewayTimeout, "Gateway timeout", fmt.Sprintf("The service behind %s.%s did not answer within %v.", l.name, l.r.Domain, l.r.upstreamTimeout()))
+		return
+	}
+	l.r.logger().Info("service behind a name did not answer", "name", l.name, "err", err)
+	page(w, http.StatusBadGateway, "Bad gateway", fmt.Sprintf("The tunnel for %s.%s is connected, but its service did not answer: is it running on the tunnel client's side?", l.name, l.r.Domain))
+}
+
+func (l *nameListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close frees the name (the Store keeps it for its key until the TTL).
+func (l *nameListener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		l.r.mu.Lock()
+		if l.r.routes[l.name] == l {
+			delete(l.r.routes, l.name)
+		}
+		l.r.mu.Unlock()
+		if l.r.Store != nil {
+			if err := l.r.Store.Release(l.name, l.key, l.r.now()); err != nil {
+				l.r.logger().Warn("cannot note a name's release", "name", l.name, "err", err)
+			}
+		}
+		l.proxy.Transport.(*http.Transport).CloseIdleConnections()
+		l.r.logger().Info("name freed", "name", l.name)
+	})
+	return nil
+}
+
+func (l *nameListener) Addr() net.Addr { return nameAddr(l.r.URL(l.name)) }
+
+// nameAddr is a name's listening "address": its URL.
+type nameAddr string
+
+func (a nameAddr) Network() string { return "vhost" }
+func (a nameAddr) String() string  { return string(a) }

@@ -1,0 +1,200 @@
+package vhost
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestCheckName(t *testing.T) {
+	for _, ok := range []string{"myapp", "a", "x-1", "0a", strings.Repeat("a", 63)} {
+		if err := CheckName(ok); err != nil {
+			t.Errorf("CheckName(%q): %v", ok, err)
+		}
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"", "empty"},
+		{strings.Repeat("a", 64), "at most 63"},
+		{"MyApp", `ask for "myapp"`},
+		{"my.app", "has a dot"},
+		{"-app", "hyphen"},
+		{"app-", "hyphen"},
+		{"my_app", "'_'"},
+		{"café", "'é'"},
+	} {
+		err := CheckName(tc.name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckName(%q): %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestName(t *testing.T) {
+	r := &Router{Domain: "example.test"}
+	key := "SHA256:abc"
+	for _, tc := range []struct {
+		host string
+		port uint32
+		want string
+	}{
+		{"myapp", 80, "myapp"},
+		{"", 80, KeyName(key)},
+		{"localhost", 80, KeyName(key)},
+		{"127.0.0.1", 80, ""},
+		{"*", 80, ""},
+		{"myapp", 8080, ""},
+	} {
+		if got := r.Name(tc.host, tc.port, key); got != tc.want {
+			t.Errorf("Name(%q, %d) = %q, want %q", tc.host, tc.port, got, tc.want)
+		}
+	}
+	if a, b := KeyName("SHA256:a"), KeyName("SHA256:b"); a == b || CheckName(a) != nil || a != KeyName("SHA256:a") {
+		t.Errorf("KeyName: %q and %q: want two different, stable, valid names", a, b)
+	}
+}
+
+func TestFileStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state", "names.json")
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	s := &FileStore{Path: path, TTL: time.Hour}
+	if err := s.Claim("myapp", "alice", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Claim("myapp", "bob", now); !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), "connected now") {
+		t.Errorf("bob while alice is connected: %v", err)
+	}
+	if err := s.Release("myapp", "alice", now); err != nil {
+		t.Fatal(err)
+	}
+	// Across a restart: the file remembers alice.
+	s = &FileStore{Path: path, TTL: time.Hour}
+	if err := s.Claim("myapp", "bob", now.Add(59*time.Minute)); !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), "free again from 2026-12-01T13:00:00Z") {
+		t.Errorf("bob within the TTL: %v", err)
+	}
+	if err := s.Claim("myapp", "alice", now.Add(59*time.Minute)); err != nil {
+		t.Errorf("alice again: %v", err)
+	}
+	s.Release("myapp", "alice", now.Add(time.Hour))
+	if err := s.Claim("myapp", "bob", now.Add(2*time.Hour+time.Second)); err != nil {
+		t.Errorf("bob after the TTL: %v", err)
+	}
+}
+
+// serve accepts the name's connections and answers each request with
+// what it saw, as a service behind a tunnel would.
+func serve(t *testing.T, ln net.Listener) {
+	t.Helper()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Join([]string{r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-Host"), r.Header.Get("Forwarded")}, "|"))
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+func get(t *testing.T, h http.Handler, host string, header map[string]string) (int, string) {
+	t.Helper()
+	req := httptest.NewRequest("GET", "http://"+host+"/x", nil)
+	req.RemoteAddr = "192.0.2.7:5555"
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w.Code, w.Body.String()
+}
+
+func TestRouter(t *testing.T) {
+	r := &Router{Domain: "example.test", Store: &FileStore{Path: filepath.Join(t.TempDir(), "names.json")}}
+	ln, err := r.ListenName("myapp", 80, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, ln)
+	if ln.Addr().String() != "https://myapp.example.test" {
+		t.Errorf("Addr %s", ln.Addr())
+	}
+	code, body := get(t, r, "MyApp.Example.Test.", map[string]string{"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=6.6.6.6"})
+	if want := "MyApp.Example.Test.|192.0.2.7|http|MyApp.Example.Test.|for=192.0.2.7;host=\"MyApp.Example.Test.\";proto=http"; code != 200 || body != want {
+		t.Errorf("got %d %q\nwant 200 %q", code, body, want)
+	}
+	for _, host := range []string{"other.example.test", "example.test", "a.b.example.test", "myapp.example.org", ""} {
+		if code, _ := get(t, r, host, nil); code != 404 {
+			t.Errorf("%q: %d, want 404", host, code)
+		}
+	}
+	if _, err := r.ListenName("myapp", 80, "alice"); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("a second listener for a live name: %v, want EADDRINUSE", err)
+	}
+	if _, err := r.ListenName("myapp", 8080, "alice"); err == nil {
+		t.Error("a name on port 8080: no error")
+	}
+	ln.Close()
+	if code, body := get(t, r, "myapp.example.test", nil); code != 404 || !strings.Contains(body, "No tunnel") {
+		t.Errorf("after Close: %d %q", code, body)
+	}
+	if _, err := r.ListenName("myapp", 80, "bob"); !errors.Is(err, ErrHeld) {
+		t.Errorf("bob after alice left: %v, want ErrHeld", err)
+	}
+}
+
+func TestRouterServiceDown(t *testing.T) {
+	r := &Router{Domain: "example.test", UpstreamTimeout: 200 * time.Millisecond}
+	ln, err := r.ListenName("down", 80, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the client refuses: the forward closes what it accepted
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+	}()
+	if code, body := get(t, r, "down.example.test", nil); code != 502 || !strings.Contains(body, "did not answer") {
+		t.Errorf("refused: %d %q, want 502", code, body)
+	}
+	wg.Wait()
+	go func() { // the service takes the connection and never answers
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c)
+		}
+	}()
+	if code, _ := get(t, r, "down.example.test", nil); code != 504 {
+		t.Errorf("silent: %d, want 504", code)
+	}
+}
+
+// FuzzRoute: whatever Host a public client sends, the router answers
+// without a panic, and only a live name reaches a service.
+func FuzzRoute(f *testing.F) {
+	for _, s := range []string{"myapp.example.test", "x.example.test:443", "[::1]:80", ".example.test", "example.test.", "\x00"} {
+		f.Add(s)
+	}
+	r := &Router{Domain: "example.test"}
+	f.Fuzz(func(t *testing.T, host string) {
+		req := httptest.NewRequest("GET", "http://placeholder/", nil)
+		req.Host = host
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != 404 {
+			t.Fatalf("%q: %d with no names held", host, w.Code)
+		}
+		name := r.Name(host, 80, "k")
+		if name != "" && name != KeyName("k") && CheckName(name) == nil && strings.ContainsAny(name, ".:") {
+			t.Fatalf("%q: name %q", host, name)
+		}
+	})
+}
