@@ -86,7 +86,7 @@ func TestNamesStockSSH(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
+	first := sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
 		Args: []string{"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service), "-R", "down:80:127.0.0.1:1"}})
 	waitLog(`laddr=https://myapp.example.test:` + port)
 	waitLog(`laddr=https://down.example.test:` + port)
@@ -123,5 +123,27 @@ func TestNamesStockSSH(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(b), "xff=127.0.0.1") {
 		t.Errorf("myapp after the refused claim: %s %q; want the first tunnel still serving", resp.Status, b)
+	}
+
+	// The first client goes: the name stays its key's (names.json), so
+	// the other key, still asking, is refused for that reason; the
+	// first key, back, gets it.
+	first.Stop()
+	waitLog(`msg="name freed" name=myapp`)
+	waitLog(`belongs to another key; it is free again from`)
+	sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
+		Args: []string{"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service)}})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if code, _ := curlGet(t, "https://myapp.example.test/", port, cert.CertFile); code == "200" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("myapp did not come back to its key:\n%s", srv.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "names.json")); err != nil || !strings.Contains(string(b), `"myapp"`) {
+		t.Errorf("names.json: %s, %v", b, err)
 	}
 }
