@@ -528,6 +528,10 @@ func printForward(e *env, who, server string, f *tunnel.Forwarding) {
 			fmt.Fprintf(e.stdout, "%s: -R %s: refused by the server for now (%s); retrying\n", who, s, why)
 			return
 		}
+		if url := f.URL(); url != "" {
+			fmt.Fprintf(e.stdout, "%s: -R %s: %s, connecting to %s from here\n", who, s, url, s.Target())
+			return
+		}
 		fmt.Fprintf(e.stdout, "%s: -R %s: the server listens on %s, connecting to %s from here\n", who, s, remoteWhere(s, f), s.Target())
 	}
 }

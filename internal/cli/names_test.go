@@ -146,4 +146,14 @@ func TestNamesStockSSH(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "names.json")); err != nil || !strings.Contains(string(b), `"myapp"`) {
 		t.Errorf("names.json: %s, %v", b, err)
 	}
+
+	// pinhole connect prints the URL a name got, and -R 80 with no name
+	// gets one made from the key.
+	p := start(t, "connect", "-F", "none", "-i", key.PrivateFile, "--known-hosts", filepath.Join(dir, "kh3"), "-p", port,
+		"-R", fmt.Sprintf("pin:80:127.0.0.1:%d", service), "-R", fmt.Sprintf("80:127.0.0.1:%d", service), "tester@127.0.0.1")
+	p.waitLine(t, `-R pin:80:\S+: https://pin\.example\.test:`+port+`, connecting to 127\.0\.0\.1:`)
+	keyURL := p.waitLine(t, `-R 80:\S+: (https://k[a-z2-7]{11}\.example\.test:`+port+`),`)[1]
+	if code, body := curlGet(t, strings.TrimSuffix(strings.Replace(keyURL, ":"+port, "", 1), "/")+"/", port, cert.CertFile); code != "200" || !strings.Contains(body, "proto=https") {
+		t.Errorf("%s: %s %q", keyURL, code, body)
+	}
 }

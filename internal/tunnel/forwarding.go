@@ -37,6 +37,7 @@ type Forwarding struct {
 	err      error // why it is closed, or the server's last refusal of a -R
 	asked    *link // the connection a -R was last asked for on
 	bound    uint32
+	url      string // -R: the public URL pinhole server gave it by name
 	bindHost string // a -R's listen address as sent, and the port
 }
 
@@ -184,6 +185,18 @@ func (f *Forwarding) Addr() netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(f.bound))
 	}
 	return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(f.bound))
+}
+
+// URL is the public URL pinhole server serves a -R forward at, when the
+// forward asked for a name (-R myapp:80:... to a server with --domain,
+// docs/names.md); "" otherwise, or while the forward is not in place.
+func (f *Forwarding) URL() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.inPlace() {
+		return ""
+	}
+	return f.url
 }
 
 // netAddr is a local forward's bound address, nil for -R or once closed.

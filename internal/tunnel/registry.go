@@ -141,21 +141,22 @@ func (sc *serverConn) alive(ctx context.Context, d time.Duration) bool {
 }
 
 // listen serves a tcpip-forward request and returns the port to report
-// (non-zero only when the client asked for port 0).
-func (sc *serverConn) listen(payload []byte) (uint32, error) {
+// (non-zero only when the client asked for port 0), and the public URL
+// when a name took it.
+func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	var fr forwardRequest
 	if err := ssh.Unmarshal(payload, &fr); err != nil {
-		return 0, fmt.Errorf("malformed tcpip-forward request: %w", err)
+		return 0, "", fmt.Errorf("malformed tcpip-forward request: %w", err)
 	}
 	if fr.BindPort > 65535 {
-		return 0, fmt.Errorf("port %d is out of range", fr.BindPort)
+		return 0, "", fmt.Errorf("port %d is out of range", fr.BindPort)
 	}
 	if sc.opts == nil || !sc.opts.AllowListen(fr.BindHost, int(fr.BindPort)) {
-		return 0, fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(fr.BindHost, strconv.Itoa(int(fr.BindPort))))
+		return 0, "", fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(fr.BindHost, strconv.Itoa(int(fr.BindPort))))
 	}
 	s := sc.srv
 	if s.stopped() {
-		return 0, errors.New(errShuttingDown)
+		return 0, "", errors.New(errShuttingDown)
 	}
 	var (
 		ln        net.Listener
@@ -184,7 +185,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, error) {
 		}
 	}
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	bound := ln.Addr().String()
 	key := fr
@@ -198,7 +199,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, error) {
 		sc.mu.Unlock()
 		s.mu.Unlock()
 		ln.Close()
-		return 0, errors.New(errShuttingDown)
+		return 0, "", errors.New(errShuttingDown)
 	}
 	s.register(rl.key, sc)
 	sc.forwards[key] = rl
@@ -210,10 +211,14 @@ func (sc *serverConn) listen(payload []byte) (uint32, error) {
 		defer sc.wg.Done()
 		rl.serve()
 	}()
-	if fr.BindPort == 0 {
-		return boundPort, nil
+	url := ""
+	if k.addr != bound { // a name's: its listener's address is its URL
+		url = bound
 	}
-	return 0, nil
+	if fr.BindPort == 0 {
+		return boundPort, url, nil
+	}
+	return 0, url, nil
 }
 
 // remoteListener is one tcpip-forward: it accepts on the server and opens a

@@ -115,12 +115,19 @@ func (f *Forwarding) settle(l *link, host string, r requestReply) error {
 		return err
 	}
 	port := uint32(f.spec.BindPort)
+	url := ""
 	if port == 0 {
 		var fr forwardReply
 		if err := ssh.Unmarshal(r.payload, &fr); err != nil {
 			return fmt.Errorf("tunnel: %s: the server's reply has no port: %w", f.flag(), err)
 		}
 		port = fr.Port
+	} else if len(r.payload) > 0 {
+		// pinhole server gave the forward a public name (docs/names.md).
+		var u forwardURLReply
+		if ssh.Unmarshal(r.payload, &u) == nil {
+			url = u.URL
+		}
 	}
 	f.mu.Lock()
 	if f.closed || f.draining || f.asked != l {
@@ -128,7 +135,7 @@ func (f *Forwarding) settle(l *link, host string, r requestReply) error {
 		l.cancelForward(f.spec.Proto, host, port)
 		return net.ErrClosed
 	}
-	f.bound, f.bindHost, f.err = port, host, nil
+	f.bound, f.bindHost, f.url, f.err = port, host, url, nil
 	f.mu.Unlock()
 	l.mu.Lock()
 	k := remoteKey{f.spec.Proto, port}

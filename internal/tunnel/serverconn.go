@@ -114,9 +114,12 @@ func (sc *serverConn) globalRequest(req *ssh.Request) {
 	case reqTCPIPForward, reqUDPForward:
 		listen := sc.listen
 		if req.Type == reqUDPForward {
-			listen = sc.listenUDP
+			listen = func(p []byte) (uint32, string, error) {
+				port, err := sc.listenUDP(p)
+				return port, "", err
+			}
 		}
-		port, err := listen(req.Payload)
+		port, url, err := listen(req.Payload)
 		if err != nil {
 			sc.log.Info("remote forward refused", "err", err)
 			var reason []byte
@@ -127,8 +130,13 @@ func (sc *serverConn) globalRequest(req *ssh.Request) {
 			return
 		}
 		var reply []byte
-		if port != 0 {
+		switch {
+		case port != 0:
 			reply = ssh.Marshal(forwardReply{Port: port})
+		case url != "" && sc.caps.reasons:
+			// A pinhole client reads its name's URL here; a stock ssh
+			// gets no payload, as RFC 4254 has it for a given port.
+			reply = ssh.Marshal(forwardURLReply{URL: url})
 		}
 		req.Reply(true, reply)
 	case reqCancelForward, reqCancelUDP:

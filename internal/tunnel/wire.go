@@ -54,6 +54,12 @@ type forwardReply struct {
 	Port uint32
 }
 
+// forwardURLReply is pinhole server's reply to a pinhole client's
+// tcpip-forward that a name took (docs/protocol.md): the public URL.
+type forwardURLReply struct {
+	URL string
+}
+
 func (p channelOpen) target() string {
 	return net.JoinHostPort(p.Host, strconv.FormatUint(uint64(p.Port), 10))
 }
