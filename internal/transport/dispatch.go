@@ -239,8 +239,12 @@ func (d *Dispatcher) init() {
 			}
 			d.tlsCfg.NextProtos = protos
 		}
-		// HTTP here serves 404s and WebSocket upgrades: one request a
-		// connection, each bounded as a login is.
+		// Without an HTTP handler, HTTP here serves 404s and WebSocket
+		// upgrades: one request a connection, each bounded as a login
+		// is. With one (names, docs/names.md), browsers get keep-alive,
+		// each request's header and each idle wait bounded the same way;
+		// the handler may lift the read and write deadlines of a request
+		// it streams.
 		timeout := d.loginGrace()
 		if timeout <= 0 {
 			timeout = 30 * time.Second
@@ -265,7 +269,7 @@ func (d *Dispatcher) init() {
 				}
 			},
 		}
-		d.srv.SetKeepAlivesEnabled(false)
+		d.srv.SetKeepAlivesEnabled(d.HTTP != nil)
 		go d.srv.Serve(d.ln)
 	})
 }
