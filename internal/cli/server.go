@@ -34,6 +34,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	fs.Var(&sshSNI, "ssh-sni", "TLS server `name` (SNI) that means SSH for a TLS client offering no ALPN, such as openssl s_client (repeatable)")
 	domain := fs.String("domain", "", "serve remote forwards that ask for a name on port 80 (ssh -R myapp:80:localhost:3000) as http:// and https://myapp.`DOMAIN` on every --listen port; -R 80:... gets a name made from its key (docs/names.md)")
 	nameTTL := fs.Duration("name-ttl", vhost.DefaultTTL, "a name stays its key's this long after its last session ends, then anyone may take it")
+	maxNames := fs.Int("max-names-per-key", vhost.DefaultMaxNamesPerKey, "most names one key holds at once with --domain (0: no limit)")
 	upstream := fs.Duration("upstream-timeout", 30*time.Second, "answer 504 when the service behind a name has not started its answer within this time")
 	fs.Var(&trusted, "trusted-proxy", "`CIDR` of a reverse proxy (nginx) whose X-Forwarded-For names a WebSocket client's real address (repeatable)")
 	hostKey := fs.String("host-key", "", "host key file; generated (ed25519, mode 0600) if missing (default in the user's state directory)")
@@ -150,7 +151,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		probe = -1
 	}
 	disp, err := serverDispatcher(e, serverTransportSettings{HostKey: *hostKey, TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted, LoginGrace: grace,
-		Domain: *domain, NameTTL: *nameTTL, UpstreamTimeout: *upstream})
+		Domain: *domain, NameTTL: *nameTTL, UpstreamTimeout: *upstream, MaxNamesPerKey: *maxNames})
 	if err != nil {
 		return err
 	}

@@ -265,7 +265,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 	}
 	disp, err := serverDispatcher(r.e, serverTransportSettings{
 		HostKey: hostKey, TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
-		LoginGrace: neg(s.LoginGrace), Domain: s.Domain, NameTTL: s.NameTTL, UpstreamTimeout: s.UpstreamTimeout,
+		LoginGrace: neg(s.LoginGrace), Domain: s.Domain, NameTTL: s.NameTTL, UpstreamTimeout: s.UpstreamTimeout, MaxNamesPerKey: s.MaxNamesPerKey,
 	})
 	if err != nil {
 		return nil, err

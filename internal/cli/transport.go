@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -99,6 +100,7 @@ type serverTransportSettings struct {
 	Domain          string
 	NameTTL         time.Duration
 	UpstreamTimeout time.Duration
+	MaxNamesPerKey  int // 0: no limit
 }
 
 // serverDisp is the Dispatcher of pinhole server's listeners, with what
@@ -237,6 +239,7 @@ func newRouter(e *env, s serverTransportSettings) (*vhost.Router, error) {
 		Domain:          domain,
 		Store:           &vhost.FileStore{Path: filepath.Join(dir, "names.json"), TTL: s.NameTTL},
 		UpstreamTimeout: s.UpstreamTimeout,
+		MaxNamesPerKey:  cmp.Or(s.MaxNamesPerKey, -1),
 		Logger:          e.log,
 	}, nil
 }

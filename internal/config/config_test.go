@@ -375,7 +375,7 @@ name-ttl = "48h"
 			MaxStartups: "5:50:20", PerSourceMaxStartups: "none", MaxAuthTries: 3,
 			TLSCert: "/etc/pinhole/tls/cert.pem", TLSKey: "/etc/ssl/private/pinhole.key", WSPath: "/tunnel",
 			SSHSNI: []string{"b.example.com", "ssh.example.com"}, TrustedProxy: []string{"10.0.0.0/8", "127.0.0.1"},
-			Domain: "tunnels.example.com", NameTTL: 48 * time.Hour, UpstreamTimeout: 30 * time.Second,
+			Domain: "tunnels.example.com", NameTTL: 48 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
 		},
 	}
 	if !reflect.DeepEqual(s, want) {

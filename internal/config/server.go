@@ -22,7 +22,7 @@ var serverKeys = []string{
 	"login-grace", "max-startups", "per-source-max-startups", "max-auth-tries",
 	"map", "map-via", "map-gateway", "map-ssdp", "debug-addr",
 	"tls-cert", "tls-key", "ws-path", "ssh-sni", "trusted-proxy",
-	"domain", "name-ttl", "upstream-timeout",
+	"domain", "name-ttl", "upstream-timeout", "max-names-per-key",
 }
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
@@ -73,6 +73,7 @@ type ServerSettings struct {
 	Domain          string
 	NameTTL         time.Duration
 	UpstreamTimeout time.Duration
+	MaxNamesPerKey  int // --max-names-per-key; 0: no limit
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -120,7 +121,7 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 	s := &Server{File: file, Listen: []string{":2222"}, Settings: ServerSettings{
 		GatewayPorts: "no", Keepalive: DefaultKeepalive, TakeoverProbe: 3 * time.Second, Drain: DefaultDrain,
 		UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
-		NameTTL: 7 * 24 * time.Hour, UpstreamTimeout: 30 * time.Second,
+		NameTTL: 7 * 24 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
 		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6, WSPath: transport.DefaultPath,
 	}}
 	var certAt, keyAt pos
@@ -334,6 +335,14 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		case "name-ttl":
 			if st.NameTTL = ps.duration(l, name, false); st.NameTTL == 0 {
 				st.NameTTL = 7 * 24 * time.Hour
+			}
+		case "max-names-per-key":
+			if n, ok := ps.integer(l, "max-names-per-key = 10"); ok {
+				if n < 0 || n > 1<<20 {
+					ps.errorf(l.vpos, "max-names-per-key %d: want from 0 (no limit) to %d", n, 1<<20)
+					continue
+				}
+				st.MaxNamesPerKey = int(n)
 			}
 		case "upstream-timeout":
 			if st.UpstreamTimeout = ps.duration(l, name, false); st.UpstreamTimeout == 0 {

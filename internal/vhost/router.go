@@ -26,6 +26,9 @@ type Router struct {
 	// Store remembers which key holds which name; nil remembers nothing
 	// past a connection.
 	Store Store
+	// MaxNamesPerKey caps the names one key holds at once. 0 means
+	// DefaultMaxNamesPerKey; negative, no cap.
+	MaxNamesPerKey int
 	// UpstreamTimeout bounds how long a service behind a name has to
 	// start its answer: then 504. 0 means 30 s.
 	UpstreamTimeout time.Duration
@@ -48,6 +51,9 @@ func (r *Router) SetPorts(http, https int) {
 	defer r.portsMu.Unlock()
 	r.httpPort, r.httpsPort = http, https
 }
+
+// DefaultMaxNamesPerKey is how many names one key may hold at once.
+const DefaultMaxNamesPerKey = 10
 
 // URL is the https:// address of name.
 func (r *Router) URL(name string) string {
@@ -119,6 +125,17 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 	if old := r.routes[name]; old != nil {
 		return nil, fmt.Errorf("vhost: %s.%s is served by a live connection: %w", name, r.Domain, syscall.EADDRINUSE)
 	}
+	if limit := r.maxNames(); limit > 0 {
+		held := 0
+		for _, l := range r.routes {
+			if l.key == key {
+				held++
+			}
+		}
+		if held >= limit {
+			return nil, fmt.Errorf("vhost: this key holds %d names already, the most one key may (--max-names-per-key %d): stop one of its forwards first", held, limit)
+		}
+	}
 	if r.Store != nil {
 		if err := r.Store.Claim(name, key, r.now()); err != nil {
 			return nil, fmt.Errorf("vhost: %s.%s: %w", name, r.Domain, err)
@@ -137,6 +154,13 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 	r.routes[name] = l
 	r.logger().Info("name taken", "name", name, "key", key, "url", r.URL(name))
 	return l, nil
+}
+
+func (r *Router) maxNames() int {
+	if r.MaxNamesPerKey == 0 {
+		return DefaultMaxNamesPerKey
+	}
+	return r.MaxNamesPerKey
 }
 
 func (r *Router) upstreamTimeout() time.Duration {

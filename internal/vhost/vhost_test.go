@@ -198,3 +198,23 @@ func FuzzRoute(f *testing.F) {
 		}
 	})
 }
+
+func TestMaxNamesPerKey(t *testing.T) {
+	r := &Router{Domain: "example.test", MaxNamesPerKey: 2}
+	for i, name := range []string{"a", "b"} {
+		ln, err := r.ListenName(name, 80, "alice")
+		if err != nil {
+			t.Fatalf("name %d: %v", i, err)
+		}
+		defer ln.Close()
+	}
+	if _, err := r.ListenName("c", 80, "alice"); err == nil || !strings.Contains(err.Error(), "--max-names-per-key 2") {
+		t.Errorf("a third name: %v, want the limit named", err)
+	}
+	ln, err := r.ListenName("c", 80, "bob")
+	if err != nil {
+		t.Errorf("another key at alice's limit: %v", err)
+	} else {
+		ln.Close()
+	}
+}
