@@ -99,6 +99,9 @@ func TestNamesStockSSH(t *testing.T) {
 	if want := fmt.Sprintf("host=myapp.example.test:%s xff=127.0.0.1 proto=https path=/hello", port); code != "200" || body != want {
 		t.Errorf("https: %s %q\nwant 200 %q", code, body, want)
 	}
+	if code, body = curlGet(t, "https://myapp.example.test/ssh", port, cert.CertFile); code != "200" || !strings.Contains(body, "path=/ssh") {
+		t.Errorf("/ssh of a name is the service's: %s %q", code, body)
+	}
 	code, body = curlGet(t, "http://myapp.example.test/", port, cert.CertFile)
 	if code != "200" || !strings.Contains(body, "proto=http ") {
 		t.Errorf("http: %s %q", code, body)
@@ -114,7 +117,7 @@ func TestNamesStockSSH(t *testing.T) {
 	// connect shows it.
 	c := start(t, "connect", "-F", "none", "-i", other.PrivateFile, "--known-hosts", filepath.Join(dir, "kh2"), "-p", port,
 		"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service), "tester@127.0.0.1")
-	c.waitLine(t, `-R myapp:80:\S+: refused by the server for now \(.*myapp is already forwarded by another client .*pick another name`)
+	c.waitLine(t, `-R myapp:80:\S+: refused by the server for now \(.*myapp is already forwarded by another client; pick another name`)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://127.0.0.1:"+port+"/", nil)
@@ -270,3 +273,22 @@ func TestNamesConcurrentAndWebSocket(t *testing.T) {
 }
 
 const debianPython = "/usr/bin/python3"
+
+// TestNamesPermitListen: a key whose permitlisten allows only loopback
+// cannot publish a name, not even its own (a name is public); one
+// allowed "*:80" can.
+func TestNamesPermitListen(t *testing.T) {
+	dir := t.TempDir()
+	identity, pub := writeKey(t, dir, "id_ed25519")
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+	authKeys := filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(authKeys, []byte(`permitlisten="localhost:80",permitlisten="8080" `+line+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys, "--domain", "example.test")
+	_, port, _ := net.SplitHostPort(srv.waitLine(t, `listening on (\S+)`)[1])
+	c := start(t, "connect", "-F", "none", "-i", identity, "--known-hosts", filepath.Join(dir, "known_hosts"), "-p", port,
+		"-R", "80:127.0.0.1:9", "-R", "myapp:80:127.0.0.1:9", "tester@127.0.0.1")
+	c.waitLine(t, `-R 80:\S+: refused by the server for now \(.*listening on k[a-z2-7]{11}:80 is not allowed for this key`)
+	c.waitLine(t, `-R myapp:80:\S+: refused by the server for now \(.*listening on myapp:80 is not allowed for this key`)
+}

@@ -334,6 +334,20 @@ func (d *Dispatcher) path() string {
 func (d *Dispatcher) serve(w http.ResponseWriter, r *http.Request) {
 	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
 		d.firstRequest(c)
+		if pc, ok := c.(*peekedConn); ok && r.TLS == nil {
+			// TLS without ALPN, told from SSH by its first byte: still
+			// TLS to whoever answers.
+			if tc, ok := pc.Conn.(*tls.Conn); ok {
+				cs := tc.ConnectionState()
+				r.TLS = &cs
+			}
+		}
+	}
+	// A host the HTTP handler owns (a public name) is all its own, /ssh
+	// included.
+	if o, ok := d.HTTP.(interface{ Owns(host string) bool }); ok && o.Owns(r.Host) {
+		d.HTTP.ServeHTTP(w, r)
+		return
 	}
 	if r.URL.Path != d.path() {
 		if d.HTTP != nil {

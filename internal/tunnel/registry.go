@@ -109,6 +109,10 @@ func (sc *serverConn) bindOrTakeOverFrom(addr, what string, holder func() *serve
 		return fmt.Errorf("cannot listen on %s: %w", addr, err)
 	case owner == sc:
 		return fmt.Errorf("%s is already forwarded by this connection", addr)
+	case owner.key != sc.key && what == "name":
+		// A public-URL server's users are strangers to each other: no
+		// address.
+		return fmt.Errorf("%s is already forwarded by another client; pick another name", addr)
 	case owner.key != sc.key || s.cfg.TakeoverProbe < 0:
 		return fmt.Errorf("%s is already forwarded by another client (%s); pick another %s or stop that client", addr, owner.conn.RemoteAddr(), what)
 	}
@@ -151,8 +155,16 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	if fr.BindPort > 65535 {
 		return 0, "", fmt.Errorf("port %d is out of range", fr.BindPort)
 	}
-	if sc.opts == nil || !sc.opts.AllowListen(fr.BindHost, int(fr.BindPort)) {
-		return 0, "", fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(fr.BindHost, strconv.Itoa(int(fr.BindPort))))
+	// A name is checked against permitlisten as itself: an entry for
+	// loopback (permitlisten="80", "localhost:80") never admits one, since
+	// a name is public.
+	name := sc.nameFor(fr)
+	asked := fr.BindHost
+	if name != "" {
+		asked = name
+	}
+	if sc.opts == nil || !sc.opts.AllowListen(asked, int(fr.BindPort)) {
+		return 0, "", fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(asked, strconv.Itoa(int(fr.BindPort))))
 	}
 	s := sc.srv
 	if s.stopped() {
@@ -164,7 +176,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 		k         boundKey
 		boundPort uint32
 	)
-	if name := sc.nameFor(fr); name != "" {
+	if name != "" {
 		// A name registers as a port does: its holder is found, and
 		// taken over when dead, by boundKey.
 		k = boundKey{addr: "name " + name}

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +31,10 @@ type Router struct {
 	// MaxNamesPerKey caps the names one key holds at once. 0 means
 	// DefaultMaxNamesPerKey; negative, no cap.
 	MaxNamesPerKey int
+	// Idle bounds the wait between two reads of a request's body and
+	// between two writes of its answer, for a public client that is too
+	// slow or gone. 0 means 30 s.
+	Idle time.Duration
 	// UpstreamTimeout bounds how long a service behind a name has to
 	// start its answer: then 504. 0 means 30 s.
 	UpstreamTimeout time.Duration
@@ -37,7 +43,7 @@ type Router struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	routes map[string]*nameListener
 
 	portsMu             sync.Mutex
@@ -51,6 +57,9 @@ func (r *Router) SetPorts(http, https int) {
 	defer r.portsMu.Unlock()
 	r.httpPort, r.httpsPort = http, https
 }
+
+// keyNameRE is the form of KeyName's names.
+var keyNameRE = regexp.MustCompile(`^k[a-z2-7]{11}$`)
 
 // DefaultMaxNamesPerKey is how many names one key may hold at once.
 const DefaultMaxNamesPerKey = 10
@@ -117,6 +126,9 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
+	if keyNameRE.MatchString(name) && name != KeyName(key) {
+		return nil, fmt.Errorf("vhost: %q has the form of the names the server makes for keys (k and 11 letters and digits), and it is not this key's: pick another name, or ask for none (-R 80:...) to get this key's", name)
+	}
 	if port != 80 {
 		return nil, fmt.Errorf("vhost: a name takes port 80 (HTTP, served as http:// and https://%s.%s); ask for -R %s:80:HOST:PORT", name, r.Domain, name)
 	}
@@ -132,6 +144,17 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 				held++
 			}
 		}
+		if hs, ok := r.Store.(interface {
+			Held(key string, now time.Time) []string
+		}); ok {
+			// Names kept for the key within the TTL count too, so that
+			// claiming and dropping names cannot reserve many.
+			for _, n := range hs.Held(key, r.now()) {
+				if r.routes[n] == nil && n != name {
+					held++
+				}
+			}
+		}
 		if held >= limit {
 			return nil, fmt.Errorf("vhost: this key holds %d names already, the most one key may (--max-names-per-key %d): stop one of its forwards first", held, limit)
 		}
@@ -143,8 +166,11 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 	}
 	l := &nameListener{r: r, name: name, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
 	l.proxy = &httputil.ReverseProxy{
-		Rewrite:       l.rewrite,
-		Transport:     &http.Transport{DialContext: l.dial, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: r.upstreamTimeout()},
+		Rewrite: l.rewrite,
+		// A few seconds idle: services (Node's, among others) close an
+		// idle connection after 5 s, and one reused as it closes fails a
+		// POST. At most 256 streams to one name at once.
+		Transport:     &http.Transport{DialContext: l.dial, MaxIdleConnsPerHost: 32, MaxConnsPerHost: 256, IdleConnTimeout: 4 * time.Second, ResponseHeaderTimeout: r.upstreamTimeout()},
 		FlushInterval: -1, // stream: server-sent events, long answers
 		ErrorHandler:  l.proxyError,
 	}
@@ -170,33 +196,95 @@ func (r *Router) upstreamTimeout() time.Duration {
 	return r.UpstreamTimeout
 }
 
-// ServeHTTP answers a request for NAME.Domain from the forward holding
-// NAME, and any other with 404.
-func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	host := req.Host
+// Owns reports whether host (a request's Host) is a name under Domain:
+// every path of it is the name's service's, none the server's own.
+func (r *Router) Owns(host string) bool {
+	_, ok := r.nameOf(host)
+	return ok
+}
+
+// nameOf is the name a Host asks for, and whether it is under Domain.
+func (r *Router) nameOf(host string) (string, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	name, ok := strings.CutSuffix(host, "."+strings.ToLower(r.Domain))
-	if !ok || name == "" || strings.Contains(name, ".") {
-		page(w, http.StatusNotFound, "Not found", "There is nothing at "+host+".")
+	return name, ok && name != ""
+}
+
+// ServeHTTP answers a request for NAME.Domain from the forward holding
+// NAME, and any other with 404.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	name, ok := r.nameOf(req.Host)
+	host := name + "." + r.Domain
+	if !ok || strings.Contains(name, ".") {
+		page(w, http.StatusNotFound, "Not found", "There is nothing here.")
 		return
 	}
-	r.mu.Lock()
+	r.mu.RLock()
 	l := r.routes[name]
-	r.mu.Unlock()
+	r.mu.RUnlock()
 	if l == nil {
 		page(w, http.StatusNotFound, "No tunnel here", "No tunnel is connected for "+host+" now.")
 		return
 	}
-	// The HTTP server's timeouts are for a login; a proxied answer may
-	// stream for long (server-sent events, a download, a WebSocket),
-	// bounded by UpstreamTimeout until it starts.
+	// The HTTP server's deadlines are for the whole request; a proxied
+	// one may stream for long (server-sent events, a download, an
+	// upload). It is bounded instead by Idle between reads of its body
+	// and between writes of its answer. An upgraded connection (a
+	// WebSocket) is the service's to time out.
 	rc := http.NewResponseController(w)
-	rc.SetReadDeadline(time.Time{})
-	rc.SetWriteDeadline(time.Time{})
+	if req.Header.Get("Upgrade") != "" {
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
+	} else {
+		idle := r.idle()
+		rc.SetReadDeadline(time.Now().Add(idle))
+		rc.SetWriteDeadline(time.Now().Add(idle))
+		if req.Body != nil && req.Body != http.NoBody {
+			req.Body = &idleBody{ReadCloser: req.Body, rc: rc, idle: idle}
+		}
+		w = &idleWriter{ResponseWriter: w, rc: rc, idle: idle}
+	}
 	l.proxy.ServeHTTP(w, req)
+}
+
+// idleBody pushes the read deadline on at each read of a request body.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	return n, err
+}
+
+// idleWriter pushes the write deadline on at each write of an answer.
+type idleWriter struct {
+	http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (w *idleWriter) Write(p []byte) (int, error) {
+	w.rc.SetWriteDeadline(time.Now().Add(w.idle))
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *idleWriter) Flush() { w.rc.Flush() }
+
+// Unwrap lets http.ResponseController reach the writer underneath.
+func (w *idleWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (r *Router) idle() time.Duration {
+	if r.Idle <= 0 {
+		return 30 * time.Second
+	}
+	return r.Idle
 }
 
 // page writes a small HTML page.
@@ -235,9 +323,17 @@ func (l *nameListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 // its Host, and X-Forwarded-For, -Host, -Proto and Forwarded of our own:
 // any the public client sent are dropped, never trusted.
 func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(&url.URL{Scheme: "http", Host: l.name + "." + l.r.Domain})
-	pr.Out.Host = pr.In.Host
+	public := l.name + "." + l.r.Domain
+	if _, port, err := net.SplitHostPort(pr.In.Host); err == nil {
+		public = net.JoinHostPort(public, port)
+	}
+	pr.SetURL(&url.URL{Scheme: "http", Host: public})
+	pr.Out.Host = public // as the server names it, whatever case or dot the client sent
+	for _, h := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Server", "Forwarded"} {
+		pr.Out.Header.Del(h)
+	}
 	pr.SetXForwarded()
+	pr.Out.Header.Set("X-Forwarded-Host", public)
 	proto := "http"
 	if pr.In.TLS != nil {
 		proto = "https"
@@ -249,7 +345,7 @@ func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
 	if strings.Contains(client, ":") {
 		client = `"[` + client + `]"`
 	}
-	pr.Out.Header.Set("Forwarded", "for="+client+";host="+strconv.Quote(pr.In.Host)+";proto="+proto)
+	pr.Out.Header.Set("Forwarded", "for="+client+";host="+strconv.Quote(public)+";proto="+proto)
 }
 
 // proxyError answers a request the service could not: 504 when it was

@@ -74,7 +74,13 @@ func (s *FileStore) load() error {
 	return nil
 }
 
-func (s *FileStore) save() error {
+func (s *FileStore) save(now time.Time) error {
+	// Names past their TTL with no session are free: forget them.
+	for n, h := range s.names {
+		if h.Sessions == 0 && now.Sub(h.Seen) >= s.ttl() {
+			delete(s.names, n)
+		}
+	}
 	b, err := json.MarshalIndent(s.names, "", "  ")
 	if err != nil {
 		return fmt.Errorf("vhost: %w", err)
@@ -120,7 +126,28 @@ func (s *FileStore) Claim(name, key string, now time.Time) error {
 	}
 	h.Sessions++
 	h.Seen = now
-	return s.save()
+	if err := s.save(now); err != nil {
+		h.Sessions-- // no listener comes of it, so no Release either
+		return err
+	}
+	return nil
+}
+
+// Held lists the names key holds at now: with a session, or within the
+// TTL of its last.
+func (s *FileStore) Held(key string, now time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.load() != nil {
+		return nil
+	}
+	var names []string
+	for n, h := range s.names {
+		if h.Key == key && (h.Sessions > 0 || now.Sub(h.Seen) < s.ttl()) {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 func (s *FileStore) Release(name, key string, now time.Time) error {
@@ -135,5 +162,5 @@ func (s *FileStore) Release(name, key string, now time.Time) error {
 	}
 	h.Sessions = max(h.Sessions-1, 0)
 	h.Seen = now
-	return s.save()
+	return s.save(now)
 }

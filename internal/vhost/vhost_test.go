@@ -121,8 +121,8 @@ func TestRouter(t *testing.T) {
 	if ln.Addr().String() != "https://myapp.example.test" {
 		t.Errorf("Addr %s", ln.Addr())
 	}
-	code, body := get(t, r, "MyApp.Example.Test.", map[string]string{"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=6.6.6.6"})
-	if want := "MyApp.Example.Test.|192.0.2.7|http|MyApp.Example.Test.|for=192.0.2.7;host=\"MyApp.Example.Test.\";proto=http"; code != 200 || body != want {
+	code, body := get(t, r, "MyApp.Example.Test.", map[string]string{"X-Forwarded-For": "6.6.6.6", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6"})
+	if want := "myapp.example.test|192.0.2.7|http|myapp.example.test|for=192.0.2.7;host=\"myapp.example.test\";proto=http"; code != 200 || body != want {
 		t.Errorf("got %d %q\nwant 200 %q", code, body, want)
 	}
 	for _, host := range []string{"other.example.test", "example.test", "a.b.example.test", "myapp.example.org", ""} {
@@ -214,6 +214,33 @@ func TestMaxNamesPerKey(t *testing.T) {
 	ln, err := r.ListenName("c", 80, "bob")
 	if err != nil {
 		t.Errorf("another key at alice's limit: %v", err)
+	} else {
+		ln.Close()
+	}
+}
+
+func TestKeyNamesAndHeldNames(t *testing.T) {
+	r := &Router{Domain: "example.test", MaxNamesPerKey: 2, Store: &FileStore{Path: filepath.Join(t.TempDir(), "names.json")}}
+	// A name of the key-name form is only its own key's.
+	if _, err := r.ListenName(KeyName("bob"), 80, "alice"); err == nil || !strings.Contains(err.Error(), "not this key's") {
+		t.Errorf("alice asking for bob's key name: %v", err)
+	}
+	ln, err := r.ListenName(KeyName("alice"), 80, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	// Names dropped but kept within the TTL count toward the cap.
+	ln, err = r.ListenName("a", 80, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	if _, err := r.ListenName("b", 80, "alice"); err == nil || !strings.Contains(err.Error(), "max-names-per-key") {
+		t.Errorf("a third name while two are kept: %v", err)
+	}
+	if ln, err := r.ListenName("a", 80, "alice"); err != nil {
+		t.Errorf("one of its kept names again: %v", err)
 	} else {
 		ln.Close()
 	}
