@@ -204,7 +204,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	if fr.BindPort == 0 {
 		key.BindPort = boundPort
 	}
-	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k}
+	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, named: name != ""}
 	s.mu.Lock()
 	sc.mu.Lock()
 	if s.state != serverServing || sc.forwards == nil {
@@ -241,7 +241,10 @@ type remoteListener struct {
 	req  forwardRequest // as the client asked
 	port uint32         // bound port
 	key  boundKey       // bound address, the key of Server.bound
-	once sync.Once
+	// named: a name's (vhost): its connections are the HTTP router's,
+	// which never half-closes, so EOF from it ends the stream.
+	named bool
+	once  sync.Once
 }
 
 func (rl *remoteListener) where() string { return rl.key.addr }
@@ -286,5 +289,15 @@ func (rl *remoteListener) forward(c net.Conn) {
 		c.Close()
 		return
 	}
+	if rl.named {
+		ch = fullClose{ch}
+	}
 	pipe(rl.sc.ctx, nil, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch)
 }
+
+// fullClose is a channel whose half-close closes it: for a stream whose
+// other end only ever closes whole (a name's, whose HTTP client went),
+// so that a service that never answers does not hold it open.
+type fullClose struct{ ssh.Channel }
+
+func (c fullClose) CloseWrite() error { return c.Channel.Close() }
