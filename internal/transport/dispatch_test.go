@@ -86,28 +86,6 @@ func startShared(t *testing.T, tweak func(*tunnel.ServerConfig, *Dispatcher)) *s
 	return &shared{addr: ln.Addr().String(), cert: cert, pool: pool, key: key, srv: srv, d: d}
 }
 
-// echo listens on loopback and echoes every connection.
-func echo(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 // tunnelThrough logs in to s over url with d and checks that 1 MiB goes
 // through a -L forward and comes back intact.
@@ -115,7 +93,9 @@ func tunnelThrough(t *testing.T, s *shared, url string, d *Dialer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	target := echo(t)
+	ln := listen(t)
+	serveEcho(t, ln)
+	target := ln.Addr().String()
 	fwd, err := spec.Parse(spec.Local, "127.0.0.1:0:"+target)
 	if err != nil {
 		t.Fatal(err)

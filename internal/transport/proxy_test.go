@@ -37,8 +37,9 @@ func listen(t *testing.T) net.Listener {
 	return ln
 }
 
-// serveEcho echoes every connection accepted on ln until ln closes.
-func serveEcho(t *testing.T, ln net.Listener) {
+// serveEach runs handle on every connection accepted on ln, in a
+// goroutine each, until ln closes; the test waits for them.
+func serveEach(t *testing.T, ln net.Listener, handle func(net.Conn)) {
 	t.Helper()
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
@@ -51,10 +52,16 @@ func serveEcho(t *testing.T, ln net.Listener) {
 			}
 			wg.Go(func() {
 				defer c.Close()
-				io.Copy(c, c)
+				handle(c)
 			})
 		}
 	})
+}
+
+// serveEcho echoes every connection accepted on ln until ln closes.
+func serveEcho(t *testing.T, ln net.Listener) {
+	t.Helper()
+	serveEach(t, ln, func(c net.Conn) { io.Copy(c, c) })
 }
 
 // roundTrip writes a line on c and checks that it comes back.
@@ -290,21 +297,8 @@ func TestHTTPSProxy(t *testing.T) {
 
 // silentProxy accepts connections on ln and reads them, never answering.
 func silentProxy(t *testing.T, ln net.Listener) {
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
-	t.Cleanup(func() { ln.Close() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				io.Copy(io.Discard, c)
-			})
-		}
-	})
+	t.Helper()
+	serveEach(t, ln, func(c net.Conn) { io.Copy(io.Discard, c) })
 }
 
 func TestProxyHandshakeContext(t *testing.T) {

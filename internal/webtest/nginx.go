@@ -2,7 +2,6 @@ package webtest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -99,20 +98,9 @@ type Nginx struct {
 func StartNginx(t testing.TB, cfg NginxConfig) *Nginx {
 	t.Helper()
 	n := newNginx(t, cfg)
-	fixed := n.listen.Port() != 0
-	var last error
-	for range tries {
-		addr := n.listen
-		if !fixed {
-			addr = netip.AddrPortFrom(n.listen.Addr(), randomPort())
-		}
-		last = n.tryPort(addr)
-		if last == nil {
-			return n
-		}
-		if !errors.Is(last, errPortTaken) || fixed {
-			break
-		}
+	last := startOnSomePort(n.listen, n.tryPort)
+	if last == nil {
+		return n
 	}
 	t.Fatalf("webtest: nginx did not start: %v; its error log:\n%s", last, lastLines(n.ErrorLog(), 40))
 	return nil

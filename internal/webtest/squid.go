@@ -88,20 +88,9 @@ type Squid struct {
 func StartSquid(t testing.TB, cfg SquidConfig) *Squid {
 	t.Helper()
 	s := newSquid(t, cfg)
-	fixed := s.listen.Port() != 0
-	var last error
-	for range tries {
-		addr := s.listen
-		if !fixed {
-			addr = netip.AddrPortFrom(s.listen.Addr(), randomPort())
-		}
-		last = s.tryPort(addr)
-		if last == nil {
-			return s
-		}
-		if !errors.Is(last, errPortTaken) || fixed {
-			break
-		}
+	last := startOnSomePort(s.listen, s.tryPort)
+	if last == nil {
+		return s
 	}
 	t.Fatalf("webtest: squid did not start: %v; its cache.log:\n%s", last, lastLines(s.CacheLog(), 40))
 	return nil

@@ -123,6 +123,24 @@ const startTimeout = 15 * time.Second
 // randomPort returns a port in 20000-32767.
 func randomPort() uint16 { return uint16(20000 + rand.IntN(32768-20000)) }
 
+// startOnSomePort calls try with listen, or, when listen's port is 0,
+// with random ports on listen's address until one is not taken (at most
+// tries of them). It returns try's last error.
+func startOnSomePort(listen netip.AddrPort, try func(netip.AddrPort) error) error {
+	fixed := listen.Port() != 0
+	var last error
+	for range tries {
+		addr := listen
+		if !fixed {
+			addr = netip.AddrPortFrom(listen.Addr(), randomPort())
+		}
+		if last = try(addr); last == nil || !errors.Is(last, errPortTaken) || fixed {
+			return last
+		}
+	}
+	return last
+}
+
 // proc is a program webtest started.
 type proc struct {
 	cmd      *exec.Cmd
