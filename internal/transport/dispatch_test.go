@@ -86,7 +86,6 @@ func startShared(t *testing.T, tweak func(*tunnel.ServerConfig, *Dispatcher)) *s
 	return &shared{addr: ln.Addr().String(), cert: cert, pool: pool, key: key, srv: srv, d: d}
 }
 
-
 // tunnelThrough logs in to s over url with d and checks that 1 MiB goes
 // through a -L forward and comes back intact.
 func tunnelThrough(t *testing.T, s *shared, url string, d *Dialer) {
