@@ -4,7 +4,10 @@
 // themselves (out of file descriptors, out of buffer memory, timeouts),
 // backing off from 5 ms to 1 s and logging one line when such an episode
 // starts and one when it ends, so a listener is never left bound with
-// nobody accepting.
+// nobody accepting. A listener at its descriptor limit flaps, one accept
+// passing whenever one descriptor frees: episodes that start within a
+// minute of the last logged one are counted and told with the next
+// logged one instead of each getting two lines.
 package accept
 
 import (
@@ -21,6 +24,10 @@ const (
 	maxDelay = time.Second
 )
 
+// quiet is how long after one logged episode start the next ones are
+// counted instead of logged. A variable for the tests.
+var quiet = time.Minute
+
 // Loop accepts on ln and calls handle with each connection, in the
 // accepting goroutine: handle starts whatever goroutine the connection
 // needs and returns at once. handle owns the connection.
@@ -36,14 +43,17 @@ func Loop(ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
 		delay    time.Duration
 		failures int
 		since    time.Time
+		logged   bool      // this episode's start was logged
+		lastWarn time.Time // when the last logged episode started
+		unlogged int       // episodes since then that were not
 	)
 	for {
 		c, err := ln.Accept()
 		if err == nil {
-			if failures > 0 {
+			if failures > 0 && logged {
 				log.Info("accepting again", "laddr", ln.Addr().String(), "failures", failures, "after", time.Since(since).Round(time.Millisecond))
-				delay, failures = 0, 0
 			}
+			delay, failures = 0, 0
 			handle(c)
 			continue
 		}
@@ -55,7 +65,17 @@ func Loop(ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
 		}
 		if failures == 0 {
 			since = time.Now()
-			log.Warn("accept failed; retrying with backoff until it passes", "laddr", ln.Addr().String(), "err", err)
+			logged = lastWarn.IsZero() || since.Sub(lastWarn) >= quiet
+			if !logged {
+				unlogged++
+			} else {
+				args := []any{"laddr", ln.Addr().String(), "err", err}
+				if unlogged > 0 {
+					args = append(args, "episodes_unlogged", unlogged)
+				}
+				log.Warn("accept failed; retrying with backoff until it passes", args...)
+				lastWarn, unlogged = since, 0
+			}
 		}
 		failures++
 		delay = min(max(2*delay, minDelay), maxDelay)

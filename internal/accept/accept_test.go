@@ -47,6 +47,9 @@ func emfile() error {
 }
 
 func TestLoopBacksOffAndSaysSoOnce(t *testing.T) {
+	old := quiet
+	quiet = 0
+	defer func() { quiet = old }()
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -76,6 +79,53 @@ func TestLoopBacksOffAndSaysSoOnce(t *testing.T) {
 	}
 	if !strings.Contains(text, "failures=3") {
 		t.Errorf("the first episode's end does not count its 3 failures:\n%s", text)
+	}
+}
+
+// TestLoopFlapping: a listener at its descriptor limit passes one accept
+// and fails again, over and over. The episodes after the first within
+// quiet are counted, not logged, and the next logged one tells how many.
+func TestLoopFlapping(t *testing.T) {
+	old := quiet
+	quiet = 150 * time.Millisecond
+	defer func() { quiet = old }()
+	var errs []error
+	var conns []net.Conn
+	for range 4 {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		errs = append(errs, emfile(), nil)
+		conns = append(conns, a)
+	}
+	// After four quick episodes, one failure that backs off past quiet:
+	// 5+10+20+40+80 ms of failures before the fifth connection.
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	for range 5 {
+		errs = append(errs, emfile())
+	}
+	errs = append(errs, nil, emfile())
+	conns = append(conns, a, b)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	n := 0
+	if err := Loop(&fakeListener{errs: errs, conns: conns}, log, func(net.Conn) { n++ }); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Loop = %v, want net.ErrClosed", err)
+	}
+	if n != 6 {
+		t.Fatalf("handled %d connections, want 6", n)
+	}
+	text := logs.String()
+	if n := strings.Count(text, "accept failed"); n != 2 {
+		t.Errorf("%d 'accept failed' lines, want 2 (the first and the one after quiet):\n%s", n, text)
+	}
+	if n := strings.Count(text, "accepting again"); n != 2 {
+		t.Errorf("%d 'accepting again' lines, want 2:\n%s", n, text)
+	}
+	if !strings.Contains(text, "episodes_unlogged=4") {
+		t.Errorf("the second logged episode does not count the 4 it left out:\n%s", text)
 	}
 }
 

@@ -3,6 +3,10 @@ package tunnel_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
@@ -25,20 +30,31 @@ const emfileChild = "PINHOLE_TEST_EMFILE_CHILD"
 
 // TestLocalForwardSurvivesEMFILE: a -L forward in a process that runs out
 // of file descriptors keeps its listener and accepts again once some are
-// free, saying so once per episode. The tunnel runs in a child process
+// free, saying so once per episode. The client runs in a child process
 // with RLIMIT_NOFILE lowered, so that this process's own limit is not
-// touched; the target runs here.
+// touched; the server and the target run here. (With the server in the
+// child too, its dial to the target needed a second descriptor per
+// connection, and a loaded machine could hand the first free one to the
+// accept and leave the dial at EMFILE.)
 func TestLocalForwardSurvivesEMFILE(t *testing.T) {
-	if target := os.Getenv(emfileChild); target != "" {
-		emfileTunnel(t, target)
+	if env := os.Getenv(emfileChild); env != "" {
+		emfileTunnel(t, env)
 		return
 	}
 	if testing.Short() {
 		t.Skip("starts a child process")
 	}
 	echo := streamtest.NewEcho(t)
+	seed := make([]byte, ed25519.SeedSize)
+	rand.Read(seed)
+	clientKey, err := ssh.NewSignerFromKey(ed25519.NewKeyFromSeed(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", clientKey.PublicKey())))
+	hostKey := base64.StdEncoding.EncodeToString(srv.hostKey.PublicKey().Marshal())
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLocalForwardSurvivesEMFILE$", "-test.v")
-	cmd.Env = append(os.Environ(), emfileChild+"="+echo.Addr())
+	cmd.Env = append(os.Environ(), emfileChild+"="+strings.Join([]string{echo.Addr(), srv.addr, hostKey, hex.EncodeToString(seed)}, " "))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +94,13 @@ func TestLocalForwardSurvivesEMFILE(t *testing.T) {
 			<-done
 		}
 	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("the child's log:\n%s", log.String())
+			mu.Unlock()
+		}
+	})
 	logged := func(s string) bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -136,13 +159,33 @@ func TestLocalForwardSurvivesEMFILE(t *testing.T) {
 	}
 }
 
-// emfileTunnel is the child: a server and a client with one -L to target,
-// in a process limited to 64 file descriptors. It prints LADDR and runs
-// until stdin closes.
-func emfileTunnel(t *testing.T, target string) {
-	clientKey := newSigner(t)
-	srv := startServer(t, nil, newSigner(t), keySet(t, authorizedLine("", clientKey.PublicKey())))
-	cfg := clientConfig(t, srv.addr, srv.hostKey.PublicKey(), clientKey)
+// emfileTunnel is the child: a client with one -L to the target, in a
+// process limited to 64 file descriptors. env is "TARGET SERVER HOSTKEY
+// SEED": the host key base64 in wire form, the client's ed25519 seed in
+// hex. It prints LADDR and runs until stdin closes.
+func emfileTunnel(t *testing.T, env string) {
+	f := strings.Fields(env)
+	if len(f) != 4 {
+		t.Fatalf("%s=%q: want 4 fields", emfileChild, env)
+	}
+	target, addr := f[0], f[1]
+	wire, err := base64.StdEncoding.DecodeString(f[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, err := ssh.ParsePublicKey(wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := hex.DecodeString(f[3])
+	if err != nil || len(seed) != ed25519.SeedSize {
+		t.Fatalf("seed %q: %v", f[3], err)
+	}
+	clientKey, err := ssh.NewSignerFromKey(ed25519.NewKeyFromSeed(seed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := clientConfig(t, addr, hostKey, clientKey)
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, "127.0.0.1:0:"+target)}
 	c := dialClient(t, cfg)
 	lim := syscall.Rlimit{Cur: 64, Max: 64}
