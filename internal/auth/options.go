@@ -397,6 +397,27 @@ func (o *Options) AllowListen(host string, port int) bool {
 	return false
 }
 
+// AllowDomain reports whether the key may take host, a custom domain of
+// its own (ssh -R shop.example.org:80:...), on port: only a permitlisten
+// entry that names it does, by itself or by a pattern with a dot in it
+// (permitlisten="*.example.org:80"). A key without permitlisten, or with
+// only "*:80", may not: a domain is someone's, and a server admits it
+// key by key.
+func (o *Options) AllowDomain(host string, port int) bool {
+	if !o.PortForwarding {
+		return false
+	}
+	for _, p := range o.PermitListen {
+		if p.Port != -1 && p.Port != port || !strings.Contains(p.Host, ".") {
+			continue
+		}
+		if wildcardMatch(strings.ToLower(p.Host), strings.ToLower(host)) {
+			return true
+		}
+	}
+	return false
+}
+
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true

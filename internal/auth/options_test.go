@@ -248,6 +248,35 @@ func TestAllowListen(t *testing.T) {
 	}
 }
 
+func TestAllowDomain(t *testing.T) {
+	for _, tt := range []struct {
+		opts string
+		host string
+		want bool
+	}{
+		{"no-pty", "shop.example.org", false},
+		{`permitlisten="*:80"`, "shop.example.org", false},
+		{`permitlisten="*"`, "shop.example.org", false},
+		{`permitlisten="shop.example.org:80"`, "shop.example.org", true},
+		{`permitlisten="shop.example.org:80"`, "SHOP.example.org", true},
+		{`permitlisten="shop.example.org:8080"`, "shop.example.org", false},
+		{`permitlisten="shop.example.org:*"`, "shop.example.org", true},
+		{`permitlisten="*.example.org:80"`, "shop.example.org", true},
+		{`permitlisten="*.example.org:80"`, "shop.example.net", false},
+		{`permitlisten="shop.example.org:80",no-port-forwarding`, "shop.example.org", false},
+	} {
+		t.Run(tt.opts+" "+tt.host, func(t *testing.T) {
+			o, err := parseOptions(tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := o.AllowDomain(tt.host, 80); got != tt.want {
+				t.Errorf("AllowDomain(%q, 80) = %v, want %v", tt.host, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestExpired(t *testing.T) {
 	o, err := parseOptions(`expiry-time="20300102Z"`)
 	if err != nil {

@@ -36,6 +36,37 @@ func headerEcho(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// twoKeys skips without ssh or curl, and makes a directory with two
+// client keys and an authorized_keys that lists them, each after its
+// options (with a trailing space, or "").
+func twoKeys(t *testing.T, keyOptions, otherOptions string) (dir string, key, other *sshtest.Key, authKeys string) {
+	t.Helper()
+	sshtest.Need(t, sshtest.SSHPath)
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("skipping: curl is not installed (scripts/test installs it as root)")
+	}
+	dir = t.TempDir()
+	key = sshtest.NewKey(t, dir, "id_ed25519")
+	other = sshtest.NewKey(t, dir, "id_other")
+	authKeys = filepath.Join(dir, "authorized_keys")
+	if err := os.WriteFile(authKeys, []byte(keyOptions+key.AuthorizedLine+otherOptions+other.AuthorizedLine), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, key, other, authKeys
+}
+
+// waitLog waits up to 15 s for p to log what on stderr.
+func (p *proc) waitLog(t *testing.T, what string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(p.stderr.String(), what) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pinhole did not log %q:\n%s", what, p.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // curlGet runs curl against https:// or http://NAME.example.test on the
 // server's port, resolved to 127.0.0.1.
 func curlGet(t *testing.T, url, port, ca string, extra ...string) (code, body string) {
@@ -60,17 +91,7 @@ func curlGet(t *testing.T, url, port, ca string, extra ...string) (code, body st
 // name nobody holds is a 404, a service that is down a 502, and another
 // key cannot take a held name.
 func TestNamesStockSSH(t *testing.T) {
-	sshtest.Need(t, sshtest.SSHPath)
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("skipping: curl is not installed (scripts/test installs it as root)")
-	}
-	dir := t.TempDir()
-	key := sshtest.NewKey(t, dir, "id_ed25519")
-	other := sshtest.NewKey(t, dir, "id_other")
-	authKeys := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, []byte(key.AuthorizedLine+other.AuthorizedLine), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dir, key, other, authKeys := twoKeys(t, "", "")
 	cert := webtest.Cert(t, "*.example.test", "example.test")
 	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
 		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile, "--upstream-timeout", "2s")
@@ -80,16 +101,7 @@ func TestNamesStockSSH(t *testing.T) {
 	known := "[127.0.0.1]:" + port + " " + (&tlsWorld{world: &world{dir: dir}}).hostKeyLine(t)
 	service := headerEcho(t)
 
-	waitLog := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !strings.Contains(srv.stderr.String(), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the server did not log %q:\n%s", what, srv.stderr)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	waitLog := func(what string) { t.Helper(); srv.waitLog(t, what) }
 	first := sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
 		Args: []string{"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service), "-R", "down:80:127.0.0.1:1"}})
 	waitLog(`laddr=https://myapp.example.test:` + port)
@@ -291,4 +303,40 @@ func TestNamesPermitListen(t *testing.T) {
 		"-R", "80:127.0.0.1:9", "-R", "myapp:80:127.0.0.1:9", "tester@127.0.0.1")
 	c.waitLine(t, `-R 80:\S+: refused by the server for now \(.*listening on k[a-z2-7]{11}:80 is not allowed for this key`)
 	c.waitLine(t, `-R myapp:80:\S+: refused by the server for now \(.*listening on myapp:80 is not allowed for this key`)
+}
+
+// TestNamesCustomDomain: a key whose permitlisten names a domain of its
+// own (shop.example.org) takes it with a stock ssh -R, and requests for
+// that Host reach its service; a key with only permitlisten="*:80" is
+// refused the same domain, with the option to ask for, and a name under
+// the server's domain given in full (other.example.test) is the name
+// other.
+func TestNamesCustomDomain(t *testing.T) {
+	dir, key, other, authKeys := twoKeys(t, `permitlisten="shop.example.org:80" `, `permitlisten="*:80" `)
+	cert := webtest.Cert(t, "*.example.test", "example.test")
+	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
+		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
+	addr := srv.waitLine(t, `listening on (\S+)`)[1]
+	_, port, _ := net.SplitHostPort(addr)
+	known := "[127.0.0.1]:" + port + " " + (&tlsWorld{world: &world{dir: dir}}).hostKeyLine(t)
+	service := headerEcho(t)
+
+	sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
+		Args: []string{"-R", fmt.Sprintf("shop.example.org:80:127.0.0.1:%d", service)}})
+	srv.waitLog(t, `laddr=https://shop.example.org:`+port)
+	code, body := curlGet(t, "http://shop.example.org/cart", port, cert.CertFile)
+	if want := fmt.Sprintf("host=shop.example.org:%s xff=127.0.0.1 proto=http path=/cart", port); code != "200" || body != want {
+		t.Errorf("the custom domain: %s %q\nwant 200 %q", code, body, want)
+	}
+	if code, body = curlGet(t, "http://elsewhere.example.org/", port, cert.CertFile); code != "404" {
+		t.Errorf("a domain nobody holds: %s %q, want 404", code, body)
+	}
+
+	c := start(t, "connect", "-F", "none", "-i", other.PrivateFile, "--known-hosts", filepath.Join(dir, "kh2"), "-p", port,
+		"-R", fmt.Sprintf("shop.example.org:80:127.0.0.1:%d", service), "-R", fmt.Sprintf("other.example.test:80:127.0.0.1:%d", service), "tester@127.0.0.1")
+	c.waitLine(t, `-R shop\.example\.org:80:\S+: refused by the server for now \(.*shop\.example\.org is a domain of its own.*permitlisten="shop\.example\.org:80"`)
+	c.waitLine(t, `-R other\.example\.test:80:\S+: https://other\.example\.test:`+port)
+	if code, body = curlGet(t, "https://other.example.test/", port, cert.CertFile); code != "200" || !strings.Contains(body, "host=other.example.test:"+port) {
+		t.Errorf("a name given in full: %s %q", code, body)
+	}
 }

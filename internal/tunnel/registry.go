@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -162,6 +163,9 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	asked := fr.BindHost
 	if name != "" {
 		asked = name
+	}
+	if name != "" && strings.Contains(name, ".") && (sc.opts == nil || !sc.opts.AllowDomain(name, int(fr.BindPort))) {
+		return 0, "", fmt.Errorf("%s is a domain of its own, not a name under this server's domain: this key needs permitlisten=\"%s:%d\" in the server's authorized_keys to take it", name, name, fr.BindPort)
 	}
 	if sc.opts == nil || !sc.opts.AllowListen(asked, int(fr.BindPort)) {
 		return 0, "", fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(asked, strconv.Itoa(int(fr.BindPort))))

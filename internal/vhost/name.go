@@ -62,6 +62,28 @@ func CheckName(name string) error {
 	return nil
 }
 
+// IsDomain reports whether a name is a custom domain (shop.example.org):
+// it has a dot, where a name under the server's domain is one label.
+func IsDomain(name string) bool { return strings.Contains(name, ".") }
+
+// CheckDomain checks a custom domain a forward asks for: labels as
+// CheckName's, at least two, at most 253 characters in all.
+func CheckDomain(name string) error {
+	if len(name) > 253 {
+		return fmt.Errorf("vhost: domain %q is %d characters; a DNS name has at most 253", name, len(name))
+	}
+	labels := strings.Split(name, ".")
+	if len(labels) < 2 {
+		return fmt.Errorf("vhost: %q is one label, not a domain", name)
+	}
+	for _, l := range labels {
+		if err := CheckName(l); err != nil {
+			return fmt.Errorf("vhost: domain %q: %s", name, strings.TrimPrefix(err.Error(), "vhost: "))
+		}
+	}
+	return nil
+}
+
 // KeyName is the name the server gives a forward that asks for none
 // (`-R 80:localhost:3000`): derived from the key's fingerprint, so that
 // it is the same on every connection of that key.

@@ -68,14 +68,23 @@ const DefaultMaxNamesPerKey = 10
 func (r *Router) URL(name string) string {
 	r.portsMu.Lock()
 	defer r.portsMu.Unlock()
-	return "https://" + name + "." + r.Domain + portSuffix(r.httpsPort, 443)
+	return "https://" + r.Host(name) + portSuffix(r.httpsPort, 443)
 }
 
 // HTTPURL is the http:// address of name.
 func (r *Router) HTTPURL(name string) string {
 	r.portsMu.Lock()
 	defer r.portsMu.Unlock()
-	return "http://" + name + "." + r.Domain + portSuffix(r.httpPort, 80)
+	return "http://" + r.Host(name) + portSuffix(r.httpPort, 80)
+}
+
+// Host is the host name of name: NAME.Domain for a label, the name itself
+// for a custom domain (one with a dot).
+func (r *Router) Host(name string) string {
+	if IsDomain(name) {
+		return name
+	}
+	return name + "." + r.Domain
 }
 
 func portSuffix(p, def int) string {
@@ -101,8 +110,10 @@ func (r *Router) logger() *slog.Logger {
 
 // Name is the name a remote forward of key asking for bindHost:port
 // gets (tunnel.NameListener): on port 80, a bind address that is not an
-// address is the name asked for, and "" or "localhost" (ssh -R 80:...)
-// gets the key's own name (KeyName); anything else is a plain port.
+// address is the name asked for (NAME.Domain in full is NAME; any other
+// name with a dot is a custom domain), and "" or "localhost" (ssh -R
+// 80:...) gets the key's own name (KeyName); anything else is a plain
+// port.
 func (r *Router) Name(bindHost string, port uint32, key string) string {
 	if port != 80 {
 		return ""
@@ -111,6 +122,9 @@ func (r *Router) Name(bindHost string, port uint32, key string) string {
 	case bindHost == "" || bindHost == "localhost":
 		return KeyName(key)
 	case IsNameRequest(bindHost):
+		if label, ok := strings.CutSuffix(bindHost, "."+r.Domain); ok && label != "" && !IsDomain(label) {
+			return label
+		}
 		return bindHost
 	}
 	return ""
@@ -123,19 +137,23 @@ func (r *Router) Name(bindHost string, port uint32, key string) string {
 // as a port is (tunnel's takeover goes by that); one another key holds
 // in the Store, with ErrHeld.
 func (r *Router) ListenName(name string, port uint32, key string) (net.Listener, error) {
-	if err := CheckName(name); err != nil {
+	check := CheckName
+	if IsDomain(name) {
+		check = CheckDomain
+	}
+	if err := check(name); err != nil {
 		return nil, err
 	}
 	if keyNameRE.MatchString(name) && name != KeyName(key) {
 		return nil, fmt.Errorf("vhost: %q has the form of the names the server makes for keys (k and 11 letters and digits), and it is not this key's: pick another name, or ask for none (-R 80:...) to get this key's", name)
 	}
 	if port != 80 {
-		return nil, fmt.Errorf("vhost: a name takes port 80 (HTTP, served as http:// and https://%s.%s); ask for -R %s:80:HOST:PORT", name, r.Domain, name)
+		return nil, fmt.Errorf("vhost: a name takes port 80 (HTTP, served as http:// and https://%s); ask for -R %s:80:HOST:PORT", r.Host(name), name)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old := r.routes[name]; old != nil {
-		return nil, fmt.Errorf("vhost: %s.%s is served by a live connection: %w", name, r.Domain, syscall.EADDRINUSE)
+		return nil, fmt.Errorf("vhost: %s is served by a live connection: %w", r.Host(name), syscall.EADDRINUSE)
 	}
 	if limit := r.maxNames(); limit > 0 {
 		held := 0
@@ -161,7 +179,7 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 	}
 	if r.Store != nil {
 		if err := r.Store.Claim(name, key, r.now()); err != nil {
-			return nil, fmt.Errorf("vhost: %s.%s: %w", name, r.Domain, err)
+			return nil, fmt.Errorf("vhost: %s: %w", r.Host(name), err)
 		}
 	}
 	l := &nameListener{r: r, name: name, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
@@ -196,29 +214,35 @@ func (r *Router) upstreamTimeout() time.Duration {
 	return r.UpstreamTimeout
 }
 
-// Owns reports whether host (a request's Host) is a name under Domain:
-// every path of it is the name's service's, none the server's own.
+// Owns reports whether host (a request's Host) is a name under Domain,
+// or a custom domain a tunnel serves now: every path of it is the name's
+// service's, none the server's own.
 func (r *Router) Owns(host string) bool {
 	_, ok := r.nameOf(host)
 	return ok
 }
 
-// nameOf is the name a Host asks for, and whether it is under Domain.
+// nameOf is the name a Host asks for, and whether it is one: under Domain,
+// or a custom domain with a route.
 func (r *Router) nameOf(host string) (string, bool) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	name, ok := strings.CutSuffix(host, "."+strings.ToLower(r.Domain))
-	return name, ok && name != ""
+	if name, ok := strings.CutSuffix(host, "."+strings.ToLower(r.Domain)); ok && name != "" && !IsDomain(name) {
+		return name, true
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return host, IsDomain(host) && r.routes[host] != nil
 }
 
 // ServeHTTP answers a request for NAME.Domain from the forward holding
 // NAME, and any other with 404.
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	name, ok := r.nameOf(req.Host)
-	host := name + "." + r.Domain
-	if !ok || strings.Contains(name, ".") {
+	host := r.Host(name)
+	if !ok {
 		page(w, http.StatusNotFound, "Not found", "There is nothing here.")
 		return
 	}
@@ -323,7 +347,7 @@ func (l *nameListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 // its Host, and X-Forwarded-For, -Host, -Proto and Forwarded of our own:
 // any the public client sent are dropped, never trusted.
 func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
-	public := l.name + "." + l.r.Domain
+	public := l.r.Host(l.name)
 	if _, port, err := net.SplitHostPort(pr.In.Host); err == nil {
 		public = net.JoinHostPort(public, port)
 	}
@@ -353,11 +377,11 @@ func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
 func (l *nameListener) proxyError(w http.ResponseWriter, req *http.Request, err error) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		page(w, http.StatusGatewayTimeout, "Gateway timeout", fmt.Sprintf("The service behind %s.%s did not answer within %v.", l.name, l.r.Domain, l.r.upstreamTimeout()))
+		page(w, http.StatusGatewayTimeout, "Gateway timeout", fmt.Sprintf("The service behind %s did not answer within %v.", l.r.Host(l.name), l.r.upstreamTimeout()))
 		return
 	}
 	l.r.logger().Info("service behind a name did not answer", "name", l.name, "err", err)
-	page(w, http.StatusBadGateway, "Bad gateway", fmt.Sprintf("The tunnel for %s.%s is connected, but its service did not answer: is it running on the tunnel client's side?", l.name, l.r.Domain))
+	page(w, http.StatusBadGateway, "Bad gateway", fmt.Sprintf("The tunnel for %s is connected, but its service did not answer: is it running on the tunnel client's side?", l.r.Host(l.name)))
 }
 
 func (l *nameListener) Accept() (net.Conn, error) {

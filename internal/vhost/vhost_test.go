@@ -256,3 +256,40 @@ func TestKeyNamesAndHeldNames(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// TestCustomDomain: a name with a dot is a domain of its own, routed by
+// its whole Host; NAME.Domain in full is the name NAME.
+func TestCustomDomain(t *testing.T) {
+	r := &Router{Domain: "example.test"}
+	for host, want := range map[string]string{"shop.example.org": "shop.example.org", "myapp.example.test": "myapp", "x.y.example.test": "x.y.example.test"} {
+		if got := r.Name(host, 80, "k"); got != want {
+			t.Errorf("Name(%q) = %q, want %q", host, got, want)
+		}
+	}
+	for _, bad := range []string{"shop..example.org", "Shop.example.org", "-a.example.org", strings.Repeat("a.", 127) + "org"} {
+		if err := CheckDomain(bad); err == nil {
+			t.Errorf("CheckDomain(%q): no error", bad)
+		}
+	}
+	if _, err := r.ListenName("shop..example.org", 80, "k"); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Errorf("ListenName of a domain with an empty label: %v", err)
+	}
+	ln, err := r.ListenName("shop.example.org", 80, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, ln)
+	if ln.Addr().String() != "https://shop.example.org" || !r.Owns("Shop.Example.Org:8080") {
+		t.Errorf("Addr %s, Owns %v", ln.Addr(), r.Owns("shop.example.org"))
+	}
+	if code, body := get(t, r, "shop.example.org", nil); code != 200 || !strings.HasPrefix(body, "shop.example.org|192.0.2.7|http|shop.example.org|") {
+		t.Errorf("the custom domain: %d %q", code, body)
+	}
+	ln.Close()
+	if r.Owns("shop.example.org") {
+		t.Error("Owns a custom domain with no tunnel")
+	}
+	if code, _ := get(t, r, "shop.example.org", nil); code != 404 {
+		t.Errorf("after Close: %d, want 404", code)
+	}
+}
