@@ -2,15 +2,18 @@
 // side by side, direct traffic, a socat relay, OpenSSH's ssh -L through a
 // throwaway sshd, pinhole connect → pinhole server (over raw SSH, tls://
 // and wss://), OpenSSH ssh → pinhole server, pinhole connect → OpenSSH
-// sshd, and HTTP(S) to a name of pinhole server's name router, measures each the same way, and prints one markdown table with
-// every figure also as a ratio to OpenSSH ↔ OpenSSH's in the same run.
+// sshd, and HTTP(S) to a name of pinhole server's name router, measures
+// each the same way, and prints one markdown table with every figure also
+// as a ratio to OpenSSH ↔ OpenSSH's in the same run (the HTTP figures to
+// direct's).
 //
 // It builds pinhole from the tree it sits in, so it measures the code
 // beside it, and starts everything it needs itself: sshd (through
 // internal/sshtest's LaunchSSHD), pinhole server, iperf3 -s, and in this
-// process a TCP and a UDP echo server. Each setup runs on fresh processes
-// in each round, on ports below the ephemeral range picked at random and
-// retried when taken. Every measurement has a time limit: a setup that
+// process a UDP echo server, in a child process the TCP echo server and
+// the HTTP service. Each setup runs on fresh processes in each round, on
+// ports below the ephemeral range picked at random and retried when
+// taken. Every measurement has a time limit: a setup that
 // fails is a failure in its cells and the notes, never a hung run.
 //
 // What is measured, per setup and round:
