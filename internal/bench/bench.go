@@ -468,6 +468,8 @@ func needPrograms(ss []setup) error {
 			need = append(need, "socat")
 		case baseline, "ssh-pinhole", "pinhole-sshd":
 			need = append(need, sshtest.SSHPath, sshtest.SSHDPath)
+		case "ssh-http":
+			need = append(need, sshtest.SSHPath)
 		}
 	}
 	for _, p := range need {

@@ -40,7 +40,7 @@ func TestSmoke(t *testing.T) {
 	res, err := Run(ctx, Config{
 		Rounds:       1,
 		Duration:     200 * time.Millisecond,
-		Only:         []string{"openssh", "pinhole", "pinhole-tls", "pinhole-wss", "http", "https"},
+		Only:         []string{"openssh", "pinhole", "pinhole-tls", "pinhole-wss", "http", "https", "ssh-http"},
 		IdleConns:    50,
 		HoldConns:    200,
 		UDPDatagrams: 400,

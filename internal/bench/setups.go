@@ -50,6 +50,7 @@ func setups() []setup {
 		{name: "pinhole-sshd", title: "pinhole connect → OpenSSH sshd", memory: true, start: tunnelEnds{openSSHServer: true}.start},
 		{name: "http", title: "http:// name → pinhole server → pinhole connect -R", http: true, onlyHTTP: true, start: tunnelEnds{name: "http"}.start},
 		{name: "https", title: "https:// name → pinhole server → pinhole connect -R", http: true, onlyHTTP: true, start: tunnelEnds{name: "https"}.start},
+		{name: "ssh-http", title: "http:// name → pinhole server → OpenSSH ssh -R", http: true, onlyHTTP: true, start: tunnelEnds{openSSHClient: true, name: "http"}.start},
 	}
 }
 
@@ -180,9 +181,9 @@ type tunnelEnds struct {
 	// scheme, so that rows differ by the transport alone.
 	scheme transport.Scheme
 	// name, "http" or "https", makes the server a name router (--domain
-	// bench.test) and adds to pinhole connect a -R app:80 to the HTTP
-	// service, reached as http(s)://app.bench.test on the server's port.
-	// For two pinhole ends only.
+	// bench.test) and adds to the client a -R app:80 to the HTTP service,
+	// reached as http(s)://app.bench.test on the server's port. For
+	// pinhole server only.
 	name string
 }
 
@@ -222,16 +223,16 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			serverPids = func() ([]int, error) { return []int{p.Pid()}, nil }
 		}
 		var client *proc
+		var remote []string // the -R of a name, the same for either client
+		if t.name != "" {
+			remote = []string{"-R", fmt.Sprintf("%s:80:127.0.0.1:%d", benchName, l.echo.HTTPPort())}
+		}
 		if t.openSSHClient {
 			o := sshtest.SSHOptions{Addr: addr, User: user, Key: l.key, KnownHosts: knownHosts}
-			client, err = l.startSSH(ctx, dir, f, o, iperf)
+			client, err = l.startSSH(ctx, dir, f, o, iperf, remote...)
 		} else {
 			dest := pinholeDest{addr: addr, user: user, knownHosts: knownHosts, scheme: t.scheme}
-			var extra []string
-			if t.name != "" {
-				extra = []string{"-R", fmt.Sprintf("%s:80:127.0.0.1:%d", benchName, l.echo.HTTPPort())}
-			}
-			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, extra...)
+			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, remote...)
 		}
 		if err != nil {
 			return err
@@ -348,15 +349,15 @@ func (l *lab) forwardSpecs(ports []int, iperf int) []string {
 func forwarderReady(_ *proc, ports []int) bool { return echoes(ports[1]) }
 
 // startSSH starts OpenSSH's ssh -N with o and forwards to iperf3 and the
-// echo server.
-func (l *lab) startSSH(ctx context.Context, dir string, f *forwarding, o sshtest.SSHOptions, iperf int) (*proc, error) {
+// echo server, and extra arguments.
+func (l *lab) startSSH(ctx context.Context, dir string, f *forwarding, o sshtest.SSHOptions, iperf int, extra ...string) (*proc, error) {
 	knownHosts := filepath.Join(dir, "ssh_known_hosts")
 	if err := os.WriteFile(knownHosts, []byte(o.KnownHosts), 0o600); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	p, ports, err := startOnPorts(ctx, 2, func(ports []int) (*proc, error) {
 		o := o
-		o.Args = l.forwardSpecs(ports, iperf)
+		o.Args = append(l.forwardSpecs(ports, iperf), extra...)
 		args, err := o.CommandArgs(knownHosts)
 		if err != nil {
 			return nil, err
