@@ -125,11 +125,18 @@ func httpServes(ctx context.Context, t httpTarget) bool {
 // not timed (its connection opening, through the router that is a
 // channel through the tunnel too). A failed request is counted, its
 // client goes on with a new connection; a note says how many failed.
-func httpLoad(ctx context.Context, t httpTarget, d time.Duration, clients int) ([]float64, string, error) {
+//
+// With a rate (requests per second in all) the load is open: each
+// client sends its requests on a schedule, the clients' staggered, and
+// each request's time runs from when it was due, so that a slow answer
+// counts against the requests it held up too. 0 is the closed loop:
+// each request as soon as the one before is answered.
+func httpLoad(ctx context.Context, t httpTarget, d time.Duration, clients int, rate float64) ([]float64, string, error) {
 	const warmup = 20
 	results := make([]clientRun, clients)
 	var ready, wg sync.WaitGroup
 	start := make(chan struct{})
+	var began time.Time // set before start is closed
 	ready.Add(clients)
 	for i := range clients {
 		wg.Go(func() {
@@ -148,12 +155,19 @@ func httpLoad(ctx context.Context, t httpTarget, d time.Duration, clients int) (
 				results[i] = clientRun{failed: 1, firstErr: err}
 				return
 			}
-			results[i] = timeGets(ctx, d, func() error { return t.get(ctx, c, buf) })
+			get := func() error { return t.get(ctx, c, buf) }
+			if rate <= 0 {
+				results[i] = timeGets(ctx, d, get)
+				return
+			}
+			interval := time.Duration(float64(clients) / rate * float64(time.Second))
+			first := began.Add(interval * time.Duration(i) / time.Duration(clients))
+			results[i] = timePacedGets(ctx, first, began.Add(d), interval, get)
 		})
 	}
 	ready.Wait()
+	began = time.Now()
 	close(start)
-	began := time.Now()
 	wg.Wait()
 	elapsed := time.Since(began)
 	if err := ctx.Err(); err != nil {
@@ -186,6 +200,31 @@ func timeGets(ctx context.Context, d time.Duration, get func() error) clientRun 
 			r.rtts = append(r.rtts, next.Sub(now))
 		}
 		now = next
+	}
+	return r
+}
+
+// timePacedGets calls get at first, first+interval, first+2·interval …
+// up to end, each when it is due or, when the one before is late, at
+// once after it, and times each call that works from when it was due.
+func timePacedGets(ctx context.Context, first, end time.Time, interval time.Duration, get func() error) clientRun {
+	r := clientRun{rtts: make([]time.Duration, 0, 1<<10)}
+	for due := first; due.Before(end) && ctx.Err() == nil; due = due.Add(interval) {
+		if wait := time.Until(due); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return r
+			}
+		}
+		if err := get(); err != nil {
+			r.failed++
+			if r.firstErr == nil {
+				r.firstErr = err
+			}
+			continue
+		}
+		r.rtts = append(r.rtts, time.Since(due))
 	}
 	return r
 }

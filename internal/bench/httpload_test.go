@@ -61,7 +61,7 @@ func TestHTTPLoad(t *testing.T) {
 	port := srv.Listener.Addr().(*net.TCPAddr).Port
 	target := httpTarget{port: port, url: httpURL("http", port)}
 	for _, clients := range []int{1, 8} {
-		got, note, err := httpLoad(t.Context(), target, 50*time.Millisecond, clients)
+		got, note, err := httpLoad(t.Context(), target, 50*time.Millisecond, clients, 0)
 		if err != nil || note != "" || len(got) != 3 || got[0] <= 0 {
 			t.Fatalf("%d clients: %v, %q, %v", clients, got, note, err)
 		}
@@ -69,8 +69,49 @@ func TestHTTPLoad(t *testing.T) {
 	other := httptest.NewServer(nil) // 404 for everything
 	defer other.Close()
 	port = other.Listener.Addr().(*net.TCPAddr).Port
-	_, _, err := httpLoad(t.Context(), httpTarget{port: port, url: httpURL("http", port)}, 50*time.Millisecond, 2)
+	_, _, err := httpLoad(t.Context(), httpTarget{port: port, url: httpURL("http", port)}, 50*time.Millisecond, 2, 0)
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("against a server that answers 404: %v, want an error saying 404", err)
+	}
+}
+
+// TestTimePacedGets: requests go out on their schedule, and one that
+// waits behind a slow answer is timed from when it was due.
+func TestTimePacedGets(t *testing.T) {
+	first := time.Now().Add(10 * time.Millisecond)
+	calls := 0
+	var at []time.Duration // since first, when each call began
+	r := timePacedGets(t.Context(), first, first.Add(100*time.Millisecond), 20*time.Millisecond, func() error {
+		at = append(at, time.Since(first))
+		calls++
+		if calls == 2 {
+			time.Sleep(50 * time.Millisecond) // holds up the next two
+		}
+		return nil
+	})
+	if len(r.rtts) != 5 || r.failed != 0 {
+		t.Fatalf("%d timed, %d failed; want the 5 due within 100ms", len(r.rtts), r.failed)
+	}
+	if at[0] < 0 || at[1] < 20*time.Millisecond {
+		t.Errorf("calls began %v after the first was due, before their time", at)
+	}
+	// The second took 50ms; the third, due at 40ms, began at 70ms and
+	// counts those 30ms.
+	if r.rtts[1] < 50*time.Millisecond || r.rtts[2] < 30*time.Millisecond {
+		t.Errorf("times %v: want the second ≥ 50ms and the third ≥ 30ms", r.rtts)
+	}
+}
+
+func TestHTTPLoadPaced(t *testing.T) {
+	srv := httptest.NewServer(httpService())
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	got, note, err := httpLoad(t.Context(), httpTarget{port: port, url: httpURL("http", port)}, 200*time.Millisecond, 8, 400)
+	if err != nil || note != "" {
+		t.Fatal(err, note)
+	}
+	// 400/s for 0.2 s: 80 requests over somewhat more than 0.2 s.
+	if got[0] < 150 || got[0] > 450 {
+		t.Errorf("%v req/s at a rate of 400", got[0])
 	}
 }

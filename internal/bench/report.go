@@ -223,6 +223,7 @@ func columnsNote(cfg Config, ms []measurement) string {
 		"conns10k": fmt.Sprintf("held: %d connections opened through the forward and held at once, each proven by one echoed byte when opened, and none closed by the forwarder once all were open; once per run, for OpenSSH and pinhole ↔ pinhole (raw, tls://, wss://)", cfg.HoldConns),
 	}
 	what["http64"] = what["http1"]
+	what["paced64"] = fmt.Sprintf("HTTP at %d/s: the same by 64 clients sending on a schedule, %d requests a second in all, each timed from when it was due", pacedRate, pacedRate)
 	var parts []string
 	for _, m := range ms {
 		if w, ok := what[m.name]; ok && !slices.Contains(parts, w) {

@@ -11,7 +11,7 @@ import (
 // ratio column, one without.
 func testResults() *Results {
 	cfg := Config{Rounds: 3, Duration: time.Second}.withDefaults()
-	ss, ms, err := choose(Config{Only: []string{"openssh", "pinhole"}, Skip: []string{"tput4", "rr", "conns", "memory", "conns10k", "http1", "http64"}})
+	ss, ms, err := choose(Config{Only: []string{"openssh", "pinhole"}, Skip: []string{"tput4", "rr", "conns", "memory", "conns10k", "http1", "http64", "paced64"}})
 	if err != nil {
 		panic(err)
 	}
@@ -118,7 +118,7 @@ func TestCommandLineAndLists(t *testing.T) {
 // OpenSSH, and direct's own cells have none.
 func TestCellRatioToDirect(t *testing.T) {
 	cfg := Config{Rounds: 1, Duration: time.Second}.withDefaults()
-	ss, ms, err := choose(Config{Only: []string{"direct", "openssh", "http"}, Skip: []string{"tput1", "tput4", "rr", "conns", "memory", "udp", "conns10k", "http1"}})
+	ss, ms, err := choose(Config{Only: []string{"direct", "openssh", "http"}, Skip: []string{"tput1", "tput4", "rr", "conns", "memory", "udp", "conns10k", "http1", "paced64"}})
 	if err != nil {
 		t.Fatal(err)
 	}
