@@ -1,16 +1,19 @@
 // Package bench is the benchmark command of issue 6: on loopback it runs,
 // side by side, direct traffic, a socat relay, OpenSSH's ssh -L through a
 // throwaway sshd, pinhole connect → pinhole server (over raw SSH, tls://
-// and wss://), OpenSSH ssh → pinhole server and pinhole connect → OpenSSH
-// sshd, measures each the same way, and prints one markdown table with
-// every figure also as a ratio to OpenSSH ↔ OpenSSH's in the same run.
+// and wss://), OpenSSH ssh → pinhole server, pinhole connect → OpenSSH
+// sshd, and HTTP(S) to a name of pinhole server's name router, measures
+// each the same way, and prints one markdown table with every figure also
+// as a ratio to OpenSSH ↔ OpenSSH's in the same run (the HTTP figures to
+// direct's).
 //
 // It builds pinhole from the tree it sits in, so it measures the code
 // beside it, and starts everything it needs itself: sshd (through
 // internal/sshtest's LaunchSSHD), pinhole server, iperf3 -s, and in this
-// process a TCP and a UDP echo server. Each setup runs on fresh processes
-// in each round, on ports below the ephemeral range picked at random and
-// retried when taken. Every measurement has a time limit: a setup that
+// process a UDP echo server, in a child process the TCP echo server and
+// the HTTP service. Each setup runs on fresh processes in each round, on
+// ports below the ephemeral range picked at random and retried when
+// taken. Every measurement has a time limit: a setup that
 // fails is a failure in its cells and the notes, never a hung run.
 //
 // What is measured, per setup and round:
@@ -26,6 +29,9 @@
 //	udp      pinhole's -L .../udp: 64-byte request/response on one flow (per
 //	         second, p99), and the loss of a burst of 10,000 datagrams of
 //	         64–1400 bytes over 8 flows, each with at most 64 in flight
+//	http1    on direct, http and https (pinhole server --domain, a -R to a
+//	http64   name): small GETs to a Go HTTP service by 1 and by 64
+//	         keep-alive clients: per second, p50, p99
 //
 // and once per run, on fresh processes, for pinhole ↔ pinhole (each
 // transport) and OpenSSH:
@@ -112,6 +118,9 @@ type measurement struct {
 	once bool
 	// applies says whether the measurement is made on a setup.
 	applies func(s setup) bool
+	// ratioTo names the setup its ratio columns are to; "" means
+	// baseline (OpenSSH).
+	ratioTo string
 	// limit bounds how long one run of it may take.
 	limit func(c Config) time.Duration
 	// run measures; a note says what went partly wrong (some
@@ -125,12 +134,12 @@ func fixed(prec int) func(float64) string {
 
 func measurements(c Config) []measurement {
 	timed := func(c Config) time.Duration { return c.Duration + 30*time.Second }
-	always := func(setup) bool { return true }
+	tcp := func(s setup) bool { return !s.onlyHTTP }
 	return []measurement{
 		{
 			name:    "tput1",
 			columns: []column{{"1 stream Gbit/s", fixed(2), true}},
-			applies: always, limit: timed,
+			applies: tcp, limit: timed,
 			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
 				g, err := runIperf(ctx, f.iperfPort, c.Duration, 1)
 				return []float64{g}, "", err
@@ -139,7 +148,7 @@ func measurements(c Config) []measurement {
 		{
 			name:    "tput4",
 			columns: []column{{"4 streams Gbit/s", fixed(2), true}},
-			applies: always, limit: timed,
+			applies: tcp, limit: timed,
 			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
 				g, err := runIperf(ctx, f.iperfPort, c.Duration, 4)
 				return []float64{g}, "", err
@@ -152,7 +161,7 @@ func measurements(c Config) []measurement {
 				{"p50 µs", fixed(0), true},
 				{"p99 µs", fixed(0), true},
 			},
-			applies: always, limit: timed,
+			applies: tcp, limit: timed,
 			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
 				return tcpRequestResponse(ctx, f.echoPort, c.Duration)
 			},
@@ -160,7 +169,7 @@ func measurements(c Config) []measurement {
 		{
 			name:    "conns",
 			columns: []column{{"new conns per s", fixed(0), true}},
-			applies: always, limit: timed,
+			applies: tcp, limit: timed,
 			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
 				return newConnections(ctx, f.echoPort, c.Duration, 8)
 			},
@@ -197,6 +206,9 @@ func measurements(c Config) []measurement {
 				return append(rr, loss...), note, nil
 			},
 		},
+		httpMeasurement(1, 0),
+		httpMeasurement(64, 0),
+		httpMeasurement(64, pacedRate),
 		{
 			name:    "conns10k",
 			columns: []column{{fmt.Sprintf("held of %d", c.HoldConns), fixed(0), false}},
@@ -209,6 +221,40 @@ func measurements(c Config) []measurement {
 		},
 	}
 }
+
+// httpMeasurement is http1, http64 or paced64: GETs by that many
+// keep-alive clients, each as soon as the one before is answered, or
+// with a rate, at that many a second in all (httpLoad); on the setups
+// with http, its ratios to direct.
+func httpMeasurement(clients int, rate float64) measurement {
+	name, who := fmt.Sprintf("http%d", clients), fmt.Sprintf("HTTP %d clients", clients)
+	if clients == 1 {
+		who = "HTTP 1 client"
+	}
+	if rate > 0 {
+		name, who = fmt.Sprintf("paced%d", clients), fmt.Sprintf("HTTP %d clients at %.0f/s", clients, rate)
+	}
+	return measurement{
+		name: name,
+		columns: []column{
+			{who + " req/s", fixed(0), true},
+			{who + " p50 µs", fixed(0), true},
+			{who + " p99 µs", fixed(0), true},
+		},
+		applies: func(s setup) bool { return s.http },
+		ratioTo: "direct",
+		limit:   func(c Config) time.Duration { return c.Duration + 30*time.Second },
+		run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
+			return httpLoad(ctx, f.http, c.Duration, clients, rate)
+		},
+	}
+}
+
+// pacedRate is paced64's requests per second, in all: about half of what
+// 64 clients got through a name at most on the 2-core machine of
+// BENCHMARKS.md, so that its latency is of a loaded tunnel, not of a
+// queue that grows.
+const pacedRate = 2000
 
 // sample is the outcome of one measurement in one round.
 type sample struct {
@@ -434,6 +480,8 @@ func needPrograms(ss []setup) error {
 			need = append(need, "socat")
 		case baseline, "ssh-pinhole", "pinhole-sshd":
 			need = append(need, sshtest.SSHPath, sshtest.SSHDPath)
+		case "ssh-http":
+			need = append(need, sshtest.SSHPath)
 		}
 	}
 	for _, p := range need {

@@ -96,7 +96,9 @@ func (e *tcpEcho) Close() error {
 
 // echoChildEnv set to 1 in the environment makes this program the echo
 // child: it serves the TCP echo on the listener it inherits as descriptor
-// 3 until its stdin closes. The echo server runs so, in a process of its
+// 3, and the HTTP service of the http setups (httpService) on descriptor
+// 4, until its stdin closes. The HTTP service runs there too so that its
+// CPU is not the benchmark's, whose clients load it. The echo server runs so, in a process of its
 // own, because the 10,000 connections of conns10k take 20,000 descriptors
 // in one process that holds both ends, and a container's hard limit may be
 // just that.
@@ -114,40 +116,56 @@ func ServeEchoChild() bool {
 		fmt.Fprintf(os.Stderr, "pinhole-bench echo child: %v\n", err)
 		os.Exit(1)
 	}
+	httpLn, err := net.FileListener(os.NewFile(4, "http listener"))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pinhole-bench echo child: %v\n", err)
+		os.Exit(1)
+	}
 	e := newTCPEcho(ln)
+	srv := newHTTPServer()
+	go srv.Serve(httpLn)
 	io.Copy(io.Discard, os.Stdin) // until the benchmark closes it or dies
+	srv.Close()
 	e.Close()
 	return true
 }
 
-// echoChild is the TCP echo server, run as a child process.
+// echoChild is the TCP echo server and the HTTP service, run as a child
+// process.
 type echoChild struct {
-	port  int
-	cmd   *exec.Cmd
-	stdin io.Closer
-	once  sync.Once
+	port     int
+	httpPort int
+	cmd      *exec.Cmd
+	stdin    io.Closer
+	once     sync.Once
 }
 
-// startEchoChild runs this program again, as the echo child, on a new
-// listener on 127.0.0.1.
+// startEchoChild runs this program again, as the echo child, on two new
+// listeners on 127.0.0.1.
 func startEchoChild() (*echoChild, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench: finding this program to run the echo server: %w", err)
 	}
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+	var files []*os.File
+	var ports []int
+	for range 2 { // the echo's, the HTTP service's
+		ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer ln.Close() // the child has its own copy
+		f, err := ln.File()
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		files = append(files, f)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close() // the child has its own copy
-	f, err := ln.File()
-	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
-	}
-	defer f.Close()
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), echoChildEnv+"=1")
-	cmd.ExtraFiles = []*os.File{f}
+	cmd.ExtraFiles = files
 	cmd.Stderr = os.Stderr
 	dieWithParent(cmd)
 	stdin, err := cmd.StdinPipe()
@@ -157,11 +175,14 @@ func startEchoChild() (*echoChild, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: starting the echo child: %w", err)
 	}
-	return &echoChild{port: ln.Addr().(*net.TCPAddr).Port, cmd: cmd, stdin: stdin}, nil
+	return &echoChild{port: ports[0], httpPort: ports[1], cmd: cmd, stdin: stdin}, nil
 }
 
-// Port returns the port the echo child serves on.
+// Port returns the port the echo child serves the TCP echo on.
 func (e *echoChild) Port() int { return e.port }
+
+// HTTPPort returns the port the echo child serves the HTTP service on.
+func (e *echoChild) HTTPPort() int { return e.httpPort }
 
 // Close ends the echo child and waits for it. It is idempotent.
 func (e *echoChild) Close() error {

@@ -20,8 +20,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestSmoke runs the whole benchmark for pinhole ↔ pinhole (raw SSH,
-// tls:// and wss://) and OpenSSH with tiny durations and counts: every
-// figure must come out, none failed. It asserts nothing about speed.
+// tls:// and wss://), OpenSSH and the name router (http, https) with
+// tiny durations and counts: every figure must come out, none failed.
+// It asserts nothing about speed.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bench: skipping the smoke run in -short mode")
@@ -39,7 +40,7 @@ func TestSmoke(t *testing.T) {
 	res, err := Run(ctx, Config{
 		Rounds:       1,
 		Duration:     200 * time.Millisecond,
-		Only:         []string{"openssh", "pinhole", "pinhole-tls", "pinhole-wss"},
+		Only:         []string{"openssh", "pinhole", "pinhole-tls", "pinhole-wss", "http", "https", "ssh-http"},
 		IdleConns:    50,
 		HoldConns:    200,
 		UDPDatagrams: 400,
@@ -65,7 +66,7 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"| pinhole connect → pinhole server |", "| pinhole connect tls:// → pinhole server |", "| pinhole connect wss:// → pinhole server |", "| OpenSSH ssh → OpenSSH sshd |", "×)", "held of 200"} {
+	for _, want := range []string{"| pinhole connect → pinhole server |", "| pinhole connect tls:// → pinhole server |", "| pinhole connect wss:// → pinhole server |", "| OpenSSH ssh → OpenSSH sshd |", "| https:// name → pinhole server → pinhole connect -R |", "×)", "held of 200"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the report lacks %q", want)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -102,6 +103,14 @@ func orUnknown(s string) string {
 	return s
 }
 
+// base is the setup m's ratios are to.
+func (m measurement) base() string {
+	if m.ratioTo == "" {
+		return baseline
+	}
+	return m.ratioTo
+}
+
 // figure returns the median of column i of m's samples for setup name over
 // the rounds that worked, how many did, and how many ran.
 func (r *Results) figure(name string, m measurement, i int) (v float64, good, total int) {
@@ -130,8 +139,8 @@ func (r *Results) cell(s setup, m measurement, i int) string {
 		return "failed"
 	}
 	text := c.format(v)
-	if c.ratio && s.name != baseline {
-		if base, n, _ := r.figure(baseline, m, i); n > 0 {
+	if base := m.base(); c.ratio && s.name != base {
+		if base, n, _ := r.figure(base, m, i); n > 0 {
 			if q, ok := ratio(v, base); ok {
 				text += fmt.Sprintf(" (%.2f×)", q)
 			}
@@ -151,9 +160,13 @@ func (r *Results) Markdown() string {
 	for _, line := range r.header {
 		b.WriteString(line + "\n")
 	}
-	haveBaseline := false
+	haveBaseline, haveDirect, httpFigures := false, false, false
 	for _, s := range r.setups {
 		haveBaseline = haveBaseline || s.name == baseline
+		haveDirect = haveDirect || s.name == "direct"
+	}
+	for _, m := range r.measurements {
+		httpFigures = httpFigures || m.ratioTo == "direct"
 	}
 	if r.cfg.Rounds == 1 {
 		b.WriteString("\nEach figure is from 1 round")
@@ -162,6 +175,9 @@ func (r *Results) Markdown() string {
 	}
 	if haveBaseline {
 		b.WriteString(", with its ratio to OpenSSH ssh → OpenSSH sshd in the same run in brackets (for µs and kB lower is better)")
+	}
+	if haveDirect && httpFigures {
+		b.WriteString(", the HTTP figures with their ratio to direct's in the same run")
 	}
 	b.WriteString("; [2 of 3] marks a figure from fewer rounds than ran, the others having failed (see the notes).\n\n")
 
@@ -203,11 +219,14 @@ func columnsNote(cfg Config, ms []measurement) string {
 		"conns":    fmt.Sprintf("new conns: 8 workers each connecting, echoing 64 bytes and closing, for %v", cfg.Duration),
 		"memory":   fmt.Sprintf("kB per idle conn: growth of VmRSS of every forwarder process (both ends; for sshd, its processes for the connection) with %d connections held, each proven by one echoed byte, on fresh processes", cfg.IdleConns),
 		"udp":      fmt.Sprintf("UDP: 64-byte request/response over one flow through -L .../udp for %v (OpenSSH carries no UDP), and the loss of %d datagrams of 64–1400 bytes over 8 flows, at most 64 in flight per flow", cfg.Duration, cfg.UDPDatagrams),
+		"http1":    fmt.Sprintf("HTTP: GETs of a %d-byte page from a Go net/http service (in the echo child), one after the other on each keep-alive connection for %v, by 1 and by 64 clients each with its own connection, to http(s)://%s.%s:PORT dialed at 127.0.0.1; directly, or through pinhole server --domain %s and a -R %s:80 of pinhole connect (ssh-http: of OpenSSH ssh) (https: TLS to the server with the self-signed certificate, pinned)", len(httpBody), cfg.Duration, benchName, benchDomain, benchDomain, benchName),
 		"conns10k": fmt.Sprintf("held: %d connections opened through the forward and held at once, each proven by one echoed byte when opened, and none closed by the forwarder once all were open; once per run, for OpenSSH and pinhole ↔ pinhole (raw, tls://, wss://)", cfg.HoldConns),
 	}
+	what["http64"] = what["http1"]
+	what["paced64"] = fmt.Sprintf("HTTP at %d/s: the same by 64 clients sending on a schedule, %d requests a second in all, each timed from when it was due", pacedRate, pacedRate)
 	var parts []string
 	for _, m := range ms {
-		if w, ok := what[m.name]; ok {
+		if w, ok := what[m.name]; ok && !slices.Contains(parts, w) {
 			parts = append(parts, w)
 		}
 	}

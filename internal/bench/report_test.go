@@ -11,7 +11,7 @@ import (
 // ratio column, one without.
 func testResults() *Results {
 	cfg := Config{Rounds: 3, Duration: time.Second}.withDefaults()
-	ss, ms, err := choose(Config{Only: []string{"openssh", "pinhole"}, Skip: []string{"tput4", "rr", "conns", "memory", "conns10k"}})
+	ss, ms, err := choose(Config{Only: []string{"openssh", "pinhole"}, Skip: []string{"tput4", "rr", "conns", "memory", "conns10k", "http1", "http64", "paced64"}})
 	if err != nil {
 		panic(err)
 	}
@@ -71,7 +71,7 @@ func TestChoose(t *testing.T) {
 		setups     string
 		wantErr    string
 	}{
-		{nil, nil, "direct,socat,openssh,pinhole,pinhole-tls,pinhole-wss,ssh-pinhole,pinhole-sshd", ""},
+		{nil, nil, "direct,socat,openssh,pinhole,pinhole-tls,pinhole-wss,ssh-pinhole,pinhole-sshd,http,https,ssh-http", ""},
 		{[]string{"pinhole", "openssh"}, nil, "openssh,pinhole", ""},
 		{[]string{"pinhole-wss", "openssh", "pinhole-tls", "pinhole"}, nil, "openssh,pinhole,pinhole-tls,pinhole-wss", ""},
 		{[]string{"pinhole"}, []string{"memory", "conns10k"}, "pinhole", ""},
@@ -111,5 +111,33 @@ func TestCommandLineAndLists(t *testing.T) {
 	}
 	if got := oneLine("a | b\nsecond line"); got != `a \| b …` {
 		t.Errorf("oneLine = %q", got)
+	}
+}
+
+// TestCellRatioToDirect: the HTTP figures' ratios are to direct, not to
+// OpenSSH, and direct's own cells have none.
+func TestCellRatioToDirect(t *testing.T) {
+	cfg := Config{Rounds: 1, Duration: time.Second}.withDefaults()
+	ss, ms, err := choose(Config{Only: []string{"direct", "openssh", "http"}, Skip: []string{"tput1", "tput4", "rr", "conns", "memory", "udp", "conns10k", "http1", "paced64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Results{cfg: cfg, setups: ss, measurements: ms, samples: map[string]map[string][]sample{}}
+	direct, openssh, http := ss[0], ss[1], ss[2]
+	http64 := ms[0]
+	r.add(direct, http64, sample{values: []float64{20000, 1000, 4000}})
+	r.add(openssh, http64, sample{values: []float64{1, 1, 1}}) // never the base here
+	r.add(http, http64, sample{values: []float64{5000, 4000, 20000}})
+	if got := r.cell(http, http64, 0); got != "5000 (0.25×)" {
+		t.Errorf("http's req/s: %q, want 5000 (0.25×)", got)
+	}
+	if got := r.cell(http, http64, 2); got != "20000 (5.00×)" {
+		t.Errorf("http's p99: %q, want 20000 (5.00×)", got)
+	}
+	if got := r.cell(direct, http64, 0); got != "20000" {
+		t.Errorf("direct's req/s: %q, want no ratio", got)
+	}
+	if md := r.Markdown(); !strings.Contains(md, "the HTTP figures with their ratio to direct's") {
+		t.Errorf("the report does not say what the HTTP ratios are to:\n%s", md)
 	}
 }

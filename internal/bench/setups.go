@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh/knownhosts"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
@@ -28,6 +29,10 @@ type setup struct {
 	memory bool
 	// holds: conns10k is measured on it, once per run.
 	holds bool
+	// http: it carries the HTTP service (forwarding.http), so http1 and
+	// http64 are measured on it; onlyHTTP: nothing else is, its -L
+	// forwards being the pinhole row's.
+	http, onlyHTTP bool
 	// start runs the setup's forwarder, with its files in dir, and says
 	// where it takes traffic in.
 	start func(ctx context.Context, l *lab, dir string) (*forwarding, error)
@@ -35,7 +40,7 @@ type setup struct {
 
 func setups() []setup {
 	return []setup{
-		{name: "direct", title: "direct (no forwarder)", udp: true, start: startDirect},
+		{name: "direct", title: "direct (no forwarder)", udp: true, http: true, start: startDirect},
 		{name: "socat", title: "socat relay", start: startSocat},
 		{name: baseline, title: "OpenSSH ssh → OpenSSH sshd", memory: true, holds: true, start: tunnelEnds{openSSHClient: true, openSSHServer: true}.start},
 		{name: "pinhole", title: "pinhole connect → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{}.start},
@@ -43,14 +48,18 @@ func setups() []setup {
 		{name: "pinhole-wss", title: "pinhole connect wss:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.WSS}.start},
 		{name: "ssh-pinhole", title: "OpenSSH ssh → pinhole server", memory: true, start: tunnelEnds{openSSHClient: true}.start},
 		{name: "pinhole-sshd", title: "pinhole connect → OpenSSH sshd", memory: true, start: tunnelEnds{openSSHServer: true}.start},
+		{name: "http", title: "http:// name → pinhole server → pinhole connect -R", http: true, onlyHTTP: true, start: tunnelEnds{name: "http"}.start},
+		{name: "https", title: "https:// name → pinhole server → pinhole connect -R", http: true, onlyHTTP: true, start: tunnelEnds{name: "https"}.start},
+		{name: "ssh-http", title: "http:// name → pinhole server → OpenSSH ssh -R", http: true, onlyHTTP: true, start: tunnelEnds{openSSHClient: true, name: "http"}.start},
 	}
 }
 
 // forwarding is a setup that runs: where each kind of traffic goes in.
 type forwarding struct {
-	iperfPort int // TCP to iperf3 -s
-	echoPort  int // TCP to the echo server
-	udpPort   int // UDP to the UDP echo server; 0 when the setup has no UDP
+	iperfPort int        // TCP to iperf3 -s
+	echoPort  int        // TCP to the echo server
+	udpPort   int        // UDP to the UDP echo server; 0 when the setup has no UDP
+	http      httpTarget // to the HTTP service, for the setups with http
 
 	// pids returns the forwarder's processes, whose memory an idle
 	// connection costs; set for the setups with memory.
@@ -131,6 +140,7 @@ func startDirect(ctx context.Context, l *lab, dir string) (*forwarding, error) {
 	return started(func(f *forwarding) error {
 		iperf, err := l.startIperf(ctx, f)
 		f.iperfPort, f.echoPort, f.udpPort = iperf, l.echo.Port(), l.udpEcho.Port()
+		f.http = httpTarget{port: l.echo.HTTPPort(), url: fmt.Sprintf("http://127.0.0.1:%d/", l.echo.HTTPPort())}
 		return err
 	})
 }
@@ -170,7 +180,18 @@ type tunnelEnds struct {
 	// pinhole ends only: the rest of the setup is the same for every
 	// scheme, so that rows differ by the transport alone.
 	scheme transport.Scheme
+	// name, "http" or "https", makes the server a name router (--domain
+	// bench.test) and adds to the client a -R app:80 to the HTTP service,
+	// reached as http(s)://app.bench.test on the server's port. For
+	// pinhole server only.
+	name string
 }
+
+// nameServerFlags are the name router's flags of pinhole server: with
+// the limits the names tests use, since until HTTP has limits of its
+// own every HTTP connection counts toward SSH's pre-authentication ones
+// until its first header (docs/names.md).
+var nameServerFlags = []string{"--domain", benchDomain, "--max-startups", "200", "--per-source-max-startups", "none"}
 
 // start is the setup's start.
 func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding, error) {
@@ -190,7 +211,11 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			// sshd with every process it forked for the connection
 			serverPids = func() ([]int, error) { return withDescendants(sshd.Pid) }
 		} else {
-			p, a, kh, err := l.startPinholeServer(ctx, dir, f)
+			var extra []string
+			if t.name != "" {
+				extra = nameServerFlags
+			}
+			p, a, kh, err := l.startPinholeServer(ctx, dir, f, extra...)
 			if err != nil {
 				return err
 			}
@@ -198,15 +223,24 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			serverPids = func() ([]int, error) { return []int{p.Pid()}, nil }
 		}
 		var client *proc
+		var remote []string // the -R of a name, the same for either client
+		if t.name != "" {
+			remote = []string{"-R", fmt.Sprintf("%s:80:127.0.0.1:%d", benchName, l.echo.HTTPPort())}
+		}
 		if t.openSSHClient {
 			o := sshtest.SSHOptions{Addr: addr, User: user, Key: l.key, KnownHosts: knownHosts}
-			client, err = l.startSSH(ctx, dir, f, o, iperf)
+			client, err = l.startSSH(ctx, dir, f, o, iperf, remote...)
 		} else {
 			dest := pinholeDest{addr: addr, user: user, knownHosts: knownHosts, scheme: t.scheme}
-			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer)
+			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, remote...)
 		}
 		if err != nil {
 			return err
+		}
+		if t.name != "" {
+			if f.http, err = l.waitName(ctx, t.name, addr); err != nil {
+				return err
+			}
 		}
 		f.pids = func() ([]int, error) {
 			pids, err := serverPids()
@@ -214,6 +248,30 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 		}
 		return nil
 	})
+}
+
+// waitName waits until the name router at addr answers GETs to the name
+// with the HTTP service's answer, over scheme, and returns the target.
+func (l *lab) waitName(ctx context.Context, scheme, addr string) (httpTarget, error) {
+	_, p, err := splitHostPort(addr)
+	if err != nil {
+		return httpTarget{}, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return httpTarget{}, fmt.Errorf("bench: port of %s: %w", addr, err)
+	}
+	t := httpTarget{port: port, url: httpURL(scheme, port), fingerprint: l.tlsFingerprint}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for !httpServes(ctx, t) {
+		select {
+		case <-ctx.Done():
+			return httpTarget{}, fmt.Errorf("bench: %s did not answer with the service's page in time", t.url)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return t, nil
 }
 
 // startIperf starts iperf3 -s for one setup and returns its port.
@@ -291,15 +349,15 @@ func (l *lab) forwardSpecs(ports []int, iperf int) []string {
 func forwarderReady(_ *proc, ports []int) bool { return echoes(ports[1]) }
 
 // startSSH starts OpenSSH's ssh -N with o and forwards to iperf3 and the
-// echo server.
-func (l *lab) startSSH(ctx context.Context, dir string, f *forwarding, o sshtest.SSHOptions, iperf int) (*proc, error) {
+// echo server, and extra arguments.
+func (l *lab) startSSH(ctx context.Context, dir string, f *forwarding, o sshtest.SSHOptions, iperf int, extra ...string) (*proc, error) {
 	knownHosts := filepath.Join(dir, "ssh_known_hosts")
 	if err := os.WriteFile(knownHosts, []byte(o.KnownHosts), 0o600); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	p, ports, err := startOnPorts(ctx, 2, func(ports []int) (*proc, error) {
 		o := o
-		o.Args = l.forwardSpecs(ports, iperf)
+		o.Args = append(l.forwardSpecs(ports, iperf), extra...)
 		args, err := o.CommandArgs(knownHosts)
 		if err != nil {
 			return nil, err

@@ -293,3 +293,65 @@ func TestCustomDomain(t *testing.T) {
 		t.Errorf("after Close: %d, want 404", code)
 	}
 }
+
+// TestRouterStreams: an answer without a length (server-sent events, a
+// stream) reaches the public client as the service writes it, not when
+// it ends; one with a Content-Length comes whole.
+func TestRouterStreams(t *testing.T) {
+	r := &Router{Domain: "example.test"}
+	ln, err := r.ListenName("live", 80, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	release := make(chan struct{})
+	svc := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/sized" {
+			w.Header().Set("Content-Length", "5")
+			io.WriteString(w, "sized")
+			return
+		}
+		w.Header().Set("Content-Type", req.URL.Query().Get("type"))
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		<-release // the rest only once the client has had the first part
+		io.WriteString(w, "data: two\n\n")
+	})}
+	go svc.Serve(ln)
+	defer svc.Close()
+	public := httptest.NewServer(r)
+	defer public.Close()
+	defer close(release)
+	get := func(path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", public.URL+path, nil)
+		req.Host = "live.example.test"
+		resp, err := public.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	for _, typ := range []string{"text/event-stream", "application/octet-stream"} {
+		resp := get("/events?type=" + typ)
+		buf := make([]byte, len("data: one\n\n"))
+		done := make(chan error, 1)
+		go func() { _, err := io.ReadFull(resp.Body, buf); done <- err }()
+		select {
+		case err := <-done:
+			if err != nil || string(buf) != "data: one\n\n" {
+				t.Errorf("%s: %q, %v", typ, buf, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s: the first event did not come through before the answer ended", typ)
+		}
+		release <- struct{}{}
+		resp.Body.Close()
+	}
+	resp := get("/sized")
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(b) != "sized" || resp.ContentLength != 5 {
+		t.Errorf("sized: %q, length %d, %v", b, resp.ContentLength, err)
+	}
+}
