@@ -562,3 +562,33 @@ func TestCompareTransportKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestParseServerACME: the acme keys, their errors at the value, and a
+// relative acme-ca beside the file.
+func TestParseServerACME(t *testing.T) {
+	s, err := ParseServer("/etc/pinhole/server.toml", []byte(`
+domain = "tunnels.example.com"
+acme = true
+acme-directory = "https://127.0.0.1:14000/dir"
+acme-email = "ops@example.com"
+acme-ca = "pebble.pem"
+`), ServerChecks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := s.Settings
+	if !st.ACME || st.ACMEDirectory != "https://127.0.0.1:14000/dir" || st.ACMEEmail != "ops@example.com" || st.ACMECA != "/etc/pinhole/pebble.pem" {
+		t.Errorf("got %+v", st)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"acme = \"yes\"\n", `s.toml:1:8: acme is true or false, not a string: write acme = true`},
+		{"acme-directory = \"http://ca/dir\"\n", `s.toml:1:18: acme-directory "http://ca/dir": want the https:// URL of an ACME directory`},
+		{"acme-email = \"ops\"\n", `s.toml:1:14: acme-email "ops": want an email address`},
+		{"acme-ca = \"\"\n", `s.toml:1:11: acme-ca is empty: name a PEM file of CA certificates`},
+	} {
+		_, err := ParseServer("s.toml", []byte(tc.src), ServerChecks{})
+		if es := AsErrors(err); len(es) != 1 || !strings.HasPrefix(es[0].Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %s...", tc.src, err, tc.want)
+		}
+	}
+}

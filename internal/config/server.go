@@ -23,6 +23,7 @@ var serverKeys = []string{
 	"map", "map-via", "map-gateway", "map-ssdp", "debug-addr",
 	"tls-cert", "tls-key", "ws-path", "ssh-sni", "trusted-proxy",
 	"domain", "name-ttl", "upstream-timeout", "max-names-per-key",
+	"acme", "acme-directory", "acme-email", "acme-ca",
 }
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
@@ -74,6 +75,12 @@ type ServerSettings struct {
 	NameTTL         time.Duration
 	UpstreamTimeout time.Duration
 	MaxNamesPerKey  int // --max-names-per-key; 0: no limit
+	// ACME gets the certificates of Domain and its names from an ACME CA
+	// (--acme): ACMEDirectory ("" for Let's Encrypt), ACMEEmail, and
+	// ACMECA, the file checking that CA's HTTPS ("" for the system's
+	// roots).
+	ACME                             bool
+	ACMEDirectory, ACMEEmail, ACMECA string
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -232,11 +239,9 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 				st.MaxAuthTries = int(n)
 			}
 		case "map":
-			if l.value.kind != unstable.Bool {
-				ps.errorf(l.vpos, "map is true or false, not %s: write map = true", kindName(l.value))
-				continue
+			if v, ok := ps.boolean(l); ok {
+				s.Map = v
 			}
-			s.Map = l.value.data == "true"
 		case "map-via":
 			if v, ok := ps.str(l, `map-via = "auto"`); ok {
 				switch v {
@@ -331,6 +336,34 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 					continue
 				}
 				st.Domain = v
+			}
+		case "acme":
+			if v, ok := ps.boolean(l); ok {
+				st.ACME = v
+			}
+		case "acme-directory":
+			if v, ok := ps.str(l, `acme-directory = "https://acme-v02.api.letsencrypt.org/directory"`); ok {
+				if !strings.HasPrefix(v, "https://") || len(v) == len("https://") {
+					ps.errorf(l.vpos, "acme-directory %q: want the https:// URL of an ACME directory, such as \"https://acme-v02.api.letsencrypt.org/directory\"", v)
+					continue
+				}
+				st.ACMEDirectory = v
+			}
+		case "acme-email":
+			if v, ok := ps.str(l, `acme-email = "ops@example.com"`); ok {
+				if !strings.Contains(v, "@") || strings.ContainsAny(v, " \t") {
+					ps.errorf(l.vpos, "acme-email %q: want an email address, such as \"ops@example.com\"", v)
+					continue
+				}
+				st.ACMEEmail = v
+			}
+		case "acme-ca":
+			if v, ok := ps.str(l, `acme-ca = "/etc/pinhole/acme-ca.pem"`); ok {
+				if v == "" {
+					ps.errorf(l.vpos, "acme-ca is empty: name a PEM file of CA certificates, or leave acme-ca out for the system's roots")
+					continue
+				}
+				st.ACMECA = resolve(file, v)
 			}
 		case "name-ttl":
 			if st.NameTTL = ps.duration(l, name, false); st.NameTTL == 0 {
