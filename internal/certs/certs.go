@@ -38,8 +38,8 @@ const LetsEncrypt = autocert.DefaultACMEDirectory
 // ChallengePath is where HTTP-01 asks for its answer on port 80.
 const ChallengePath = "/.well-known/acme-challenge/"
 
-// Config is what a Manager gets certificates with. Dir, Allow and Fallback
-// are required.
+// Config is what a Manager gets certificates with. Dir, Allow, Domain and
+// Fallback are required.
 type Config struct {
 	// Dir holds the cache: the ACME account key, each name's certificate
 	// and key, pending challenge answers (mode 0700, files 0600).
@@ -63,9 +63,12 @@ type Config struct {
 	// look at the cache.
 	Domain string
 	// Fallback is the certificate of every handshake ACME does not
-	// answer. When it covers a name (a --tls-cert file for some names),
-	// it wins over ACME for that name.
+	// answer.
 	Fallback *tls.Certificate
+	// FallbackWins makes Fallback win over ACME for the names it covers
+	// (a --tls-cert file: a wildcard covers every name). false: ACME
+	// serves every name Allow admits (Fallback is self-signed).
+	FallbackWins bool
 	// Logger gets a line per certificate obtained or renewed and per name
 	// that failed. nil discards.
 	Logger *slog.Logger
@@ -117,7 +120,7 @@ func New(cfg Config) (*Manager, error) {
 		failed: map[string]time.Time{},
 	}
 	cm.fileFor = func(string) bool { return false }
-	if leaf := fallbackLeaf(cfg.Fallback); leaf != nil && !selfSigned(leaf) {
+	if leaf := fallbackLeaf(cfg.Fallback); leaf != nil && cfg.FallbackWins {
 		cm.fileFor = func(name string) bool { return leaf.VerifyHostname(name) == nil }
 	}
 	cm.m = &autocert.Manager{
@@ -149,10 +152,6 @@ func fallbackLeaf(c *tls.Certificate) *x509.Certificate {
 		return nil
 	}
 	return leaf
-}
-
-func selfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
 
 // ours reports whether host is Domain or one label under it, the names

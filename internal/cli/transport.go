@@ -257,7 +257,9 @@ func newACME(e *env, s serverTransportSettings, router *vhost.Router, fallback t
 		Domain:    domain,
 		Allow:     func(host string) bool { return host == domain || router.Has(host) },
 		Fallback:  &fallback,
-		Logger:    e.log,
+		// A --tls-cert file wins for the names it covers.
+		FallbackWins: s.TLSCert != "",
+		Logger:       e.log,
 	})
 	return m, dir, err
 }
