@@ -95,6 +95,7 @@ type acmeLab struct {
 type acmeLabConfig struct {
 	http01, tlsALPN bool          // whether that challenge type can succeed
 	validity        time.Duration // of Pebble's certificates; 0: its default
+	args            []string      // more flags for the server
 }
 
 func newACMELab(t *testing.T, cfg acmeLabConfig) *acmeLab {
@@ -108,9 +109,10 @@ func newACMELab(t *testing.T, cfg acmeLabConfig) *acmeLab {
 	if err := os.WriteFile(authKeys, ssh.MarshalAuthorizedKey(pub), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l.srv = start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(l.dir, "host_key"), "--authorized-keys", authKeys,
+	args := []string{"server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(l.dir, "host_key"), "--authorized-keys", authKeys,
 		"--domain", "example.test", "--acme", "--acme-directory", l.pb.Directory, "--acme-ca", l.pb.CAFile, "--acme-email", "ops@example.test",
-		"--max-startups", "200", "--per-source-max-startups", "none")
+		"--max-startups", "200", "--per-source-max-startups", "none"}
+	l.srv = start(t, append(args, cfg.args...)...)
 	addr := l.srv.waitLine(t, `listening on (\S+)`)[1]
 	_, l.port, _ = net.SplitHostPort(addr)
 	l.httpGate.target.Store(addr)
@@ -316,6 +318,29 @@ func TestACMEOnlyTunnelNames(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(l.dir, "acme", host)); err == nil {
 			t.Errorf("a certificate for %s is cached", host)
 		}
+	}
+}
+
+// TestACMEWithFile: with --tls-cert as well, the file's certificate
+// serves the names it covers and ACME is never asked for them; ACME serves
+// the others.
+func TestACMEWithFile(t *testing.T) {
+	file := webtest.Cert(t, "static.example.test")
+	l := newACMELab(t, acmeLabConfig{tlsALPN: true, args: []string{"--tls-cert", file.CertFile, "--tls-key", file.KeyFile}})
+	l.connect(t, "static", "myapp")
+	l.curlACME(t, "myapp")
+	code, body := curlGet(t, "https://static.example.test/", l.port, file.CertFile)
+	if code != "200" || !strings.Contains(body, "host=static.example.test") {
+		t.Errorf("static, checked against the file's certificate: %s %q", code, body)
+	}
+	if leaf := l.served(t, "static.example.test"); !leaf.Equal(file.Leaf) {
+		t.Errorf("static is served %s's certificate, want the file's", leaf.Issuer)
+	}
+	if n := l.pb.Orders(); n != 1 {
+		t.Errorf("Pebble got %d orders, want 1 (myapp's):\n%s", n, l.pb.Log())
+	}
+	if _, err := os.Stat(filepath.Join(l.dir, "acme", "static.example.test")); err == nil {
+		t.Error("a certificate for static.example.test is cached")
 	}
 }
 
