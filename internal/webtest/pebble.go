@@ -84,7 +84,10 @@ func StartPebble(t testing.TB, cfg PebbleConfig) *Pebble {
 	var dnsAddr netip.AddrPort
 	err := startOnSomePort(netip.AddrPortFrom(loopback, 0), func(mgmt netip.AddrPort) error {
 		dnsAddr = netip.AddrPortFrom(loopback, randomPort())
-		p, err := startLogged(dnsLog, mgmt, regexp.MustCompile(`Starting management server`), nil, "pebble-challtestsrv",
+		p, err := startLogged(dnsLog, []listening{
+			{regexp.MustCompile(`Starting management server`), mgmt},
+			{regexp.MustCompile(`Creating TCP and UDP DNS-01 challenge server`), dnsAddr},
+		}, nil, "pebble-challtestsrv",
 			"-dns01", dnsAddr.String(), "-http01", "", "-https01", "", "-tlsalpn01", "",
 			"-management", mgmt.String(), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
 		if err == nil {
@@ -115,7 +118,10 @@ func StartPebble(t testing.TB, cfg PebbleConfig) *Pebble {
 			return err
 		}
 		env := []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"}
-		p, err := startLogged(pb.LogFile, listen, regexp.MustCompile(`ACME directory available`), env, "pebble",
+		p, err := startLogged(pb.LogFile, []listening{
+			{regexp.MustCompile(`ACME directory available`), listen},
+			{regexp.MustCompile(`Management interface listening`), mgmt},
+		}, env, "pebble",
 			"-config", conf, "-dnsserver", dnsAddr.String())
 		if err == nil {
 			pb.p, pb.mgmt = p, mgmt
@@ -141,9 +147,17 @@ func StartPebble(t testing.TB, cfg PebbleConfig) *Pebble {
 	return pb
 }
 
+// listening is a log line that a program logs as it starts listening on
+// addr (pebble logs before its listener is up).
+type listening struct {
+	ready *regexp.Regexp
+	addr  netip.AddrPort
+}
+
 // startLogged runs program with args (and env added), its output in log,
-// and waits until log matches ready and addr accepts connections.
-func startLogged(log string, addr netip.AddrPort, ready *regexp.Regexp, env []string, program string, args ...string) (*proc, error) {
+// and waits until, for each of ls, log matches its ready and its addr
+// accepts connections.
+func startLogged(log string, ls []listening, env []string, program string, args ...string) (*proc, error) {
 	path, err := lookPath(program)
 	if err != nil {
 		return nil, err
@@ -166,9 +180,11 @@ func startLogged(log string, addr netip.AddrPort, ready *regexp.Regexp, env []st
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	if err := p.waitStarted(ctx, log, ready, "", addr); err != nil {
-		p.stop()
-		return nil, err
+	for _, l := range ls {
+		if err := p.waitStarted(ctx, log, l.ready, "", l.addr); err != nil {
+			p.stop()
+			return nil, err
+		}
 	}
 	return p, nil
 }
