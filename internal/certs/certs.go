@@ -17,12 +17,16 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +88,8 @@ type Manager struct {
 	log     *slog.Logger
 	fileFor func(name string) bool // the fallback covers name
 
+	said *caSaid // what the CA said about failed challenges
+
 	mu     sync.Mutex
 	failed map[string]time.Time // name → when its failure was last logged
 }
@@ -113,7 +119,9 @@ func New(cfg Config) (*Manager, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // library code reads no environment
 	tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	said := &caSaid{next: tr, last: map[string]map[string]string{}}
 	cm := &Manager{
+		said:   said,
 		cfg:    cfg,
 		domain: strings.ToLower(strings.Trim(cfg.Domain, ".")),
 		log:    log,
@@ -133,7 +141,7 @@ func New(cfg Config) (*Manager, error) {
 			return nil
 		},
 		Email:  cfg.Email,
-		Client: &acme.Client{DirectoryURL: dir, UserAgent: "pinhole", HTTPClient: &http.Client{Transport: tr, Timeout: time.Minute}},
+		Client: &acme.Client{DirectoryURL: dir, UserAgent: "pinhole", HTTPClient: &http.Client{Transport: said, Timeout: time.Minute}},
 	}
 	// Calling HTTPHandler is what turns HTTP-01 on, after TLS-ALPN-01.
 	cm.http01 = cm.m.HTTPHandler(http.NotFoundHandler())
@@ -246,8 +254,12 @@ func (cm *Manager) logFailure(name string, err error) {
 	}
 	cm.failed[name] = now
 	cm.mu.Unlock()
-	cm.log.Error("certs: no certificate from ACME; serving the fallback certificate, tried again at a connection after a minute",
-		"name", name, "err", err,
+	why := cm.said.take(name)
+	if why == "" {
+		why = "nothing about a challenge"
+	}
+	cm.log.Error("no certificate from ACME; serving the fallback certificate, asked again at a connection for the name a minute from now at the earliest",
+		"name", name, "err", err, "ca_said", why,
 		"check", fmt.Sprintf("that %s's DNS (A/AAAA records) points at this server, and that TCP ports 443 (TLS-ALPN-01) and 80 (HTTP-01) of this server reach it from the internet", name))
 }
 
@@ -333,7 +345,7 @@ type loggingCache struct {
 
 func (c *loggingCache) Put(ctx context.Context, key string, data []byte) error {
 	if err := c.DirCache.Put(ctx, key, data); err != nil {
-		c.log.Error("certs: cannot store a certificate; it is obtained again at the next start", "key", key, "err", err)
+		c.log.Error("cannot store a certificate; it is obtained again at the next start", "key", key, "err", err)
 		return err
 	}
 	// Certificates are stored under the name (+rsa for an RSA one); the
@@ -351,9 +363,82 @@ func (c *loggingCache) Put(ctx context.Context, key string, data []byte) error {
 			continue
 		}
 		if leaf, err := x509.ParseCertificate(b.Bytes); err == nil {
-			c.log.Info("certs: certificate obtained", "name", strings.TrimSuffix(key, "+rsa"), "serial", leaf.SerialNumber.Text(16),
+			c.log.Info("certificate obtained", "name", strings.TrimSuffix(key, "+rsa"), "serial", leaf.SerialNumber.Text(16),
 				"issuer", leaf.Issuer.CommonName, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
 		return nil
 	}
+}
+
+// caSaid is the ACME client's transport, noting for each name what the CA
+// said about its failed challenges, one line per challenge type (autocert
+// tries each type in an order of its own; the CA's answer about the
+// authorization has the challenge's error: "http-01: ... connection
+// refused"), which autocert's error leaves out.
+type caSaid struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	last map[string]map[string]string // name → challenge type → the CA's last words on it
+}
+
+// maxPeek is the largest answer whose JSON caSaid reads; an
+// authorization is a few hundred bytes.
+const maxPeek = 64 << 10
+
+func (c *caSaid) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.next.RoundTrip(req)
+	if err != nil || !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		return resp, err
+	}
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, maxPeek+1))
+	if err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(buf), resp.Body), resp.Body}
+	if len(buf) > maxPeek {
+		return resp, nil
+	}
+	var authz struct {
+		Identifier struct {
+			Value string `json:"value"`
+		} `json:"identifier"`
+		Challenges []struct {
+			Type  string `json:"type"`
+			Error *struct {
+				Detail string `json:"detail"`
+			} `json:"error"`
+		} `json:"challenges"`
+	}
+	if json.Unmarshal(buf, &authz) != nil || authz.Identifier.Value == "" {
+		return resp, nil
+	}
+	name := normalize(authz.Identifier.Value)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ch := range authz.Challenges {
+		if ch.Error == nil {
+			continue
+		}
+		if c.last[name] == nil {
+			c.last[name] = map[string]string{}
+		}
+		c.last[name][ch.Type] = ch.Error.Detail
+	}
+	return resp, nil
+}
+
+// take returns and forgets what the CA said about name.
+func (c *caSaid) take(name string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var why []string
+	for _, typ := range slices.Sorted(maps.Keys(c.last[name])) {
+		why = append(why, typ+": "+c.last[name][typ])
+	}
+	delete(c.last, name)
+	return strings.Join(why, "; ")
 }

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"crypto/tls"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -110,5 +111,34 @@ func (o *owns) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestNew(t *testing.T) {
 	if _, err := New(Config{Dir: t.TempDir()}); err == nil {
 		t.Error("New without Allow, Domain and Fallback: no error")
+	}
+}
+
+// TestCASaid: the ACME client's transport notes each challenge type's
+// error from an authorization the CA sends, passes the body on whole, and
+// forgets a name once asked.
+func TestCASaid(t *testing.T) {
+	const authz = `{"identifier":{"type":"dns","value":"Bad.Example.Test"},"status":"invalid","challenges":[` +
+		`{"type":"http-01","status":"invalid","error":{"detail":"connection refused"}},{"type":"dns-01","status":"pending"}]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, authz)
+	}))
+	defer srv.Close()
+	c := &caSaid{next: srv.Client().Transport, last: map[string]map[string]string{}}
+	resp, err := (&http.Client{Transport: c}).Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != authz {
+		t.Errorf("body %q, want it whole", body)
+	}
+	if got := c.take("bad.example.test"); got != "http-01: connection refused" {
+		t.Errorf("take: %q", got)
+	}
+	if got := c.take("bad.example.test"); got != "" {
+		t.Errorf("take again: %q, want nothing", got)
 	}
 }

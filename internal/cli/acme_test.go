@@ -217,7 +217,7 @@ func TestACMEIssuance(t *testing.T) {
 			if want := "host=myapp.example.test:" + l.port + " xff=127.0.0.1 proto=https path=/"; strings.TrimSpace(body) != want {
 				t.Errorf("curl: %q, want %q", body, want)
 			}
-			l.waitLog(t, `msg="certs: certificate obtained" name=myapp.example.test`)
+			l.waitLog(t, `msg="certificate obtained" name=myapp.example.test`)
 			if _, err := os.Stat(filepath.Join(l.dir, "acme", "myapp.example.test")); err != nil {
 				t.Errorf("the certificate is not cached beside the host key: %v", err)
 			}
@@ -262,7 +262,7 @@ func TestACMERenewal(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if n := strings.Count(l.srv.stderr.String(), `msg="certs: certificate obtained" name=renew.example.test`); n < 2 {
+	if n := strings.Count(l.srv.stderr.String(), `msg="certificate obtained" name=renew.example.test`); n < 2 {
 		t.Errorf("%d lines of a certificate obtained for renew.example.test, want 2 or more", n)
 	}
 }
@@ -280,7 +280,7 @@ func TestACMEOnlyTunnelNames(t *testing.T) {
 	l.connect(t, "good", "bad")
 	l.waitLog(t, `name=bad.example.test`)
 	log := l.srv.stderr.String()
-	for _, want := range []string{`msg="certs: no certificate from ACME`, `name=bad.example.test`, `DNS (A/AAAA records) points at this server`, `ports 443 (TLS-ALPN-01) and 80 (HTTP-01)`} {
+	for _, want := range []string{`msg="no certificate from ACME`, `name=bad.example.test`, `ca_said="http-01: `, `dial tcp 127.0.0.2:`, `; tls-alpn-01: `, `DNS (A/AAAA records) points at this server`, `ports 443 (TLS-ALPN-01) and 80 (HTTP-01)`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the failure's log line lacks %q:\n%s", want, log)
 		}
