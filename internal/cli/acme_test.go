@@ -147,14 +147,13 @@ func (l *acmeLab) waitLog(t *testing.T, what string) {
 	}
 }
 
-// curlACME is curl https://NAME.example.test:PORT/ checked against
+// curlACME is curl https://HOST:PORT/ checked against
 // Pebble's root, until it answers 200 (20 s at most: the first
 // handshake may wait for the certificate).
-func (l *acmeLab) curlACME(t *testing.T, name string) string {
+func (l *acmeLab) curlACME(t *testing.T, host string) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		host := name + ".example.test"
 		out, err := exec.Command("curl", "-sS", "--max-time", "10", "--resolve", host+":"+l.port+":127.0.0.1", "--cacert", l.pb.RootFile,
 			"https://"+host+":"+l.port+"/").CombinedOutput()
 		if err == nil {
@@ -213,7 +212,7 @@ func TestACMEIssuance(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newACMELab(t, acmeLabConfig{http01: tc.http01, tlsALPN: tc.tlsALPN})
 			l.connect(t, "myapp")
-			body := l.curlACME(t, "myapp")
+			body := l.curlACME(t, "myapp.example.test")
 			if want := "host=myapp.example.test:" + l.port + " xff=127.0.0.1 proto=https path=/"; strings.TrimSpace(body) != want {
 				t.Errorf("curl: %q, want %q", body, want)
 			}
@@ -231,6 +230,11 @@ func TestACMEIssuance(t *testing.T) {
 				t.Errorf("TLS-ALPN-01: Pebble connected %d times for TLS-ALPN-01 (want ≥1) and %d for HTTP-01 (want 0)",
 					l.tlsGate.accepted.Load(), l.httpGate.accepted.Load())
 			}
+			// The domain itself gets one too: wss://example.test/ssh
+			// needs no pin.
+			if body := l.curlACME(t, "example.test"); !strings.Contains(body, "Not found") {
+				t.Errorf("https://example.test/: %q, want the server's own 404 page", body)
+			}
 			code, body := curlGet(t, "http://myapp.example.test/.well-known/acme-challenge/mine", l.port, l.pb.RootFile)
 			if code != "200" || !strings.Contains(body, "path=/.well-known/acme-challenge/mine") {
 				t.Errorf("a tunnel's own challenge path: %s %q, want the service's answer", code, body)
@@ -245,7 +249,7 @@ func TestACMEIssuance(t *testing.T) {
 func TestACMERenewal(t *testing.T) {
 	l := newACMELab(t, acmeLabConfig{tlsALPN: true, validity: 6 * time.Second})
 	l.connect(t, "renew")
-	l.curlACME(t, "renew")
+	l.curlACME(t, "renew.example.test")
 	first := l.served(t, "renew.example.test")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -285,7 +289,7 @@ func TestACMEOnlyTunnelNames(t *testing.T) {
 			t.Errorf("the failure's log line lacks %q:\n%s", want, log)
 		}
 	}
-	if body := l.curlACME(t, "good"); !strings.Contains(body, "host=good.example.test") {
+	if body := l.curlACME(t, "good.example.test"); !strings.Contains(body, "host=good.example.test") {
 		t.Errorf("good: %q", body)
 	}
 	// bad still serves, over the fallback (self-signed) certificate.
@@ -328,7 +332,7 @@ func TestACMEWithFile(t *testing.T) {
 	file := webtest.Cert(t, "static.example.test")
 	l := newACMELab(t, acmeLabConfig{tlsALPN: true, args: []string{"--tls-cert", file.CertFile, "--tls-key", file.KeyFile}})
 	l.connect(t, "static", "myapp")
-	l.curlACME(t, "myapp")
+	l.curlACME(t, "myapp.example.test")
 	code, body := curlGet(t, "https://static.example.test/", l.port, file.CertFile)
 	if code != "200" || !strings.Contains(body, "host=static.example.test") {
 		t.Errorf("static, checked against the file's certificate: %s %q", code, body)
