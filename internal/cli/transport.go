@@ -133,7 +133,9 @@ type serverDisp struct {
 
 // serverDispatcher makes the Dispatcher for s: TLS from --tls-cert and
 // --tls-key, else from the self-signed certificate in the state
-// directory, beside the host key (made on the first start).
+// directory, beside the host key (made on the first start); with --acme,
+// from ACME for the domain and its tunnels' names, that certificate
+// serving every other handshake.
 func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 	if s.ACME && s.Domain == "" {
 		return nil, errors.New("--acme needs --domain: certificates are asked for the domain and the names of tunnels under it")
