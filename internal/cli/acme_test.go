@@ -366,12 +366,12 @@ func TestACMEFlags(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want an error saying %q", tc.args, code, stderr, tc.want)
 		}
 	}
-	// The file's keys reach the same check.
+	// The file is checked for the same, at its line.
 	file := filepath.Join(dir, "server.toml")
 	if err := os.WriteFile(file, []byte("listen = [\"127.0.0.1:0\"]\nhost-key = \"host_key\"\nauthorized-keys = \"ak\"\nacme = true\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, stderr := run(t, "server", "-c", file); code == 0 || !strings.Contains(stderr, "--acme needs --domain") {
+	if code, _, stderr := run(t, "server", "-c", file); code == 0 || !strings.Contains(stderr, "acme needs domain: add domain = ") {
 		t.Errorf("acme = true without domain: exit %d, stderr %q", code, stderr)
 	}
 }

@@ -582,9 +582,11 @@ acme-ca = "pebble.pem"
 	}
 	for _, tc := range []struct{ src, want string }{
 		{"acme = \"yes\"\n", `s.toml:1:8: acme is true or false, not a string: write acme = true`},
-		{"acme-directory = \"http://ca/dir\"\n", `s.toml:1:18: acme-directory "http://ca/dir": want the https:// URL of an ACME directory`},
-		{"acme-email = \"ops\"\n", `s.toml:1:14: acme-email "ops": want an email address`},
-		{"acme-ca = \"\"\n", `s.toml:1:11: acme-ca is empty: name a PEM file of CA certificates`},
+		{"acme = true\ndomain = \"t.example.com\"\nacme-directory = \"http://ca/dir\"\n", `s.toml:3:18: acme-directory "http://ca/dir": want the https:// URL of an ACME directory`},
+		{"acme = true\ndomain = \"t.example.com\"\nacme-email = \"ops\"\n", `s.toml:3:14: acme-email "ops": want an email address`},
+		{"acme = true\ndomain = \"t.example.com\"\nacme-ca = \"\"\n", `s.toml:3:11: acme-ca is empty: name a PEM file of CA certificates`},
+		{"listen = \":22\"\nacme = true\n", `s.toml:2:8: acme needs domain: add domain = "tunnels.example.com"`},
+		{"acme-email = \"a@b.c\"\n", `s.toml:1:1: acme-directory, acme-email and acme-ca go with acme: add acme = true`},
 	} {
 		_, err := ParseServer("s.toml", []byte(tc.src), ServerChecks{})
 		if es := AsErrors(err); len(es) != 1 || !strings.HasPrefix(es[0].Error(), tc.want) {
