@@ -424,6 +424,7 @@ func FuzzParseServer(f *testing.F) {
 	f.Add([]byte("listen = [\":2222\"]\nkeepalive = \"5s\"\n"))
 	f.Add([]byte("listen = \":22\"\n[x]\ny = 1\n"))
 	f.Add([]byte("tls-cert = \"c\"\ntls-key = \"k\"\nssh-sni = [\"b\", \"a\"]\ntrusted-proxy = \"::1\"\nws-path = \"/x\"\n"))
+	f.Add([]byte("domain = \"a.example\"\nacme = true\nacme-ca = \"ca.pem\"\nacme-email = \"a@b.c\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := ParseServer("f.toml", data, ServerChecks{})
 		if err != nil {
