@@ -12,3 +12,5 @@ require (
 )
 
 require github.com/coder/websocket v1.8.15
+
+require golang.org/x/text v0.44.0 // indirect

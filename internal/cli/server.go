@@ -17,6 +17,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/certs"
 	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 	"github.com/pinhole-dev/pinhole/internal/vhost"
@@ -33,6 +34,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	wsPath := fs.String("ws-path", transport.DefaultPath, "URL `path` where a WebSocket upgrade carries SSH")
 	fs.Var(&sshSNI, "ssh-sni", "TLS server `name` (SNI) that means SSH for a TLS client offering no ALPN, such as openssl s_client (repeatable)")
 	domain := fs.String("domain", "", "serve remote forwards that ask for a name on port 80 (ssh -R myapp:80:localhost:3000) as http:// and https://myapp.`DOMAIN` on every --listen port; -R 80:... gets a name made from its key (docs/names.md)")
+	acmeOn := fs.Bool("acme", false, "get certificates for --domain and the names of its tunnels from an ACME CA (Let's Encrypt by default), accepting its terms of service: TLS-ALPN-01 on the TLS port, HTTP-01 on port 80; kept in the state directory and renewed ahead of expiry")
+	acmeDirectory := fs.String("acme-directory", "", "`URL` of the ACME CA's directory (default Let's Encrypt's, "+certs.LetsEncrypt+")")
+	acmeEmail := fs.String("acme-email", "", "contact `address` the ACME CA is given, for notices about the certificates")
+	acmeCA := fs.String("acme-ca", "", "check the ACME CA's own HTTPS certificate against the CA certificates in `FILE` (PEM) instead of the system's (for a test CA such as Pebble)")
 	nameTTL := fs.Duration("name-ttl", vhost.DefaultTTL, "a name stays its key's this long after its last session ends, then anyone may take it")
 	maxNames := fs.Int("max-names-per-key", vhost.DefaultMaxNamesPerKey, "most names one key holds at once with --domain (0: no limit)")
 	upstream := fs.Duration("upstream-timeout", 30*time.Second, "answer 504 when the service behind a name has not started its answer within this time")
@@ -151,7 +156,8 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		probe = -1
 	}
 	disp, err := serverDispatcher(e, serverTransportSettings{HostKey: *hostKey, TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted, LoginGrace: grace,
-		Domain: *domain, NameTTL: *nameTTL, UpstreamTimeout: *upstream, MaxNamesPerKey: *maxNames})
+		Domain: *domain, NameTTL: *nameTTL, UpstreamTimeout: *upstream, MaxNamesPerKey: *maxNames,
+		ACME: *acmeOn, ACMEDirectory: *acmeDirectory, ACMEEmail: *acmeEmail, ACMECA: *acmeCA})
 	if err != nil {
 		return err
 	}

@@ -266,6 +266,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 	disp, err := serverDispatcher(r.e, serverTransportSettings{
 		HostKey: hostKey, TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
 		LoginGrace: neg(s.LoginGrace), Domain: s.Domain, NameTTL: s.NameTTL, UpstreamTimeout: s.UpstreamTimeout, MaxNamesPerKey: s.MaxNamesPerKey,
+		ACME: s.ACME, ACMEDirectory: s.ACMEDirectory, ACMEEmail: s.ACMEEmail, ACMECA: s.ACMECA,
 	})
 	if err != nil {
 		return nil, err
@@ -463,7 +464,7 @@ func slicesDelete(s []string, v string) []string {
 // tlsChanged reports whether a new generation's certificate may differ
 // from the old one's, and so is worth printing again.
 func tlsChanged(a, b config.ServerSettings) bool {
-	return a.TLSCert != b.TLSCert || a.TLSKey != b.TLSKey || a.WSPath != b.WSPath
+	return a.TLSCert != b.TLSCert || a.TLSKey != b.TLSKey || a.WSPath != b.WSPath || a.ACME != b.ACME || a.ACMEDirectory != b.ACMEDirectory
 }
 
 // certRenewed reports whether the certificate in s's tls-cert file is

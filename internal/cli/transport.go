@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/certs"
 	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 	"github.com/pinhole-dev/pinhole/internal/vhost"
@@ -101,22 +103,46 @@ type serverTransportSettings struct {
 	NameTTL         time.Duration
 	UpstreamTimeout time.Duration
 	MaxNamesPerKey  int // 0: no limit
+	// ACME gets certificates for Domain and its names from ACMEDirectory
+	// (--acme, --acme-directory, --acme-email, --acme-ca).
+	ACME                             bool
+	ACMEDirectory, ACMEEmail, ACMECA string
+}
+
+// stateDirOf is where the server keeps its state: beside its host key,
+// else the state directory.
+func stateDirOf(e *env, s serverTransportSettings) (string, error) {
+	if s.HostKey != "" {
+		return filepath.Dir(s.HostKey), nil
+	}
+	return stateDir(e.getenv)
 }
 
 // serverDisp is the Dispatcher of pinhole server's listeners, with what
 // it says at start about its certificate.
 type serverDisp struct {
 	*transport.Dispatcher
-	router      *vhost.Router // nil without --domain
-	fingerprint string
-	selfSigned  string // the file of the self-signed certificate; "" for --tls-cert
-	created     bool
+	router        *vhost.Router  // nil without --domain
+	acme          *certs.Manager // nil without --acme
+	acmeDir       string         // where acme keeps its certificates
+	acmeDirectory string         // --acme-directory
+	fingerprint   string
+	selfSigned    string // the file of the self-signed certificate; "" for --tls-cert
+	created       bool
 }
 
 // serverDispatcher makes the Dispatcher for s: TLS from --tls-cert and
 // --tls-key, else from the self-signed certificate in the state
-// directory, beside the host key (made on the first start).
+// directory, beside the host key (made on the first start); with --acme,
+// from ACME for the domain and its tunnels' names, that certificate
+// serving every other handshake.
 func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
+	if s.ACME && s.Domain == "" {
+		return nil, errors.New("--acme needs --domain: certificates are asked for the domain and the names of tunnels under it")
+	}
+	if !s.ACME && (s.ACMEDirectory != "" || s.ACMEEmail != "" || s.ACMECA != "") {
+		return nil, errors.New("--acme-directory, --acme-email and --acme-ca go with --acme: add it, or drop them")
+	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together: give both, or neither for a self-signed certificate")
 	}
@@ -156,11 +182,9 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 			return nil, err
 		}
 	} else {
-		dir := filepath.Dir(s.HostKey)
-		if s.HostKey == "" {
-			if dir, err = stateDir(e.getenv); err != nil {
-				return nil, err
-			}
+		dir, err := stateDirOf(e, s)
+		if err != nil {
+			return nil, err
 		}
 		names := []string{"localhost"}
 		if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
@@ -177,18 +201,69 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 			return nil, err
 		}
 	}
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if s.ACME {
+		if d.acme, d.acmeDir, err = newACME(e, s, d.router, cert); err != nil {
+			return nil, err
+		}
+		tlsConfig = d.acme.TLSConfig()
+		d.acmeDirectory = s.ACMEDirectory
+	}
 	d.Dispatcher = &transport.Dispatcher{
-		TLS:            &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		TLS:            tlsConfig,
 		SSHNames:       s.SSHSNI,
 		Path:           s.WSPath,
 		TrustedProxies: trusted,
 		LoginGrace:     s.LoginGrace,
 		Logger:         e.log,
 	}
-	if d.router != nil {
+	switch {
+	case d.acme != nil:
+		d.Dispatcher.HTTP = d.acme.HTTPHandler(d.router)
+	case d.router != nil:
 		d.Dispatcher.HTTP = d.router
 	}
 	return d, nil
+}
+
+// newACME is --acme's certificate manager: for the domain itself and
+// the names that have a tunnel now, kept in the state directory's acme
+// directory; every other handshake gets fallback.
+func newACME(e *env, s serverTransportSettings, router *vhost.Router, fallback tls.Certificate) (*certs.Manager, string, error) {
+	dir, err := stateDirOf(e, s)
+	if err != nil {
+		return nil, "", err
+	}
+	dir = filepath.Join(dir, "acme")
+	var pool *x509.CertPool
+	if s.ACMECA != "" {
+		path, err := expandHome(s.ACMECA)
+		if err != nil {
+			return nil, "", err
+		}
+		if pool, err = transport.LoadCertPool(path); err != nil {
+			return nil, "", fmt.Errorf("--acme-ca: %w", err)
+		}
+	}
+	if s.ACMEDirectory != "" {
+		if u, err := url.Parse(s.ACMEDirectory); err != nil || u.Scheme != "https" || u.Host == "" {
+			return nil, "", fmt.Errorf("--acme-directory %q: want the https:// URL of an ACME directory, such as %s", s.ACMEDirectory, certs.LetsEncrypt)
+		}
+	}
+	domain := router.Domain
+	m, err := certs.New(certs.Config{
+		Dir:       dir,
+		Directory: s.ACMEDirectory,
+		Email:     s.ACMEEmail,
+		RootCAs:   pool,
+		Domain:    domain,
+		Allow:     func(host string) bool { return host == domain || router.Has(host) },
+		Fallback:  &fallback,
+		// A --tls-cert file wins for the names it covers.
+		FallbackWins: s.TLSCert != "",
+		Logger:       e.log,
+	})
+	return m, dir, err
 }
 
 // listening tells the router the ports its URLs name: 443 and 80 where
@@ -217,7 +292,25 @@ func (d *serverDisp) names() tunnel.NameListener {
 	if d.router == nil {
 		return nil
 	}
+	if d.acme != nil {
+		return prefetchNames{d.router, d.acme}
+	}
 	return d.router
+}
+
+// prefetchNames is a router that asks for a name's certificate as soon as
+// its tunnel is up.
+type prefetchNames struct {
+	*vhost.Router
+	acme *certs.Manager
+}
+
+func (p prefetchNames) ListenName(name string, port uint32, key string) (net.Listener, error) {
+	ln, err := p.Router.ListenName(name, port, key)
+	if err == nil {
+		p.acme.Prefetch(name + "." + p.Domain)
+	}
+	return ln, err
 }
 
 // newRouter is --domain's: names remembered beside the host key.
@@ -228,12 +321,9 @@ func newRouter(e *env, s serverTransportSettings) (*vhost.Router, error) {
 			return nil, fmt.Errorf("--domain %q: want a domain name such as tunnels.example.com (%v)", s.Domain, err)
 		}
 	}
-	dir := filepath.Dir(s.HostKey)
-	if s.HostKey == "" {
-		var err error
-		if dir, err = stateDir(e.getenv); err != nil {
-			return nil, err
-		}
+	dir, err := stateDirOf(e, s)
+	if err != nil {
+		return nil, err
 	}
 	return &vhost.Router{
 		Domain:          domain,
@@ -256,6 +346,10 @@ func (d *serverDisp) printTLS(e *env, addr net.Addr) {
 	}
 	if d.router != nil {
 		fmt.Fprintf(e.stdout, "pinhole server: names under %s: ssh -R myapp:80:localhost:3000 (without -N to see it) gives %s and %s\n", d.router.Domain, d.router.URL("myapp"), d.router.HTTPURL("myapp"))
+	}
+	if d.acme != nil {
+		dir := cmp.Or(d.acmeDirectory, certs.LetsEncrypt)
+		fmt.Fprintf(e.stdout, "pinhole server: TLS certificates from ACME (%s) for %s and the names of tunnels under it, kept in %s; other names get %s\n", dir, d.router.Domain, d.acmeDir, d.fingerprint)
 	}
 	if d.selfSigned == "" {
 		fmt.Fprintf(e.stdout, "pinhole server: TLS certificate %s (--tls-cert)\n", d.fingerprint)

@@ -424,6 +424,7 @@ func FuzzParseServer(f *testing.F) {
 	f.Add([]byte("listen = [\":2222\"]\nkeepalive = \"5s\"\n"))
 	f.Add([]byte("listen = \":22\"\n[x]\ny = 1\n"))
 	f.Add([]byte("tls-cert = \"c\"\ntls-key = \"k\"\nssh-sni = [\"b\", \"a\"]\ntrusted-proxy = \"::1\"\nws-path = \"/x\"\n"))
+	f.Add([]byte("domain = \"a.example\"\nacme = true\nacme-ca = \"ca.pem\"\nacme-email = \"a@b.c\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := ParseServer("f.toml", data, ServerChecks{})
 		if err != nil {
@@ -559,6 +560,38 @@ func TestCompareTransportKeys(t *testing.T) {
 		d := Compare(old, parse(t, tun(tc.keys)))
 		if got := len(d.Restart) == 1; got != tc.restart || got == (len(d.Same) == 1) {
 			t.Errorf("%q: restart %v, want %v (%+v)", tc.keys, got, tc.restart, d)
+		}
+	}
+}
+
+// TestParseServerACME: the acme keys, their errors at the value, and a
+// relative acme-ca beside the file.
+func TestParseServerACME(t *testing.T) {
+	s, err := ParseServer("/etc/pinhole/server.toml", []byte(`
+domain = "tunnels.example.com"
+acme = true
+acme-directory = "https://127.0.0.1:14000/dir"
+acme-email = "ops@example.com"
+acme-ca = "pebble.pem"
+`), ServerChecks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := s.Settings
+	if !st.ACME || st.ACMEDirectory != "https://127.0.0.1:14000/dir" || st.ACMEEmail != "ops@example.com" || st.ACMECA != "/etc/pinhole/pebble.pem" {
+		t.Errorf("got %+v", st)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"acme = \"yes\"\n", `s.toml:1:8: acme is true or false, not a string: write acme = true`},
+		{"acme = true\ndomain = \"t.example.com\"\nacme-directory = \"http://ca/dir\"\n", `s.toml:3:18: acme-directory "http://ca/dir": want the https:// URL of an ACME directory`},
+		{"acme = true\ndomain = \"t.example.com\"\nacme-email = \"ops\"\n", `s.toml:3:14: acme-email "ops": want an email address`},
+		{"acme = true\ndomain = \"t.example.com\"\nacme-ca = \"\"\n", `s.toml:3:11: acme-ca is empty: name a PEM file of CA certificates`},
+		{"listen = \":22\"\nacme = true\n", `s.toml:2:8: acme needs domain: add domain = "tunnels.example.com"`},
+		{"acme-email = \"a@b.c\"\n", `s.toml:1:1: acme-directory, acme-email and acme-ca go with acme: add acme = true`},
+	} {
+		_, err := ParseServer("s.toml", []byte(tc.src), ServerChecks{})
+		if es := AsErrors(err); len(es) != 1 || !strings.HasPrefix(es[0].Error(), tc.want) {
+			t.Errorf("%q:\n got %v\nwant %s...", tc.src, err, tc.want)
 		}
 	}
 }

@@ -469,11 +469,9 @@ func (ps *parser) tunnelKey(d *tunnelDraft, l leaf) {
 			d.t.Files = append(d.t.Files, FileRef{"proxy-auth-file", c.ProxyAuthFile, l.vpos.line, l.vpos.col})
 		}
 	case "allow-open-proxy":
-		if l.value.kind != unstable.Bool {
-			ps.errorf(l.vpos, "allow-open-proxy is true or false, not %s: write allow-open-proxy = true", kindName(l.value))
-			return
+		if v, ok := ps.boolean(l); ok {
+			c.AllowOpenProxy = v
 		}
-		c.AllowOpenProxy = l.value.data == "true"
 	case "udp-idle":
 		c.UDPIdle = ps.duration(l, "udp-idle", false)
 		if c.UDPIdle == 0 {
@@ -576,6 +574,16 @@ func kindName(v *value) string {
 		return "a table"
 	}
 	return "a date or time"
+}
+
+// boolean reads true or false.
+func (ps *parser) boolean(l leaf) (v, ok bool) {
+	if l.value.kind != unstable.Bool {
+		name := l.path[len(l.path)-1]
+		ps.errorf(l.vpos, "%s is true or false, not %s: write %s = true", name, kindName(l.value), name)
+		return false, false
+	}
+	return l.value.data == "true", true
 }
 
 func (ps *parser) str(l leaf, example string) (string, bool) {

@@ -23,6 +23,7 @@ var serverKeys = []string{
 	"map", "map-via", "map-gateway", "map-ssdp", "debug-addr",
 	"tls-cert", "tls-key", "ws-path", "ssh-sni", "trusted-proxy",
 	"domain", "name-ttl", "upstream-timeout", "max-names-per-key",
+	"acme", "acme-directory", "acme-email", "acme-ca",
 }
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
@@ -74,6 +75,12 @@ type ServerSettings struct {
 	NameTTL         time.Duration
 	UpstreamTimeout time.Duration
 	MaxNamesPerKey  int // --max-names-per-key; 0: no limit
+	// ACME gets the certificates of Domain and its names from an ACME CA
+	// (--acme): ACMEDirectory ("" for Let's Encrypt), ACMEEmail, and
+	// ACMECA, the file checking that CA's HTTPS ("" for the system's
+	// roots).
+	ACME                             bool
+	ACMEDirectory, ACMEEmail, ACMECA string
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -124,7 +131,8 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		NameTTL: 7 * 24 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
 		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6, WSPath: transport.DefaultPath,
 	}}
-	var certAt, keyAt pos
+	var certAt, keyAt, acmeAt, domainAt pos
+	var acmeKeyAt pos // the first acme-directory, acme-email or acme-ca
 	check := func(f func(string) error, l leaf, v string) {
 		if f != nil {
 			if err := f(v); err != nil {
@@ -232,11 +240,9 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 				st.MaxAuthTries = int(n)
 			}
 		case "map":
-			if l.value.kind != unstable.Bool {
-				ps.errorf(l.vpos, "map is true or false, not %s: write map = true", kindName(l.value))
-				continue
+			if v, ok := ps.boolean(l); ok {
+				s.Map = v
 			}
-			s.Map = l.value.data == "true"
 		case "map-via":
 			if v, ok := ps.str(l, `map-via = "auto"`); ok {
 				switch v {
@@ -325,12 +331,51 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 			}
 			slices.Sort(st.TrustedProxy)
 		case "domain":
+			domainAt = l.vpos
 			if v, ok := ps.str(l, `domain = "tunnels.example.com"`); ok {
 				if v == "" || strings.ContainsAny(v, " /:@") || !strings.Contains(strings.Trim(v, "."), ".") && v != "localhost" {
 					ps.errorf(l.vpos, "domain %q: want a domain name such as \"tunnels.example.com\"", v)
 					continue
 				}
 				st.Domain = v
+			}
+		case "acme":
+			acmeAt = l.vpos
+			if v, ok := ps.boolean(l); ok {
+				st.ACME = v
+			}
+		case "acme-directory":
+			if acmeKeyAt == (pos{}) {
+				acmeKeyAt = l.key
+			}
+			if v, ok := ps.str(l, `acme-directory = "https://acme-v02.api.letsencrypt.org/directory"`); ok {
+				if !strings.HasPrefix(v, "https://") || len(v) == len("https://") {
+					ps.errorf(l.vpos, "acme-directory %q: want the https:// URL of an ACME directory, such as \"https://acme-v02.api.letsencrypt.org/directory\"", v)
+					continue
+				}
+				st.ACMEDirectory = v
+			}
+		case "acme-email":
+			if acmeKeyAt == (pos{}) {
+				acmeKeyAt = l.key
+			}
+			if v, ok := ps.str(l, `acme-email = "ops@example.com"`); ok {
+				if !strings.Contains(v, "@") || strings.ContainsAny(v, " \t") {
+					ps.errorf(l.vpos, "acme-email %q: want an email address, such as \"ops@example.com\"", v)
+					continue
+				}
+				st.ACMEEmail = v
+			}
+		case "acme-ca":
+			if acmeKeyAt == (pos{}) {
+				acmeKeyAt = l.key
+			}
+			if v, ok := ps.str(l, `acme-ca = "/etc/pinhole/acme-ca.pem"`); ok {
+				if v == "" {
+					ps.errorf(l.vpos, "acme-ca is empty: name a PEM file of CA certificates, or leave acme-ca out for the system's roots")
+					continue
+				}
+				st.ACMECA = resolve(file, v)
 			}
 		case "name-ttl":
 			if st.NameTTL = ps.duration(l, name, false); st.NameTTL == 0 {
@@ -360,6 +405,12 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		ps.errorf(certAt, "tls-cert without tls-key: add tls-key = \"KEY.pem\", the certificate's private key, or drop tls-cert for a self-signed certificate")
 	case st0.TLSKey != "" && certAt == (pos{}):
 		ps.errorf(keyAt, "tls-key without tls-cert: add tls-cert = \"CERT.pem\", or drop tls-key for a self-signed certificate")
+	}
+	switch {
+	case st0.ACME && domainAt == (pos{}):
+		ps.errorf(acmeAt, "acme needs domain: add domain = \"tunnels.example.com\", the names certificates are asked for, or drop acme")
+	case !st0.ACME && acmeAt == (pos{}) && acmeKeyAt != (pos{}):
+		ps.errorf(acmeKeyAt, "acme-directory, acme-email and acme-ca go with acme: add acme = true, or drop them")
 	}
 	if len(ps.errs) > 0 {
 		slices.SortStableFunc(ps.errs, func(a, b *Error) int {

@@ -229,6 +229,19 @@ func (r *Router) Owns(host string) bool {
 	return ok
 }
 
+// Has reports whether host (a request's Host or a TLS server name) is
+// NAME.Domain for a name a tunnel serves now, or a custom domain a tunnel
+// serves now.
+func (r *Router) Has(host string) bool {
+	name, ok := r.nameOf(host)
+	if !ok {
+		return false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.routes[name] != nil
+}
+
 // nameOf is the name a Host asks for, and whether it is one: under Domain,
 // or a custom domain with a route.
 func (r *Router) nameOf(host string) (string, bool) {

@@ -68,6 +68,8 @@ func debianPackage(program string) string {
 	switch filepath.Base(program) {
 	case "squid", "nginx", "curl", "socat", "openssl", "chromium":
 		return filepath.Base(program)
+	case "pebble", "pebble-challtestsrv":
+		return "pebble"
 	case "python3":
 		return "python3 (and python3-websockets, python3-socks)"
 	}
@@ -190,7 +192,7 @@ func (p *proc) waitStarted(ctx context.Context, log string, ready *regexp.Regexp
 	for {
 		text := readFile(log)
 		switch {
-		case strings.Contains(text, "Address already in use"):
+		case portTakenIn(text):
 			return errPortTaken
 		case !listening && ready.MatchString(text):
 			listening = true
@@ -205,7 +207,7 @@ func (p *proc) waitStarted(ctx context.Context, log string, ready *regexp.Regexp
 		case <-p.done:
 			// The log is whole now: the program may have written its
 			// bind failure since the read above.
-			if strings.Contains(readFile(log), "Address already in use") {
+			if portTakenIn(readFile(log)) {
 				return errPortTaken
 			}
 			return fmt.Errorf("webtest: %s exited (%v) before it listened", filepath.Base(p.cmd.Path), p.err)
@@ -214,6 +216,12 @@ func (p *proc) waitStarted(ctx context.Context, log string, ready *regexp.Regexp
 		case <-tick.C:
 		}
 	}
+}
+
+// portTakenIn reports whether a program's log says its port is taken: C
+// programs' "Address already in use", Go's "address already in use".
+func portTakenIn(log string) bool {
+	return strings.Contains(strings.ToLower(log), "address already in use")
 }
 
 // dial connects to addr from namespace ns ("" for the test's own) within
