@@ -63,8 +63,9 @@ type Config struct {
 	// HTTP-01 request.
 	Allow func(host string) bool
 	// Domain: names are Domain itself and one label under it
-	// (myapp.Domain); any other server name gets Fallback without a
-	// look at the cache.
+	// (myapp.Domain), and custom domains outside it (shop.example.org)
+	// that Allow admits; names deeper under Domain, addresses and names
+	// without a dot get Fallback without a look at the cache.
 	Domain string
 	// Fallback is the certificate of every handshake ACME does not
 	// answer.
@@ -162,14 +163,17 @@ func fallbackLeaf(c *tls.Certificate) *x509.Certificate {
 	return leaf
 }
 
-// ours reports whether host is Domain or one label under it, the names
-// ACME may serve.
+// ours reports whether host may be a name ACME serves: Domain, one label
+// under it, or a custom domain (a name with a dot outside Domain, not an
+// address), for Allow to decide.
 func (cm *Manager) ours(host string) bool {
 	if host == cm.domain {
 		return true
 	}
-	label, ok := strings.CutSuffix(host, "."+cm.domain)
-	return ok && label != "" && !strings.Contains(label, ".")
+	if label, ok := strings.CutSuffix(host, "."+cm.domain); ok {
+		return label != "" && !strings.Contains(label, ".")
+	}
+	return strings.Contains(host, ".") && net.ParseIP(host) == nil
 }
 
 // allowed is the host policy: host (a port and trailing dot taken off)

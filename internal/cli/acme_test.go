@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,7 +107,8 @@ func newACMELab(t *testing.T, cfg acmeLabConfig) *acmeLab {
 	var pub ssh.PublicKey
 	l.identity, pub = writeKey(t, l.dir, "id_ed25519")
 	authKeys := filepath.Join(l.dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, ssh.MarshalAuthorizedKey(pub), 0o600); err != nil {
+	// Any name, and one custom domain.
+	if err := os.WriteFile(authKeys, append([]byte(`permitlisten="*:80",permitlisten="shop.example.org:80" `), ssh.MarshalAuthorizedKey(pub)...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(l.dir, "host_key"), "--authorized-keys", authKeys,
@@ -131,7 +133,11 @@ func (l *acmeLab) connect(t *testing.T, names ...string) {
 	}
 	c := start(t, append(args, "tester@127.0.0.1")...)
 	for _, n := range names {
-		c.waitLine(t, `-R `+n+`:80:\S+: https://`+n+`\.example\.test:`)
+		host := n
+		if !strings.Contains(n, ".") {
+			host += ".example.test"
+		}
+		c.waitLine(t, `-R `+regexp.QuoteMeta(n)+`:80:\S+: https://`+regexp.QuoteMeta(host)+`:`)
 	}
 }
 
@@ -211,7 +217,7 @@ func TestACMEIssuance(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newACMELab(t, acmeLabConfig{http01: tc.http01, tlsALPN: tc.tlsALPN})
-			l.connect(t, "myapp")
+			l.connect(t, "myapp", "shop.example.org")
 			body := l.curlACME(t, "myapp.example.test")
 			if want := "host=myapp.example.test:" + l.port + " xff=127.0.0.1 proto=https path=/"; strings.TrimSpace(body) != want {
 				t.Errorf("curl: %q, want %q", body, want)
@@ -229,6 +235,10 @@ func TestACMEIssuance(t *testing.T) {
 			case tc.tlsALPN && (l.tlsGate.accepted.Load() == 0 || l.httpGate.accepted.Load() != 0):
 				t.Errorf("TLS-ALPN-01: Pebble connected %d times for TLS-ALPN-01 (want ≥1) and %d for HTTP-01 (want 0)",
 					l.tlsGate.accepted.Load(), l.httpGate.accepted.Load())
+			}
+			// A custom domain with a tunnel gets its own.
+			if body := l.curlACME(t, "shop.example.org"); !strings.Contains(body, "host=shop.example.org:"+l.port) {
+				t.Errorf("https://shop.example.org/: %q, want the service's answer", body)
 			}
 			// The domain itself gets one too: wss://example.test/ssh
 			// needs no pin.

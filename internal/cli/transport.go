@@ -308,7 +308,7 @@ type prefetchNames struct {
 func (p prefetchNames) ListenName(name string, port uint32, key string) (net.Listener, error) {
 	ln, err := p.Router.ListenName(name, port, key)
 	if err == nil {
-		p.acme.Prefetch(name + "." + p.Domain)
+		p.acme.Prefetch(p.Host(name))
 	}
 	return ln, err
 }
