@@ -176,6 +176,11 @@ func (s *Server) detachKey(ks *keyState) {
 	defer s.keysMu.Unlock()
 	if ks.conns--; ks.conns <= 0 && s.keys[ks.key] == ks {
 		delete(s.keys, ks.key)
+		// The refusals held back are written now, before the server's
+		// Close returns, not by a timer after it.
+		ks.mu.Lock()
+		ks.log.flush()
+		ks.mu.Unlock()
 	}
 }
 
@@ -270,7 +275,7 @@ type refusalLog struct {
 	err      *LimitError
 	what     string
 	lg       *slog.Logger
-	flushing bool
+	timer    *time.Timer // writes what is held back; nil when nothing is
 }
 
 func (r *refusalLog) add(ks *keyState, log *slog.Logger, err *LimitError, what string) {
@@ -279,20 +284,28 @@ func (r *refusalLog) add(ks *keyState, log *slog.Logger, err *LimitError, what s
 	sameLimit := r.err != nil && r.err.Limit == err.Limit
 	r.err, r.what, r.lg = err, what, log
 	if sameLimit && now.Sub(r.last) < time.Second {
-		if !r.flushing {
-			r.flushing = true
-			time.AfterFunc(time.Second-now.Sub(r.last), func() {
+		if r.timer == nil {
+			r.timer = time.AfterFunc(time.Second-now.Sub(r.last), func() {
 				ks.mu.Lock()
 				defer ks.mu.Unlock()
-				r.flushing = false
-				if r.unlogged > 0 {
-					r.write(time.Now())
-				}
+				r.flush()
 			})
 		}
 		return
 	}
 	r.write(now)
+}
+
+// flush writes the line of the refusals held back, if any, and stops
+// the timer that would have; keyState.mu is held.
+func (r *refusalLog) flush() {
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	if r.unlogged > 0 {
+		r.write(time.Now())
+	}
 }
 
 func (r *refusalLog) write(now time.Time) {
