@@ -16,6 +16,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
+	"github.com/pinhole-dev/pinhole/internal/vhost"
 )
 
 // rawClient logs in to srv with key as a pinhole peer (so that refused
@@ -518,5 +519,35 @@ func TestKeyLimitsIsolation(t *testing.T) {
 	}
 	if best < alone/2 {
 		t.Errorf("B carried %.0f MB/s while A hammered, %.0f alone: below half", best, alone)
+	}
+}
+
+// TestKeyLimitNames: a key's pinhole-limits names=N reaches the name
+// router in place of its cap, and names are not ports: a key at its one
+// port still gets its names, and the other way round.
+func TestKeyLimitNames(t *testing.T) {
+	key := newSigner(t)
+	srv := startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:  []ssh.Signer{newSigner(t)},
+		Authorize: keySet(t, authorizedLine(`pinhole-limits="names=2"`, key.PublicKey())),
+		KeyLimits: tunnel.KeyLimits{Ports: 1},
+		Names:     &vhost.Router{Domain: "example.test", MaxNamesPerKey: 1},
+		Logger:    testLogger(t),
+	})
+	c := rawClient(t, srv, key)
+	if ok, reason, err := c.SendRequest("tcpip-forward", true, forwardPayload("localhost", 0)); !ok || err != nil {
+		t.Fatalf("the key's one port: %q %v", reason, err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if ok, reason, err := c.SendRequest("tcpip-forward", true, forwardPayload(name, 80)); !ok || err != nil {
+			t.Fatalf("name %s of the key's own 2, beside its port: %q %v", name, reason, err)
+		}
+	}
+	ok, reason, _ := c.SendRequest("tcpip-forward", true, forwardPayload("c", 80))
+	if want := "the most it may (pinhole-limits names=2 in authorized_keys)"; ok || !strings.Contains(string(reason), want) {
+		t.Fatalf("a third name: ok=%v %q, want a refusal containing %q", ok, reason, want)
+	}
+	if u := srv.srv.KeyUsage(ssh.FingerprintSHA256(key.PublicKey())); u.Ports != 1 {
+		t.Errorf("KeyUsage = %+v, want 1 port: names are not ports", u)
 	}
 }
