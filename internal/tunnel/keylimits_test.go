@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -549,5 +550,77 @@ func TestKeyLimitNames(t *testing.T) {
 	}
 	if u := srv.srv.KeyUsage(ssh.FingerprintSHA256(key.PublicKey())); u.Ports != 1 {
 		t.Errorf("KeyUsage = %+v, want 1 port: names are not ports", u)
+	}
+}
+
+// TestKeyLimitNameStreams: a request to a name whose key is at its
+// streams gets the router's 502, and the request holding the key's one
+// stream is answered in full.
+func TestKeyLimitNameStreams(t *testing.T) {
+	release := make(chan struct{})
+	svcLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok "+r.URL.Path)
+	})}
+	go svc.Serve(svcLn)
+	defer svc.Close()
+
+	key := newSigner(t)
+	router := &vhost.Router{Domain: "example.test"}
+	srv := startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:  []ssh.Signer{newSigner(t)},
+		Authorize: keySet(t, authorizedLine(`pinhole-limits="streams=1"`, key.PublicKey())),
+		Names:     router,
+		Logger:    testLogger(t),
+	})
+	web, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := &http.Server{Handler: router}
+	go front.Serve(web)
+	defer front.Close()
+
+	cfg := clientConfig(t, srv.addr, srv.hostKey.PublicKey(), key)
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "myapp:80:"+svcLn.Addr().String())}
+	dialClient(t, cfg)
+	get := func(path string) (int, string, error) {
+		req, _ := http.NewRequest("GET", "http://"+web.Addr().String()+path, nil)
+		req.Host = "myapp.example.test"
+		resp, err := (&http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	slow := make(chan string, 1)
+	go func() {
+		code, body, err := get("/slow")
+		slow <- fmt.Sprint(code, " ", body, " ", err)
+	}()
+	waitStreams(t, srv.srv, key, 1)
+	code, body, err := get("/fast")
+	if err != nil || code != http.StatusBadGateway {
+		t.Errorf("a request past the key's one stream: %d %q %v, want 502", code, body, err)
+	}
+	close(release)
+	select {
+	case got := <-slow:
+		if got != "200 ok /slow <nil>" {
+			t.Errorf("the request holding the key's stream: %s", got)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the request holding the key's stream did not end")
 	}
 }
