@@ -413,7 +413,8 @@ func TestKeyLimitsIsolation(t *testing.T) {
 	// go on: every open is one past its streams.
 	var refusedStreams, refusedRate, opened atomic.Int64
 	var other atomic.Value
-	var paused atomic.Bool
+	var paused atomic.Bool // while A fills its streams
+	var quiet atomic.Bool  // while B measures its rate alone again
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	a := []*ssh.Client{rawClient(t, srv, keyA), rawClient(t, srv, keyA)}
@@ -429,7 +430,7 @@ func TestKeyLimitsIsolation(t *testing.T) {
 					return
 				default:
 				}
-				if paused.Load() {
+				if paused.Load() || quiet.Load() {
 					time.Sleep(5 * time.Millisecond)
 					continue
 				}
@@ -483,16 +484,29 @@ func TestKeyLimitsIsolation(t *testing.T) {
 	// B's transfers start once A is hammering, and go on at least until
 	// A holds all its streams.
 	time.Sleep(300 * time.Millisecond)
-	var hammered []float64
-	best := 0.0
+	// Other work on the machine moves B's rate more than A does: up to
+	// three rounds, B alone (A's workers quiet, its streams idle) and
+	// then beside A, until a round where B keeps half its rate.
+	var rounds []string
+	ratio, beside := 0.0, 0.0
 	for i := range 3 {
+		if i > 0 {
+			quiet.Store(true)
+			if alone, err = transfer(uint64(20 + i)); err != nil {
+				t.Fatalf("B alone again: %v", err)
+			}
+			quiet.Store(false)
+			time.Sleep(100 * time.Millisecond)
+		}
 		mbps, err := transfer(uint64(10 + i))
 		if err != nil {
 			t.Fatalf("B while A hammers: %v", err)
 		}
-		hammered = append(hammered, mbps)
-		best = max(best, mbps)
-		if best >= alone/2 {
+		rounds = append(rounds, fmt.Sprintf("%.0f/%.0f", mbps, alone))
+		if r := mbps / alone; r > ratio {
+			ratio, beside = r, mbps
+		}
+		if ratio >= 0.5 {
 			break
 		}
 	}
@@ -509,8 +523,8 @@ func TestKeyLimitsIsolation(t *testing.T) {
 		t.Errorf("A filling its streams: %v", fillErr)
 	}
 	secs := time.Since(hammerStart).Seconds()
-	t.Logf("B alone %.0f MB/s; B while A hammers %.0f MB/s (tries %.0f); A in %.1f s: %d streams opened, %d refused by streams, %d by stream-rate (%.0f opens a second)",
-		alone, best, hammered, secs, opened.Load(), refusedStreams.Load(), refusedRate.Load(),
+	t.Logf("B beside A / alone, MB/s: %s (best %.2f×, %.0f MB/s); A in %.1f s: %d streams opened, %d refused by streams, %d by stream-rate (%.0f opens a second)",
+		strings.Join(rounds, ", "), ratio, beside, secs, opened.Load(), refusedStreams.Load(), refusedRate.Load(),
 		float64(opened.Load()+refusedStreams.Load()+refusedRate.Load())/secs)
 	if r, ok := other.Load().(string); ok {
 		t.Errorf("A got a refusal naming neither limit: %q", r)
@@ -518,8 +532,8 @@ func TestKeyLimitsIsolation(t *testing.T) {
 	if refusedStreams.Load() == 0 || refusedRate.Load() == 0 {
 		t.Errorf("A was refused %d times by streams and %d by stream-rate; want both", refusedStreams.Load(), refusedRate.Load())
 	}
-	if best < alone/2 {
-		t.Errorf("B carried %.0f MB/s while A hammered, %.0f alone: below half", best, alone)
+	if ratio < 0.5 {
+		t.Errorf("B beside A / alone, MB/s: %s: below half in every round", strings.Join(rounds, ", "))
 	}
 }
 
