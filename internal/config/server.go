@@ -30,7 +30,7 @@ var serverKeys = []string{
 const (
 	DefaultMaxPortsPerKey      = 10
 	DefaultMaxStreamsPerKey    = 1000
-	DefaultMaxStreamRatePerKey = 100
+	DefaultMaxStreamRatePerKey = 500
 )
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
