@@ -638,3 +638,51 @@ func TestKeyLimitNameStreams(t *testing.T) {
 		t.Fatal("the request holding the key's stream did not end")
 	}
 }
+
+// TestKeyLimitUDPFlows: the flows of a -R/udp (forwarded-udp@pinhole
+// channels) and of a -L/udp count as the key's streams: with streams=2,
+// two flows go through, a third source's datagrams are dropped with the
+// limit in the log, and the open flows carry on.
+func TestKeyLimitUDPFlows(t *testing.T) {
+	echo := streamtest.NewUDPEcho(t)
+	key := newSigner(t)
+	logs, log := newServerLog(t)
+	srv := startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:  []ssh.Signer{newSigner(t)},
+		Authorize: keySet(t, authorizedLine(`pinhole-limits="streams=2"`, key.PublicKey())),
+		Logger:    log,
+	})
+	port := echo.LocalAddr().(*net.UDPAddr).Port
+	cfg := clientConfig(t, srv.addr, srv.hostKey.PublicKey(), key)
+	cfg.Local = []spec.Forward{mustParse(t, spec.Local, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d/udp", port))}
+	cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, fmt.Sprintf("0:127.0.0.1:%d/udp", port))}
+	c := dialClient(t, cfg)
+	_, rport, err := net.SplitHostPort(c.RemoteAddrs()[0])
+	if err != nil {
+		t.Fatalf("-R/udp not bound: %q", c.RemoteAddrs())
+	}
+	remote := net.JoinHostPort("127.0.0.1", rport)
+	viaL := dialUDP(t, c.LocalAddrs()[0].String())
+	viaR := dialUDP(t, remote)
+	for name, f := range map[string]*net.UDPConn{"-L/udp": viaL, "-R/udp": viaR} {
+		if err := roundTrip(f, []byte("hello "+name)); err != nil {
+			t.Fatalf("the key's flow through %s: %v", name, err)
+		}
+	}
+	waitStreams(t, srv.srv, key, 2)
+	third := dialUDP(t, remote)
+	third.Write([]byte("past the limit"))
+	logs.waitFor(t, "per-key limit reached", 1)
+	if !strings.Contains(logs.String(), "limit=streams max=2 own=true") || !strings.Contains(logs.String(), "forwarded-udp@pinhole") {
+		t.Errorf("the log line does not say which limit and what was refused:\n%s", logs)
+	}
+	third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := third.Read(make([]byte, 64)); err == nil {
+		t.Errorf("a flow past the key's streams got %d bytes back", n)
+	}
+	for name, f := range map[string]*net.UDPConn{"-L/udp": viaL, "-R/udp": viaR} {
+		if err := roundTrip(f, []byte("again "+name)); err != nil {
+			t.Fatalf("the key's flow through %s after the refusal: %v", name, err)
+		}
+	}
+}
