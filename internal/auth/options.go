@@ -29,6 +29,7 @@ type Options struct {
 	PortForwarding bool      // false after no-port-forwarding, or restrict without a later port-forwarding
 	ExpiryTime     time.Time // zero = none
 	Command        string    // command= (kept for reporting; pinhole never runs commands)
+	Limits         Limits    // pinhole-limits= (pinhole's own option): per-key limits in place of the server's
 }
 
 // seeManual ends option errors: the manual says what is valid.
@@ -50,7 +51,8 @@ const (
 )
 
 // optionKindOf reports how the option name (lower case) is handled, and
-// whether sshd(8) documents it at all.
+// whether it is an option at all: sshd(8) documents it, or it is
+// pinhole's own (pinhole-limits).
 func optionKindOf(name string) (optionKind, bool) {
 	switch name {
 	case "agent-forwarding", "cert-authority", "no-agent-forwarding",
@@ -60,6 +62,8 @@ func optionKindOf(name string) (optionKind, bool) {
 		return optFlag, true
 	case "command", "environment", "expiry-time", "from", "permitlisten",
 		"permitopen", "principals", "tunnel":
+		return optValue, true
+	case "pinhole-limits": // pinhole's own (limits.go)
 		return optValue, true
 	}
 	return 0, false
@@ -213,6 +217,8 @@ func (o *Options) apply(name, value string) error {
 			return err
 		}
 		o.PermitListen = append(o.PermitListen, p)
+	case "pinhole-limits":
+		return parseLimits(value, &o.Limits)
 	case "principals", "tunnel":
 		if value == "" {
 			return errors.New("empty value")

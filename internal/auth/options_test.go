@@ -88,6 +88,19 @@ func TestParseOptionsErrors(t *testing.T) {
 		{`permitlisten="x"`, "bad port"},
 		{`principals=""`, "empty value"},
 		{`tunnel=""`, "empty value"},
+		{`pinhole-limits=""`, "empty; want KEY=N"},
+		{`pinhole-limits`, "needs a value"},
+		{`pinhole-limits="conns=5"`, `unknown limit "conns"; pinhole-limits knows names, ports, streams, stream-rate`},
+		{`pinhole-limits="streams"`, "limit streams needs a value, e.g. streams=100 or streams=none"},
+		{`pinhole-limits="streams="`, "needs a value"},
+		{`pinhole-limits="streams=0"`, "limit streams=0: want a number from 1 to 1073741824, or none"},
+		{`pinhole-limits="streams=-1"`, "want a number from 1"},
+		{`pinhole-limits="streams=1e3"`, "want a number from 1"},
+		{`pinhole-limits="streams=99999999999"`, "want a number from 1"},
+		{`pinhole-limits="streams=1,streams=2"`, "limit streams is given twice"},
+		{`pinhole-limits="ports=1",pinhole-limits="ports=2"`, "limit ports is given twice"},
+		{`pinhole-limits="ports=1,"`, "empty entry"},
+		{`pinhole-limits=",ports=1"`, "empty entry"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -364,6 +377,7 @@ func FuzzParseOptions(f *testing.F) {
 		`restrict,port-forwarding,permitopen="db:5432",permitlisten="8080"`,
 		`from="10.0.0.0/8,!10.0.0.1",expiry-time="20300102Z"`,
 		`command="echo \"x\""`, `permitopen="[::1]:*"`, `no-pty,`,
+		`restrict,port-forwarding,pinhole-limits="names=20,ports=50,streams=5000,stream-rate=500"`, `pinhole-limits="streams=none"`,
 	} {
 		f.Add(s, "localhost", 8080, "192.0.2.1")
 	}

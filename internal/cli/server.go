@@ -40,6 +40,9 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	acmeCA := fs.String("acme-ca", "", "check the ACME CA's own HTTPS certificate against the CA certificates in `FILE` (PEM) instead of the system's (for a test CA such as Pebble)")
 	nameTTL := fs.Duration("name-ttl", vhost.DefaultTTL, "a name stays its key's this long after its last session ends, then anyone may take it")
 	maxNames := fs.Int("max-names-per-key", vhost.DefaultMaxNamesPerKey, "most names one key holds at once with --domain (0: no limit)")
+	maxPorts := fs.Int("max-ports-per-key", tunnel.DefaultKeyLimits.Ports, "most remote-forward ports (-R, TCP and /udp; names are apart) one key holds at once, over all its connections (0: no limit; pinhole-limits in authorized_keys sets one key's)")
+	maxStreams := fs.Int("max-streams-per-key", tunnel.DefaultKeyLimits.Streams, "most streams (-L, -D, -R and names' connections, UDP flows) one key has open at once (0: no limit)")
+	maxStreamRate := fs.Int("max-stream-rate-per-key", tunnel.DefaultKeyLimits.StreamRate, "most new streams a second for one key, in bursts of up to twice as many (0: no limit)")
 	upstream := fs.Duration("upstream-timeout", 30*time.Second, "answer 504 when the service behind a name has not started its answer within this time")
 	fs.Var(&trusted, "trusted-proxy", "`CIDR` of a reverse proxy (nginx) whose X-Forwarded-For names a WebSocket client's real address (repeatable)")
 	hostKey := fs.String("host-key", "", "host key file; generated (ed25519, mode 0600) if missing (default in the user's state directory)")
@@ -106,6 +109,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 	if *maxAuthTries < 1 {
 		return fmt.Errorf("--max-auth-tries %d: want at least 1", *maxAuthTries)
+	}
+	keyLimits, err := keyLimitsOf(*maxPorts, *maxStreams, *maxStreamRate)
+	if err != nil {
+		return err
 	}
 	grace := *loginGrace
 	if grace == 0 {
@@ -175,6 +182,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		MaxStartups:          startups,
 		PerSourceMaxStartups: perSourceMax,
 		MaxAuthTries:         *maxAuthTries,
+		KeyLimits:            keyLimits,
 		Unwrap:               disp.Unwrap,
 		Names:                disp.names(),
 		Logger:               e.log,
@@ -245,6 +253,31 @@ func runServer(ctx context.Context, e *env, args []string) error {
 			e.svc.ready(status)
 		}
 	}
+}
+
+// keyLimitsOf are the tunnel.KeyLimits of --max-ports-per-key,
+// --max-streams-per-key and --max-stream-rate-per-key, where 0 means no
+// limit.
+func keyLimitsOf(ports, streams, rate int) (tunnel.KeyLimits, error) {
+	none := func(flag string, n int) (int, error) {
+		switch {
+		case n < 0:
+			return 0, fmt.Errorf("--%s %d: want a number, at least 0 (0: no limit)", flag, n)
+		case n == 0:
+			return -1, nil
+		}
+		return n, nil
+	}
+	var l tunnel.KeyLimits
+	var err error
+	if l.Ports, err = none("max-ports-per-key", ports); err != nil {
+		return l, err
+	}
+	if l.Streams, err = none("max-streams-per-key", streams); err != nil {
+		return l, err
+	}
+	l.StreamRate, err = none("max-stream-rate-per-key", rate)
+	return l, err
 }
 
 // reloadServer is a reload request (SIGHUP) to a server run by flags: the

@@ -257,6 +257,10 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 	if created {
 		fmt.Fprintf(r.e.stdout, "pinhole server: generated a new host key in %s\n", hostKey)
 	}
+	keyLimits, err := keyLimitsOf(s.MaxPortsPerKey, s.MaxStreamsPerKey, s.MaxStreamRatePerKey)
+	if err != nil {
+		return nil, err
+	}
 	neg := func(d time.Duration) time.Duration {
 		if d == 0 {
 			return -1
@@ -285,6 +289,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		MaxStartups:          startups,
 		PerSourceMaxStartups: perSource,
 		MaxAuthTries:         s.MaxAuthTries,
+		KeyLimits:            keyLimits,
 		Unwrap:               disp.Unwrap,
 		Names:                disp.names(),
 		Logger:               r.e.log,

@@ -306,7 +306,13 @@ type prefetchNames struct {
 }
 
 func (p prefetchNames) ListenName(name string, port uint32, key string) (net.Listener, error) {
-	ln, err := p.Router.ListenName(name, port, key)
+	return p.ListenNameLimit(name, port, key, 0)
+}
+
+// ListenNameLimit is tunnel.NameLimiter's, for a key with its own cap on
+// names: the embedded Router's would skip the prefetch.
+func (p prefetchNames) ListenNameLimit(name string, port uint32, key string, max int) (net.Listener, error) {
+	ln, err := p.Router.ListenNameLimit(name, port, key, max)
 	if err == nil {
 		p.acme.Prefetch(p.Host(name))
 	}

@@ -361,6 +361,8 @@ ssh-sni = ["ssh.example.com", "b.example.com"]
 trusted-proxy = ["127.0.0.1", "10.0.0.0/8"]
 domain = "tunnels.example.com"
 name-ttl = "48h"
+max-ports-per-key = 50
+max-streams-per-key = 0
 `), ServerChecks{})
 	if err != nil {
 		t.Fatal(err)
@@ -376,6 +378,7 @@ name-ttl = "48h"
 			TLSCert: "/etc/pinhole/tls/cert.pem", TLSKey: "/etc/ssl/private/pinhole.key", WSPath: "/tunnel",
 			SSHSNI: []string{"b.example.com", "ssh.example.com"}, TrustedProxy: []string{"10.0.0.0/8", "127.0.0.1"},
 			Domain: "tunnels.example.com", NameTTL: 48 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
+			MaxPortsPerKey: 50, MaxStreamsPerKey: 0, MaxStreamRatePerKey: DefaultMaxStreamRatePerKey,
 		},
 	}
 	if !reflect.DeepEqual(s, want) {
@@ -474,6 +477,21 @@ func TestParseServerMapErrors(t *testing.T) {
 		"listen = \":22\"\nmap = \"yes\"\n":            `2:7: map is true or false`,
 		"listen = \":22\"\nmap-via = \"igd\"\n":        `2:11: map-via "igd": want "auto"`,
 		"listen = \":22\"\nmap-gateway = \"router\"\n": `2:15: map-gateway "router": want the router's IPv4 address`,
+	} {
+		_, err := ParseServer("s.toml", []byte(src), ServerChecks{})
+		if es := AsErrors(err); len(es) != 1 || !strings.Contains(es[0].Error(), want) {
+			t.Errorf("%q: %v, want %q", src, err, want)
+		}
+	}
+}
+
+// TestParseServerKeyLimitErrors: the per-key limits say what to write.
+func TestParseServerKeyLimitErrors(t *testing.T) {
+	for src, want := range map[string]string{
+		"max-ports-per-key = -1\n":           `1:21: max-ports-per-key -1: want from 0 (no limit) to 1073741824`,
+		"max-streams-per-key = \"lots\"\n":   `1:23: max-streams-per-key is a whole number, not a string: write max-streams-per-key = 1000`,
+		"max-stream-rate-per-key = 1.5\n":    `1:27: max-stream-rate-per-key is a whole number`,
+		"max-streams-per-key = 2147483648\n": `max-streams-per-key 2147483648: want from 0 (no limit)`,
 	} {
 		_, err := ParseServer("s.toml", []byte(src), ServerChecks{})
 		if es := AsErrors(err); len(es) != 1 || !strings.Contains(es[0].Error(), want) {

@@ -24,7 +24,15 @@ var serverKeys = []string{
 	"tls-cert", "tls-key", "ws-path", "ssh-sni", "trusted-proxy",
 	"domain", "name-ttl", "upstream-timeout", "max-names-per-key",
 	"acme", "acme-directory", "acme-email", "acme-ca",
+	"max-ports-per-key", "max-streams-per-key", "max-stream-rate-per-key",
 }
+
+// The per-key limits' defaults: tunnel.DefaultKeyLimits'.
+const (
+	DefaultMaxPortsPerKey      = 10
+	DefaultMaxStreamsPerKey    = 1000
+	DefaultMaxStreamRatePerKey = 500
+)
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
 // flag of the same name. Values are checked for their form here; the
@@ -81,6 +89,10 @@ type ServerSettings struct {
 	// roots).
 	ACME                             bool
 	ACMEDirectory, ACMEEmail, ACMECA string
+	// MaxPortsPerKey, MaxStreamsPerKey and MaxStreamRatePerKey are
+	// --max-ports-per-key, --max-streams-per-key and
+	// --max-stream-rate-per-key; 0: no limit.
+	MaxPortsPerKey, MaxStreamsPerKey, MaxStreamRatePerKey int
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -129,6 +141,7 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		GatewayPorts: "no", Keepalive: DefaultKeepalive, TakeoverProbe: 3 * time.Second, Drain: DefaultDrain,
 		UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
 		NameTTL: 7 * 24 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
+		MaxPortsPerKey: DefaultMaxPortsPerKey, MaxStreamsPerKey: DefaultMaxStreamsPerKey, MaxStreamRatePerKey: DefaultMaxStreamRatePerKey,
 		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6, WSPath: transport.DefaultPath,
 	}}
 	var certAt, keyAt, acmeAt, domainAt pos
@@ -388,6 +401,21 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 					continue
 				}
 				st.MaxNamesPerKey = int(n)
+			}
+		case "max-ports-per-key", "max-streams-per-key", "max-stream-rate-per-key":
+			field, def := &st.MaxPortsPerKey, DefaultMaxPortsPerKey
+			switch name {
+			case "max-streams-per-key":
+				field, def = &st.MaxStreamsPerKey, DefaultMaxStreamsPerKey
+			case "max-stream-rate-per-key":
+				field, def = &st.MaxStreamRatePerKey, DefaultMaxStreamRatePerKey
+			}
+			if n, ok := ps.integer(l, fmt.Sprintf("%s = %d", name, def)); ok {
+				if n < 0 || n > 1<<30 {
+					ps.errorf(l.vpos, "%s %d: want from 0 (no limit) to %d", name, n, 1<<30)
+					continue
+				}
+				*field = int(n)
 			}
 		case "upstream-timeout":
 			if st.UpstreamTimeout = ps.duration(l, name, false); st.UpstreamTimeout == 0 {

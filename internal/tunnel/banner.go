@@ -24,7 +24,8 @@ const refusedCommand = "pinhole: this server only forwards ports; it runs no com
 // (sftp, scp) are accepted too, so that ssh shows the reason, which it
 // drops when the request is refused: the reason goes to stderr, then exit
 // status 1, and the channel closes.
-func (sc *serverConn) session(ctx context.Context, nc ssh.NewChannel) {
+func (sc *serverConn) session(ctx context.Context, nc ssh.NewChannel, done func()) {
+	defer done()
 	ch, reqs, err := nc.Accept()
 	if err != nil {
 		return

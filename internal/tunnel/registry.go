@@ -185,7 +185,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 		// taken over when dead, by boundKey.
 		k = boundKey{addr: "name " + name}
 		err = sc.bindOrTakeOverFrom(name, "name", func() *serverConn { return s.holderOf(k) }, func() (err error) {
-			ln, err = s.cfg.Names.ListenName(name, fr.BindPort, sc.key)
+			ln, err = sc.listenName(name, fr.BindPort)
 			return err
 		})
 		boundPort = fr.BindPort
@@ -203,18 +203,30 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	if err != nil {
 		return 0, "", err
 	}
+	// A port counts toward the key's limit once bound: a port taken
+	// over from a dead connection of the key has left that
+	// connection's count by then.
+	var endPort func()
+	if name == "" {
+		if err := sc.keys.holdPort(); err != nil {
+			ln.Close()
+			sc.keys.refused(sc.log, err, "tcpip-forward "+ln.Addr().String())
+			return 0, "", err
+		}
+		endPort = sc.keys.endPort
+	}
 	bound := ln.Addr().String()
 	key := fr
 	if fr.BindPort == 0 {
 		key.BindPort = boundPort
 	}
-	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, named: name != ""}
+	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, named: name != "", endPort: endPort}
 	s.mu.Lock()
 	sc.mu.Lock()
 	if s.state != serverServing || sc.forwards == nil {
 		sc.mu.Unlock()
 		s.mu.Unlock()
-		ln.Close()
+		rl.close()
 		return 0, "", errors.New(errShuttingDown)
 	}
 	s.register(rl.key, sc)
@@ -247,8 +259,9 @@ type remoteListener struct {
 	key  boundKey       // bound address, the key of Server.bound
 	// named: a name's (vhost): its connections are the HTTP router's,
 	// which never half-closes, so EOF from it ends the stream.
-	named bool
-	once  sync.Once
+	named   bool
+	endPort func() // the key's count of the port; nil for a name
+	once    sync.Once
 }
 
 func (rl *remoteListener) where() string { return rl.key.addr }
@@ -257,6 +270,9 @@ func (rl *remoteListener) close() {
 	rl.once.Do(func() {
 		rl.ln.Close()
 		rl.sc.srv.unregister(rl.key, rl.sc)
+		if rl.endPort != nil {
+			rl.endPort()
+		}
 	})
 }
 
@@ -276,6 +292,14 @@ func (rl *remoteListener) serve() {
 
 // forward carries one accepted connection back to the client.
 func (rl *remoteListener) forward(c net.Conn) {
+	if err := rl.sc.keys.openStream(); err != nil {
+		// The public connection is closed unanswered (a name's HTTP
+		// client gets the router's 502); the key's other streams go on.
+		rl.sc.srv.meter.refuse()
+		rl.sc.keys.refused(rl.sc.log, err, chanForwardedTCPIP+" "+rl.key.addr)
+		c.Close()
+		return
+	}
 	oh, op := hostPort(c.RemoteAddr())
 	payload := channelOpen{Host: rl.req.BindHost, Port: rl.port, OriginHost: oh, OriginPort: op}
 	var early []byte
@@ -288,6 +312,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 	}
 	putEarly(early)
 	if err != nil {
+		rl.sc.keys.endStream()
 		rl.sc.srv.meter.refuse()
 		rl.sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
 		c.Close()
@@ -296,7 +321,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 	if rl.named {
 		ch = fullClose{ch}
 	}
-	pipe(rl.sc.ctx, nil, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch)
+	pipeThen(rl.sc.ctx, nil, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch, rl.sc.keys.endStream)
 }
 
 // fullClose is a channel whose half-close closes it: for a stream whose

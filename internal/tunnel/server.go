@@ -134,6 +134,12 @@ type ServerConfig struct {
 	// on one port. nil means every connection is raw SSH.
 	Unwrap func(c net.Conn) (net.Conn, error)
 
+	// KeyLimits cap what one key holds across all its connections:
+	// remote-forward ports, streams open, new streams a second
+	// (keylimits.go). A key's pinhole-limits in authorized_keys replaces
+	// them for that key. The zero value of each means DefaultKeyLimits'.
+	KeyLimits KeyLimits
+
 	// Names, if set, serves the remote forwards that ask for a public
 	// name rather than an address (vhost.Router: -R myapp:80:... becomes
 	// https://myapp.DOMAIN). nil: every remote forward listens on an
@@ -197,6 +203,9 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	bound     map[boundKey]*serverConn // remote-forward listen address → owner
 	wg        sync.WaitGroup
+
+	keysMu sync.Mutex           // taken as a connection starts and ends, never per stream
+	keys   map[string]*keyState // by SHA256 fingerprint: what each key holds
 }
 
 // serverState is where a Server is in its life (the diagram on Server);
@@ -246,6 +255,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxAuthTries == 0 {
 		cfg.MaxAuthTries = 6
 	}
+	cfg.KeyLimits = resolveKeyLimits(cfg.KeyLimits)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -256,6 +266,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
 		bound:     make(map[boundKey]*serverConn),
+		keys:      make(map[string]*keyState),
 		gate:      newStartupGate(cfg.MaxStartups, cfg.PerSourceMaxStartups, log),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -491,6 +502,8 @@ func (s *Server) handshake(c net.Conn, release func(), unwrap func(net.Conn) (ne
 		udpForwards: make(map[forwardRequest]*udpListener),
 	}
 	sc.early.Store(caps.early)
+	sc.keys = s.attachKey(sc.key, opts)
+	defer s.detachKey(sc.keys)
 	s.mu.Lock()
 	if s.state != serverServing {
 		s.mu.Unlock()

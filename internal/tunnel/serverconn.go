@@ -21,6 +21,7 @@ type serverConn struct {
 	conn  *ssh.ServerConn
 	opts  *auth.Options
 	key   string      // the SHA256 fingerprint of the key it logged in with
+	keys  *keyState   // what that key holds, across its connections (keylimits.go)
 	caps  peerCaps    // what the client speaks beyond RFC 4254
 	early atomic.Bool // the client takes forwarded-tcpip-early@pinhole (early.go)
 	log   *slog.Logger
@@ -52,7 +53,9 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 		}
 	}()
 	for nc := range chans {
-		var serve func(context.Context, ssh.NewChannel)
+		// Each serve calls done once when the channel ends (or is
+		// refused): the key's stream ends then.
+		var serve func(ctx context.Context, nc ssh.NewChannel, done func())
 		switch nc.ChannelType() {
 		case chanDirectTCPIP, chanDirectTCPIPEarly:
 			serve = sc.direct
@@ -69,10 +72,19 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 			nc.Reject(ssh.ConnectionFailed, errShuttingDown)
 			continue
 		}
+		if err := sc.keys.openStream(); err != nil {
+			// Refused here, before a goroutine or a dial: a key
+			// hammering at its limit costs the server little, and its
+			// other streams go on.
+			sc.srv.meter.refuse()
+			nc.Reject(ssh.ResourceShortage, err.Error())
+			sc.keys.refused(sc.log, err, nc.ChannelType())
+			continue
+		}
 		sc.wg.Add(1)
 		go func() {
 			defer sc.wg.Done()
-			serve(ctx, nc)
+			serve(ctx, nc, sc.keys.endStream)
 		}()
 	}
 	// The connection is gone: stop its forwards and wait for its streams.
@@ -192,12 +204,13 @@ func (sc *serverConn) open(chanType string, _ channelOpen, payload []byte) (ssh.
 
 // direct serves a direct-tcpip channel (ssh -L, ssh -D): check
 // permitopen, dial, then relay.
-func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel) {
+func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel, done func()) {
 	ch, c, _, ok := sc.openTarget(ctx, nc, "tcp")
 	if !ok {
+		done()
 		return
 	}
-	pipe(ctx, nil, &sc.wg, &sc.srv.meter, true, c, ch)
+	pipeThen(ctx, nil, &sc.wg, &sc.srv.meter, true, c, ch, done)
 }
 
 // openTarget serves the common part of direct-tcpip and

@@ -17,7 +17,8 @@ import (
 // directUDP serves a direct-udp@pinhole channel (-L .../udp and SOCKS5 UDP
 // ASSOCIATE): check permitopen, open a connected UDP socket to the target,
 // relay datagrams.
-func (sc *serverConn) directUDP(ctx context.Context, nc ssh.NewChannel) {
+func (sc *serverConn) directUDP(ctx context.Context, nc ssh.NewChannel, done func()) {
+	defer done()
 	ch, udp, _, ok := sc.openTarget(ctx, nc, "udp")
 	if !ok {
 		return
@@ -45,6 +46,7 @@ func (ul *udpListener) close() {
 		ul.cancel()
 		ul.pc.Close()
 		ul.sc.srv.unregister(ul.key, ul.sc)
+		ul.sc.keys.endPort()
 	})
 }
 
@@ -79,6 +81,11 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 		return 0, err
 	}
 	bound := pc.LocalAddr().(*net.UDPAddr)
+	if err := sc.keys.holdPort(); err != nil { // once bound, as listen's
+		pc.Close()
+		sc.keys.refused(sc.log, err, reqUDPForward+" "+bound.String())
+		return 0, err
+	}
 	ctx, cancel := context.WithCancel(sc.srv.ctx)
 	ul := &udpListener{sc: sc, pc: pc, key: boundKey{udp: true, addr: bound.String()}, cancel: cancel}
 	ul.fwd = &relay.UDPForwarder{
@@ -86,14 +93,23 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 		MaxFlows:    sc.srv.cfg.UDPMaxFlows,
 		Logger:      sc.log,
 		Dial: func(ctx context.Context, src netip.AddrPort) (net.Conn, error) {
+			if err := sc.keys.openStream(); err != nil {
+				sc.srv.meter.refuse()
+				sc.keys.refused(sc.log, err, chanForwardedUDP+" "+ul.where())
+				return nil, err
+			}
 			p := channelOpen{Host: fr.BindHost, Port: uint32(bound.Port), OriginHost: src.Addr().Unmap().String(), OriginPort: uint32(src.Port())}
 			ch, reqs, err := sc.conn.OpenChannel(chanForwardedUDP, ssh.Marshal(p))
 			if err != nil {
+				sc.keys.endStream()
 				sc.srv.meter.refuse()
 				return nil, err
 			}
 			ignoreRequests(reqs)
-			return newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)).counted(&sc.srv.meter, true), nil
+			dc := newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)).counted(&sc.srv.meter, true)
+			meterEnd := dc.end
+			dc.end = func() { meterEnd(); sc.keys.endStream() }
+			return dc, nil
 		},
 	}
 	key := fr
@@ -105,8 +121,7 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 	if sc.srv.state != serverServing || sc.forwards == nil {
 		sc.mu.Unlock()
 		sc.srv.mu.Unlock()
-		cancel()
-		pc.Close()
+		ul.close()
 		return 0, errors.New(errShuttingDown)
 	}
 	sc.srv.register(ul.key, sc)

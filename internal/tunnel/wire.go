@@ -186,6 +186,12 @@ func ignoreRequests(<-chan *ssh.Request) {}
 // stream half open forever. So is it when also (the stream's forward, or
 // nil) ends.
 func pipe(ctx, also context.Context, wg *sync.WaitGroup, m *meter, connIsTarget bool, conn net.Conn, ch ssh.Channel) {
+	pipeThen(ctx, also, wg, m, connIsTarget, conn, ch, nil)
+}
+
+// pipeThen is pipe, calling then (if not nil) once the stream has ended:
+// the server's per-key count of the stream.
+func pipeThen(ctx, also context.Context, wg *sync.WaitGroup, m *meter, connIsTarget bool, conn net.Conn, ch ssh.Channel, then func()) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	stopAlso := func() bool { return false }
 	if also != nil {
@@ -202,6 +208,9 @@ func pipe(ctx, also context.Context, wg *sync.WaitGroup, m *meter, connIsTarget 
 		defer stop()
 		defer stopAlso()
 		defer end()
+		if then != nil {
+			defer then()
+		}
 		relay.PipeCount(conn, ch, toCh, fromCh)
 	}()
 }

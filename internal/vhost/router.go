@@ -137,6 +137,14 @@ func (r *Router) Name(bindHost string, port uint32, key string) string {
 // as a port is (tunnel's takeover goes by that); one another key holds
 // in the Store, with ErrHeld.
 func (r *Router) ListenName(name string, port uint32, key string) (net.Listener, error) {
+	return r.ListenNameLimit(name, port, key, 0)
+}
+
+// ListenNameLimit is ListenName with key's own cap on its names (its
+// authorized_keys line's pinhole-limits names=N) in place of
+// MaxNamesPerKey: > 0 a cap, negative none, 0 MaxNamesPerKey
+// (tunnel.NameLimiter).
+func (r *Router) ListenNameLimit(name string, port uint32, key string, max int) (net.Listener, error) {
 	check := CheckName
 	if IsDomain(name) {
 		check = CheckDomain
@@ -155,7 +163,11 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 	if old := r.routes[name]; old != nil {
 		return nil, fmt.Errorf("vhost: %s is served by a live connection: %w", r.Host(name), syscall.EADDRINUSE)
 	}
-	if limit := r.maxNames(); limit > 0 {
+	limit, src := r.maxNames(), "--max-names-per-key %d"
+	if max != 0 {
+		limit, src = max, "pinhole-limits names=%d in authorized_keys"
+	}
+	if limit > 0 {
 		held := 0
 		for _, l := range r.routes {
 			if l.key == key {
@@ -174,7 +186,7 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 			}
 		}
 		if held >= limit {
-			return nil, fmt.Errorf("vhost: this key holds %d names already, the most one key may (--max-names-per-key %d): stop one of its forwards first", held, limit)
+			return nil, fmt.Errorf("vhost: this key holds %d names already, the most it may ("+src+"): stop one of its forwards first, or ask the server's admin to raise it", held, limit)
 		}
 	}
 	if r.Store != nil {
