@@ -60,36 +60,11 @@ func curlGet(t *testing.T, url, port, ca string, extra ...string) (code, body st
 // name nobody holds is a 404, a service that is down a 502, and another
 // key cannot take a held name.
 func TestNamesStockSSH(t *testing.T) {
-	sshtest.Need(t, sshtest.SSHPath)
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("skipping: curl is not installed (scripts/test installs it as root)")
-	}
-	dir := t.TempDir()
-	key := sshtest.NewKey(t, dir, "id_ed25519")
-	other := sshtest.NewKey(t, dir, "id_other")
-	authKeys := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, []byte(key.AuthorizedLine+other.AuthorizedLine), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert := webtest.Cert(t, "*.example.test", "example.test")
-	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
-		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile, "--upstream-timeout", "2s")
-	addr := srv.waitLine(t, `listening on (\S+)`)[1]
-	_, port, _ := net.SplitHostPort(addr)
+	n := startStockNames(t, "--upstream-timeout", "2s")
+	dir, key, other, cert, srv, addr, port, known, waitLog := n.dir, n.key, n.other, n.cert, n.srv, n.addr, n.port, n.known, n.waitLog
 	srv.waitLine(t, `names under example\.test: .* gives https://myapp\.example\.test:`+port)
-	known := "[127.0.0.1]:" + port + " " + (&tlsWorld{world: &world{dir: dir}}).hostKeyLine(t)
 	service := headerEcho(t)
 
-	waitLog := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !strings.Contains(srv.stderr.String(), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the server did not log %q:\n%s", what, srv.stderr)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
 	first := sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
 		Args: []string{"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service), "-R", "down:80:127.0.0.1:1"}})
 	waitLog(`laddr=https://myapp.example.test:` + port)

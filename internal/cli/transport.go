@@ -187,6 +187,7 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 	}
 	if d.router != nil {
 		d.Dispatcher.HTTP = d.router
+		d.Dispatcher.Passthrough = d.router.Passthrough
 	}
 	return d, nil
 }

@@ -23,9 +23,11 @@ import (
 // one port. Its Unwrap looks at the first byte of each connection:
 //
 //	'S' (SSH-2.0-...)            raw SSH: the conn itself goes to the SSH server
-//	0x16 (a TLS ClientHello)     TLS, then by ALPN: "ssh" → SSH; "http/1.1" → HTTP;
-//	                             none → SSH if the SNI is one of SSHNames or the
-//	                             first byte inside is 'S', else HTTP
+//	0x16 (a TLS ClientHello)     by its SNI: a name Passthrough takes → that
+//	                             service, TLS and all; else TLS, then by ALPN:
+//	                             "ssh" → SSH; "h2", "http/1.1" → HTTP; none →
+//	                             SSH if the SNI is one of SSHNames or the first
+//	                             byte inside is 'S', else HTTP
 //	'A'-'Z' (GET, POST, ...)     HTTP, plain
 //	anything else                closed
 //
@@ -36,10 +38,17 @@ import (
 // Set the fields before the first Unwrap and do not change them after.
 type Dispatcher struct {
 	// TLS answers TLS handshakes, with its Certificates or
-	// GetCertificate; Unwrap offers the ALPN protocols "ssh" and
-	// "http/1.1" before any of its own NextProtos. nil: a connection that
-	// starts with a TLS handshake is closed.
+	// GetCertificate; Unwrap offers the ALPN protocols "ssh", "h2" and
+	// "http/1.1", in that order of preference, before any of its own
+	// NextProtos. nil: a connection that starts with a TLS handshake is
+	// closed.
 	TLS *tls.Config
+	// Passthrough, if set, is asked for each TLS connection's server name
+	// (SNI, never "") before anything is answered: a non-nil serve takes
+	// the connection whole, its ClientHello not yet read, for a service
+	// that ends TLS itself (a name's -R NAME:443 forward, docs/names.md);
+	// serve then owns it and closes it. nil: TLS ends here.
+	Passthrough func(serverName string) (serve func(net.Conn))
 	// SSHNames are TLS server names (SNI) that mean SSH for a client that
 	// offers no ALPN protocol, such as openssl s_client or socat.
 	SSHNames []string
@@ -126,6 +135,20 @@ func (d *Dispatcher) unwrapTLS(c net.Conn, deadline time.Time) (net.Conn, error)
 		return nil, errors.New("transport: a TLS handshake, and this port has no TLS certificate")
 	}
 	bc := newBatchConn(c, true)
+	hello, err := readClientHello(bc.r.(*bufio.Reader))
+	if err != nil {
+		d.logger().Debug("closed: not a TLS ClientHello", "peer", c.RemoteAddr().String(), "err", err)
+		return nil, err
+	}
+	if d.Passthrough != nil && hello.ServerName != "" {
+		if serve := d.Passthrough(hello.ServerName); serve != nil {
+			// The service's to time out from here, as a remote
+			// forward's port is.
+			c.SetDeadline(time.Time{})
+			go serve(passConn{bc})
+			return nil, nil
+		}
+	}
 	tc := tls.Server(bc, d.tlsCfg)
 	if err := tc.HandshakeContext(d.ctx); err != nil {
 		d.logger().Debug("closed: TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
@@ -231,7 +254,10 @@ func (d *Dispatcher) init() {
 		d.ctx, d.cancel = context.WithCancel(context.Background())
 		if d.TLS != nil {
 			d.tlsCfg = d.TLS.Clone()
-			protos := []string{ALPN, "http/1.1"}
+			// crypto/tls picks the first of these the client offers:
+			// SSH, then HTTP/2 for browsers, then HTTP/1.1 (WebSocket
+			// clients offer only that).
+			protos := []string{ALPN, "h2", "http/1.1"}
 			for _, p := range d.TLS.NextProtos {
 				if !slices.Contains(protos, p) {
 					protos = append(protos, p)
