@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -14,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
-	"github.com/pinhole-dev/pinhole/internal/webtest"
 )
 
 // headerEcho is a web service that answers with what it was sent.
@@ -161,80 +157,10 @@ asyncio.run(main())
 // over three names of one pinhole connect each get their own answer, and
 // a WebSocket (python3-websockets) echoes through a name.
 func TestNamesConcurrentAndWebSocket(t *testing.T) {
-	dir := t.TempDir()
-	identity, pub := writeKey(t, dir, "id_ed25519")
-	authKeys := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, ssh.MarshalAuthorizedKey(pub), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert := webtest.Cert(t, "*.example.test")
-	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
-		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile,
-		// Until HTTP gets limits of its own, every connection counts as a
-		// login until it shows what it is (docs/names.md).
-		"--max-startups", "200", "--per-source-max-startups", "none")
-	_, port, _ := net.SplitHostPort(srv.waitLine(t, `listening on (\S+)`)[1])
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/echo" {
-			c, err := websocket.Accept(w, r, nil)
-			if err != nil {
-				return
-			}
-			defer c.CloseNow()
-			for {
-				typ, m, err := c.Read(r.Context())
-				if err != nil || c.Write(r.Context(), typ, m) != nil {
-					return
-				}
-			}
-		}
-		fmt.Fprintf(w, "%s %s", strings.SplitN(r.Host, ".", 2)[0], r.URL.Path)
-	})}
-	go svc.Serve(ln)
-	t.Cleanup(func() { svc.Close() })
-	target := ln.Addr().String()
-	c := start(t, "connect", "-F", "none", "-i", identity, "--known-hosts", filepath.Join(dir, "known_hosts"), "-p", port,
-		"-R", "a:80:"+target, "-R", "b:80:"+target, "-R", "c:80:"+target, "tester@127.0.0.1")
-	for _, n := range []string{"a", "b", "c"} {
-		c.waitLine(t, `-R `+n+`:80:\S+: https://`+n+`\.example\.test:`)
-	}
-
-	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: cert.Pool},
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, "127.0.0.1:"+port)
-		},
-		MaxIdleConnsPerHost: 16,
-	}}
-	names := []string{"a", "b", "c"}
-	errs := make(chan error, 100)
-	for i := range 100 {
-		go func() {
-			name := names[i%3]
-			resp, err := client.Get(fmt.Sprintf("https://%s.example.test:%s/req/%d", name, port, i))
-			if err != nil {
-				errs <- err
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if want := fmt.Sprintf("%s /req/%d", name, i); resp.StatusCode != 200 || string(b) != want {
-				errs <- fmt.Errorf("request %d: %s %q, want %q", i, resp.Status, b, want)
-				return
-			}
-			errs <- nil
-		}()
-	}
-	for range 100 {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
+	// Until HTTP gets limits of its own, every connection counts as a
+	// login until it shows what it is (docs/names.md).
+	port, cert := startThreeNames(t, "--max-startups", "200", "--per-source-max-startups", "none")
+	getThreeNames(t, namesClient(cert, port, false), port, 100, 1)
 
 	if out, err := exec.Command(debianPython, "-c", "import websockets").CombinedOutput(); err != nil {
 		t.Skipf("skipping the WebSocket part: python3-websockets is not installed (scripts/test installs it as root): %s", out)
