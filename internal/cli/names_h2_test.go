@@ -117,9 +117,8 @@ func getThreeNames(t *testing.T, client *http.Client, port string, n, proto int)
 // --http2 through a name says version 2, and 100 concurrent requests
 // over HTTP/2 spread over three names each get their own answer.
 func TestNamesHTTP2(t *testing.T) {
-	// Until HTTP gets limits of its own, every connection counts as a
-	// login until it shows what it is (docs/names.md).
-	port, cert := startThreeNames(t, "--max-startups", "200", "--per-source-max-startups", "none")
+	// With the default SSH limits: HTTP connections have their own.
+	port, cert := startThreeNames(t)
 	if _, err := exec.LookPath("curl"); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -157,9 +157,8 @@ asyncio.run(main())
 // over three names of one pinhole connect each get their own answer, and
 // a WebSocket (python3-websockets) echoes through a name.
 func TestNamesConcurrentAndWebSocket(t *testing.T) {
-	// Until HTTP gets limits of its own, every connection counts as a
-	// login until it shows what it is (docs/names.md).
-	port, cert := startThreeNames(t, "--max-startups", "200", "--per-source-max-startups", "none")
+	// With the default SSH limits: HTTP connections have their own.
+	port, cert := startThreeNames(t)
 	getThreeNames(t, namesClient(cert, port, false), port, 100, 1)
 
 	if out, err := exec.Command(debianPython, "-c", "import websockets").CombinedOutput(); err != nil {

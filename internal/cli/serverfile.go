@@ -266,6 +266,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 	disp, err := serverDispatcher(r.e, serverTransportSettings{
 		HostKey: hostKey, TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
 		LoginGrace: neg(s.LoginGrace), Domain: s.Domain, NameTTL: s.NameTTL, UpstreamTimeout: s.UpstreamTimeout, MaxNamesPerKey: s.MaxNamesPerKey,
+		MaxHTTPConns: s.MaxHTTPConns, MaxHTTPConnsPerSource: s.PerSourceMaxHTTPConns,
 	})
 	if err != nil {
 		return nil, err
@@ -284,6 +285,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		MaxStartups:          startups,
 		PerSourceMaxStartups: perSource,
 		MaxAuthTries:         s.MaxAuthTries,
+		Sort:                 disp.Sort,
 		Unwrap:               disp.Unwrap,
 		Names:                disp.names(),
 		Logger:               r.e.log,

@@ -101,6 +101,9 @@ type serverTransportSettings struct {
 	NameTTL         time.Duration
 	UpstreamTimeout time.Duration
 	MaxNamesPerKey  int // 0: no limit
+	// MaxHTTPConns and MaxHTTPConnsPerSource are --max-http-conns and
+	// --per-source-max-http-conns; 0: no limit.
+	MaxHTTPConns, MaxHTTPConnsPerSource int
 }
 
 // serverDisp is the Dispatcher of pinhole server's listeners, with what
@@ -184,6 +187,9 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		TrustedProxies: trusted,
 		LoginGrace:     s.LoginGrace,
 		Logger:         e.log,
+		// 0, no limit, is the Dispatcher's negative.
+		MaxHTTPConns:          cmp.Or(s.MaxHTTPConns, -1),
+		MaxHTTPConnsPerSource: cmp.Or(s.MaxHTTPConnsPerSource, -1),
 	}
 	if d.router != nil {
 		d.Dispatcher.HTTP = d.router

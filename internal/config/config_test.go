@@ -361,6 +361,8 @@ ssh-sni = ["ssh.example.com", "b.example.com"]
 trusted-proxy = ["127.0.0.1", "10.0.0.0/8"]
 domain = "tunnels.example.com"
 name-ttl = "48h"
+max-http-conns = 1000
+per-source-max-http-conns = 0
 `), ServerChecks{})
 	if err != nil {
 		t.Fatal(err)
@@ -376,6 +378,7 @@ name-ttl = "48h"
 			TLSCert: "/etc/pinhole/tls/cert.pem", TLSKey: "/etc/ssl/private/pinhole.key", WSPath: "/tunnel",
 			SSHSNI: []string{"b.example.com", "ssh.example.com"}, TrustedProxy: []string{"10.0.0.0/8", "127.0.0.1"},
 			Domain: "tunnels.example.com", NameTTL: 48 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
+			MaxHTTPConns: 1000, PerSourceMaxHTTPConns: 0,
 		},
 	}
 	if !reflect.DeepEqual(s, want) {

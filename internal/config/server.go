@@ -23,6 +23,7 @@ var serverKeys = []string{
 	"map", "map-via", "map-gateway", "map-ssdp", "debug-addr",
 	"tls-cert", "tls-key", "ws-path", "ssh-sni", "trusted-proxy",
 	"domain", "name-ttl", "upstream-timeout", "max-names-per-key",
+	"max-http-conns", "per-source-max-http-conns",
 }
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
@@ -74,6 +75,10 @@ type ServerSettings struct {
 	NameTTL         time.Duration
 	UpstreamTimeout time.Duration
 	MaxNamesPerKey  int // --max-names-per-key; 0: no limit
+	// MaxHTTPConns and PerSourceMaxHTTPConns are --max-http-conns and
+	// --per-source-max-http-conns; 0: no limit.
+	MaxHTTPConns          int
+	PerSourceMaxHTTPConns int
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -122,6 +127,7 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		GatewayPorts: "no", Keepalive: DefaultKeepalive, TakeoverProbe: 3 * time.Second, Drain: DefaultDrain,
 		UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
 		NameTTL: 7 * 24 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
+		MaxHTTPConns: transport.DefaultMaxHTTPConns, PerSourceMaxHTTPConns: transport.DefaultMaxHTTPConnsPerSource,
 		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6, WSPath: transport.DefaultPath,
 	}}
 	var certAt, keyAt pos
@@ -335,6 +341,18 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		case "name-ttl":
 			if st.NameTTL = ps.duration(l, name, false); st.NameTTL == 0 {
 				st.NameTTL = 7 * 24 * time.Hour
+			}
+		case "max-http-conns", "per-source-max-http-conns":
+			if n, ok := ps.integer(l, name+" = 1000"); ok {
+				if n < 0 || n > 1<<20 {
+					ps.errorf(l.vpos, "%s %d: want from 0 (no limit) to %d", name, n, 1<<20)
+					continue
+				}
+				if name == "max-http-conns" {
+					st.MaxHTTPConns = int(n)
+				} else {
+					st.PerSourceMaxHTTPConns = int(n)
+				}
 			}
 		case "max-names-per-key":
 			if n, ok := ps.integer(l, "max-names-per-key = 10"); ok {
