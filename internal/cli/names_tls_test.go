@@ -89,9 +89,10 @@ func (n *stockNames) waitLog(what string) {
 // certificate (pinhole's is refused by a curl that trusts only the
 // service's), plain HTTP to it is sent to https://, the same key adds an
 // HTTP forward to the name, another key cannot take either, and a name
-// with only an HTTP forward still ends TLS on pinhole's certificate.
+// with only an HTTP forward still ends TLS on pinhole's certificate;
+// pinhole connect's -R NAME:443 works as stock ssh's.
 func TestNamesTLSPassthrough(t *testing.T) {
-	serviceCert := webtest.Cert(t, "secure.example.test")
+	serviceCert := webtest.Cert(t, "secure.example.test", "pin.example.test")
 	n := startStockNames(t)
 	dir, key, other, pinholeCert, addr, port, known, waitLog := n.dir, n.key, n.other, n.cert, n.addr, n.port, n.known, n.waitLog
 	secure := tlsService(t, serviceCert, "service")
@@ -143,5 +144,13 @@ func TestNamesTLSPassthrough(t *testing.T) {
 	}
 	if code, body := curlGet(t, "https://secure.example.test/s", port, serviceCert.CertFile); code != "200" || !strings.HasPrefix(body, "service ") {
 		t.Errorf("https with both forwards: %s %q", code, body)
+	}
+
+	// pinhole connect's -R NAME:443 is passed through too.
+	q := start(t, "connect", "-F", "none", "-i", key.PrivateFile, "--known-hosts", filepath.Join(dir, "kh4"), "-p", port,
+		"-R", fmt.Sprintf("pin:443:127.0.0.1:%d", secure), "tester@127.0.0.1")
+	q.waitLine(t, `-R pin:443:\S+: https://pin\.example\.test:`+port+`, connecting to`)
+	if code, body := curlGet(t, "https://pin.example.test/q", port, serviceCert.CertFile); code != "200" || body != fmt.Sprintf(`service host=pin.example.test:%s path=/q xff=""`, port) {
+		t.Errorf("pinhole connect -R pin:443: %s %q", code, body)
 	}
 }

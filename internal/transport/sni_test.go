@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
 
 // writeOnlyConn keeps what is written to it; reads fail.
@@ -138,4 +141,67 @@ func FuzzClientHello(f *testing.F) {
 			t.Fatalf("consumed bytes: %d left of %d", len(rest), len(in))
 		}
 	})
+}
+
+// TestPassthroughRaw: a ClientHello whose SNI the Passthrough takes goes,
+// every byte from the hello on, to its serve: the client completes TLS
+// with the service's own certificate, not the Dispatcher's, and the
+// connection counts toward the HTTP limits until it closes.
+func TestPassthroughRaw(t *testing.T) {
+	dir := t.TempDir()
+	svcCert, _, err := LoadOrCreateSelfSigned(dir+"/svc.pem", []string{"secure.example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcLeaf, _ := x509.ParseCertificate(svcCert.Certificate[0])
+	pool := x509.NewCertPool()
+	pool.AddCert(svcLeaf)
+	s := startShared(t, func(_ *tunnel.ServerConfig, d *Dispatcher) {
+		d.Passthrough = func(name string) func(net.Conn) {
+			if name != "secure.example.test" {
+				return nil
+			}
+			return func(c net.Conn) {
+				defer c.Close()
+				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{svcCert}})
+				io.Copy(tc, tc) // echo, inside the service's TLS
+			}
+		}
+	})
+	c, err := tls.Dial("tcp", s.addr, &tls.Config{ServerName: "secure.example.test", RootCAs: pool})
+	if err != nil {
+		t.Fatalf("TLS to the service through the shared port: %v", err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if got := c.ConnectionState().PeerCertificates[0]; !got.Equal(svcLeaf) {
+		t.Errorf("the certificate is %v's, want the service's", got.Subject)
+	}
+	io.WriteString(c, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Errorf("echo: %q, %v", buf, err)
+	}
+	if n := s.d.httpOpen(); n != 1 {
+		t.Errorf("%d connections counted as HTTP during the passthrough, want 1", n)
+	}
+	c.Close()
+	waitFor(t, "the passthrough uncounted", func() bool { return s.d.httpOpen() == 0 })
+	// Another name still ends TLS here, with the Dispatcher's certificate.
+	o, err := tls.Dial("tcp", s.addr, &tls.Config{ServerName: "localhost", RootCAs: s.pool, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatalf("another name: %v", err)
+	}
+	o.Close()
+}
+
+// BenchmarkReadClientHello is the cost the Dispatcher adds to every TLS
+// connection by reading its ClientHello before answering.
+func BenchmarkReadClientHello(b *testing.B) {
+	raw := helloBytes(b, "myapp.example.test", "h2", "http/1.1")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := readClientHello(bufio.NewReaderSize(bytes.NewReader(raw), 4096)); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
