@@ -49,7 +49,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	loginGrace := fs.Duration("login-grace", 30*time.Second, "close a connection that has not authenticated within this time, as sshd's LoginGraceTime (0: no limit)")
 	maxStartups := fs.String("max-startups", tunnel.DefaultMaxStartups.String(), "limit on connections that have not authenticated yet, as sshd's MaxStartups start:rate:full: from start on, drop new ones with rate percent probability, rising to 100 % at full")
 	perSource := fs.String("per-source-max-startups", strconv.Itoa(tunnel.DefaultPerSourceMaxStartups), "most unauthenticated connections from one address (IPv6: one /64), as sshd's PerSourceMaxStartups, or none")
-	maxHTTP := fs.Int("max-http-conns", transport.DefaultMaxHTTPConns, "most HTTP connections at once (plain, TLS, and TLS passed through to names), counted apart from --max-startups from when they show they are HTTP (0: no limit)")
+	maxHTTP := fs.Int("max-http-conns", transport.DefaultMaxHTTPConns, "most connections at once that are HTTP (plain, TLS, TLS passed through to names) or have not yet shown they are SSH, counted apart from --max-startups (0: no limit)")
 	perSourceHTTP := fs.Int("per-source-max-http-conns", transport.DefaultMaxHTTPConnsPerSource, "most HTTP connections at once from one address (IPv6: one /64) (0: no limit)")
 	maxAuthTries := fs.Int("max-auth-tries", 6, "close a connection after this many refused keys, as sshd's MaxAuthTries")
 	file := fs.String("c", "", "config `FILE` with the settings below under the same names (TOML, see docs/config.md), reloaded on SIGHUP and when it changes; no other flag may be given with it")
