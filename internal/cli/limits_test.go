@@ -448,21 +448,23 @@ func TestServerFloodOpenSSH(t *testing.T) {
 	}
 	login("after the flood, its sockets still open")
 	after, _ := vmRSS(pid)
-	// The per-source cap lets 5 of 127.0.0.2's connections in (they wait
-	// for the login grace time) and drops the rest; the drop lines, at
-	// most one a second, add up to that within a second or so.
+	// The flood's connections send nothing: the HTTP limits hold 256 of
+	// 127.0.0.2's until they have been silent for 2 s and drop the rest;
+	// then SSH's per-source cap lets 5 in (they wait for the login grace
+	// time) and drops the others. The drop lines of both, at most one a
+	// second each, add up to that within a second or so.
 	want := nHeld - 5
 	drops := 0
 	for deadline := time.Now().Add(5 * time.Second); drops != want && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		log, _ := os.ReadFile(srv.logFile)
 		drops = 0
-		for _, m := range regexp.MustCompile(`msg="startup dropped" peer=127\.0\.0\.2:\d+ reason=per-source-max-startups .* dropped=(\d+)`).FindAllSubmatch(log, -1) {
+		for _, m := range regexp.MustCompile(`msg="(?:startup|HTTP connection) dropped" peer=127\.0\.0\.2:\d+ reason=per-source-max-(?:startups|http-conns) .* dropped=(\d+)`).FindAllSubmatch(log, -1) {
 			n, _ := strconv.Atoi(string(m[1]))
 			drops += n
 		}
 	}
 	if drops != want {
-		t.Errorf("the server's startup dropped lines add up to %d drops, want %d", drops, want)
+		t.Errorf("the server's drop lines add up to %d drops, want %d", drops, want)
 	}
 	t.Logf("flood of %d connections from 127.0.0.2 (%d accepted by the kernel, %d failed to connect); the server logged %d drops (lines at most one a second)", flood, nHeld, nFailed, drops)
 	t.Logf("pinhole server VmRSS: %d kB before the flood, %d kB peak during it, %d kB after", before, peak, after)

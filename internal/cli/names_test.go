@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -14,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/sshtest"
-	"github.com/pinhole-dev/pinhole/internal/webtest"
 )
 
 // headerEcho is a web service that answers with what it was sent.
@@ -34,37 +30,6 @@ func headerEcho(t *testing.T) int {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// twoKeys skips without ssh or curl, and makes a directory with two
-// client keys and an authorized_keys that lists them, each after its
-// options (with a trailing space, or "").
-func twoKeys(t *testing.T, keyOptions, otherOptions string) (dir string, key, other *sshtest.Key, authKeys string) {
-	t.Helper()
-	sshtest.Need(t, sshtest.SSHPath)
-	if _, err := exec.LookPath("curl"); err != nil {
-		t.Skip("skipping: curl is not installed (scripts/test installs it as root)")
-	}
-	dir = t.TempDir()
-	key = sshtest.NewKey(t, dir, "id_ed25519")
-	other = sshtest.NewKey(t, dir, "id_other")
-	authKeys = filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, []byte(keyOptions+key.AuthorizedLine+otherOptions+other.AuthorizedLine), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return dir, key, other, authKeys
-}
-
-// waitLog waits up to 15 s for p to log what on stderr.
-func (p *proc) waitLog(t *testing.T, what string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(p.stderr.String(), what) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pinhole did not log %q:\n%s", what, p.stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // curlGet runs curl against https:// or http://NAME.example.test on the
@@ -91,17 +56,11 @@ func curlGet(t *testing.T, url, port, ca string, extra ...string) (code, body st
 // name nobody holds is a 404, a service that is down a 502, and another
 // key cannot take a held name.
 func TestNamesStockSSH(t *testing.T) {
-	dir, key, other, authKeys := twoKeys(t, "", "")
-	cert := webtest.Cert(t, "*.example.test", "example.test")
-	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
-		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile, "--upstream-timeout", "2s")
-	addr := srv.waitLine(t, `listening on (\S+)`)[1]
-	_, port, _ := net.SplitHostPort(addr)
+	n := startStockNames(t, "--upstream-timeout", "2s")
+	dir, key, other, cert, srv, addr, port, known, waitLog := n.dir, n.key, n.other, n.cert, n.srv, n.addr, n.port, n.known, n.waitLog
 	srv.waitLine(t, `names under example\.test: .* gives https://myapp\.example\.test:`+port)
-	known := "[127.0.0.1]:" + port + " " + (&tlsWorld{world: &world{dir: dir}}).hostKeyLine(t)
 	service := headerEcho(t)
 
-	waitLog := func(what string) { t.Helper(); srv.waitLog(t, what) }
 	first := sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
 		Args: []string{"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service), "-R", "down:80:127.0.0.1:1"}})
 	waitLog(`laddr=https://myapp.example.test:` + port)
@@ -198,80 +157,9 @@ asyncio.run(main())
 // over three names of one pinhole connect each get their own answer, and
 // a WebSocket (python3-websockets) echoes through a name.
 func TestNamesConcurrentAndWebSocket(t *testing.T) {
-	dir := t.TempDir()
-	identity, pub := writeKey(t, dir, "id_ed25519")
-	authKeys := filepath.Join(dir, "authorized_keys")
-	if err := os.WriteFile(authKeys, ssh.MarshalAuthorizedKey(pub), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert := webtest.Cert(t, "*.example.test")
-	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
-		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile,
-		// Until HTTP gets limits of its own, every connection counts as a
-		// login until it shows what it is (docs/names.md).
-		"--max-startups", "200", "--per-source-max-startups", "none")
-	_, port, _ := net.SplitHostPort(srv.waitLine(t, `listening on (\S+)`)[1])
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/echo" {
-			c, err := websocket.Accept(w, r, nil)
-			if err != nil {
-				return
-			}
-			defer c.CloseNow()
-			for {
-				typ, m, err := c.Read(r.Context())
-				if err != nil || c.Write(r.Context(), typ, m) != nil {
-					return
-				}
-			}
-		}
-		fmt.Fprintf(w, "%s %s", strings.SplitN(r.Host, ".", 2)[0], r.URL.Path)
-	})}
-	go svc.Serve(ln)
-	t.Cleanup(func() { svc.Close() })
-	target := ln.Addr().String()
-	c := start(t, "connect", "-F", "none", "-i", identity, "--known-hosts", filepath.Join(dir, "known_hosts"), "-p", port,
-		"-R", "a:80:"+target, "-R", "b:80:"+target, "-R", "c:80:"+target, "tester@127.0.0.1")
-	for _, n := range []string{"a", "b", "c"} {
-		c.waitLine(t, `-R `+n+`:80:\S+: https://`+n+`\.example\.test:`)
-	}
-
-	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: cert.Pool},
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return new(net.Dialer).DialContext(ctx, network, "127.0.0.1:"+port)
-		},
-		MaxIdleConnsPerHost: 16,
-	}}
-	names := []string{"a", "b", "c"}
-	errs := make(chan error, 100)
-	for i := range 100 {
-		go func() {
-			name := names[i%3]
-			resp, err := client.Get(fmt.Sprintf("https://%s.example.test:%s/req/%d", name, port, i))
-			if err != nil {
-				errs <- err
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if want := fmt.Sprintf("%s /req/%d", name, i); resp.StatusCode != 200 || string(b) != want {
-				errs <- fmt.Errorf("request %d: %s %q, want %q", i, resp.Status, b, want)
-				return
-			}
-			errs <- nil
-		}()
-	}
-	for range 100 {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
+	// With the default SSH limits: HTTP connections have their own.
+	port, cert := startThreeNames(t)
+	getThreeNames(t, namesClient(cert, port, false), port, 100, 1)
 
 	if out, err := exec.Command(debianPython, "-c", "import websockets").CombinedOutput(); err != nil {
 		t.Skipf("skipping the WebSocket part: python3-websockets is not installed (scripts/test installs it as root): %s", out)
@@ -312,18 +200,13 @@ func TestNamesPermitListen(t *testing.T) {
 // the server's domain given in full (other.example.test) is the name
 // other.
 func TestNamesCustomDomain(t *testing.T) {
-	dir, key, other, authKeys := twoKeys(t, `permitlisten="shop.example.org:80" `, `permitlisten="*:80" `)
-	cert := webtest.Cert(t, "*.example.test", "example.test")
-	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
-		"--domain", "example.test", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile)
-	addr := srv.waitLine(t, `listening on (\S+)`)[1]
-	_, port, _ := net.SplitHostPort(addr)
-	known := "[127.0.0.1]:" + port + " " + (&tlsWorld{world: &world{dir: dir}}).hostKeyLine(t)
+	n := startStockNamesOpts(t, `permitlisten="shop.example.org:80" `, `permitlisten="*:80" `)
+	dir, key, other, cert, addr, port, known := n.dir, n.key, n.other, n.cert, n.addr, n.port, n.known
 	service := headerEcho(t)
 
 	sshtest.StartSSH(t, sshtest.SSHOptions{Addr: addr, User: "tester", Key: key, KnownHosts: known,
 		Args: []string{"-R", fmt.Sprintf("shop.example.org:80:127.0.0.1:%d", service)}})
-	srv.waitLog(t, `laddr=https://shop.example.org:`+port)
+	n.waitLog(`laddr=https://shop.example.org:` + port)
 	code, body := curlGet(t, "http://shop.example.org/cart", port, cert.CertFile)
 	if want := fmt.Sprintf("host=shop.example.org:%s xff=127.0.0.1 proto=http path=/cart", port); code != "200" || body != want {
 		t.Errorf("the custom domain: %s %q\nwant 200 %q", code, body, want)

@@ -33,7 +33,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	tlsKey := fs.String("tls-key", "", "the private key `file` (PEM) of --tls-cert")
 	wsPath := fs.String("ws-path", transport.DefaultPath, "URL `path` where a WebSocket upgrade carries SSH")
 	fs.Var(&sshSNI, "ssh-sni", "TLS server `name` (SNI) that means SSH for a TLS client offering no ALPN, such as openssl s_client (repeatable)")
-	domain := fs.String("domain", "", "serve remote forwards that ask for a name on port 80 (ssh -R myapp:80:localhost:3000) as http:// and https://myapp.`DOMAIN` on every --listen port; -R 80:... gets a name made from its key (docs/names.md)")
+	domain := fs.String("domain", "", "serve remote forwards that ask for a name on port 80 (ssh -R myapp:80:localhost:3000) as http:// and https://myapp.`DOMAIN` on every --listen port, and on port 443 (-R myapp:443:localhost:8443) as TLS passed through to the service; -R 80:... gets a name made from its key (docs/names.md)")
 	acmeOn := fs.Bool("acme", false, "get certificates for --domain and the names of its tunnels from an ACME CA (Let's Encrypt by default), accepting its terms of service: TLS-ALPN-01 on the TLS port, HTTP-01 on port 80; kept in the state directory and renewed ahead of expiry")
 	acmeDirectory := fs.String("acme-directory", "", "`URL` of the ACME CA's directory (default Let's Encrypt's, "+certs.LetsEncrypt+")")
 	acmeEmail := fs.String("acme-email", "", "contact `address` the ACME CA is given, for notices about the certificates")
@@ -57,6 +57,8 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	loginGrace := fs.Duration("login-grace", 30*time.Second, "close a connection that has not authenticated within this time, as sshd's LoginGraceTime (0: no limit)")
 	maxStartups := fs.String("max-startups", tunnel.DefaultMaxStartups.String(), "limit on connections that have not authenticated yet, as sshd's MaxStartups start:rate:full: from start on, drop new ones with rate percent probability, rising to 100 % at full")
 	perSource := fs.String("per-source-max-startups", strconv.Itoa(tunnel.DefaultPerSourceMaxStartups), "most unauthenticated connections from one address (IPv6: one /64), as sshd's PerSourceMaxStartups, or none")
+	maxHTTP := fs.Int("max-http-conns", transport.DefaultMaxHTTPConns, "most connections at once that are HTTP (plain, TLS, TLS passed through to names) or have not yet shown they are SSH, counted apart from --max-startups (0: no limit)")
+	perSourceHTTP := fs.Int("per-source-max-http-conns", transport.DefaultMaxHTTPConnsPerSource, "most HTTP connections at once from one address (IPv6: one /64) (0: no limit)")
 	maxAuthTries := fs.Int("max-auth-tries", 6, "close a connection after this many refused keys, as sshd's MaxAuthTries")
 	file := fs.String("c", "", "config `FILE` with the settings below under the same names (TOML, see docs/config.md), reloaded on SIGHUP and when it changes; no other flag may be given with it")
 	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
@@ -163,7 +165,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		probe = -1
 	}
 	disp, err := serverDispatcher(e, serverTransportSettings{HostKey: *hostKey, TLSCert: *tlsCert, TLSKey: *tlsKey, WSPath: *wsPath, SSHSNI: sshSNI, TrustedProxy: trusted, LoginGrace: grace,
-		Domain: *domain, NameTTL: *nameTTL, UpstreamTimeout: *upstream, MaxNamesPerKey: *maxNames,
+		Domain: *domain, NameTTL: *nameTTL, UpstreamTimeout: *upstream, MaxNamesPerKey: *maxNames, MaxHTTPConns: *maxHTTP, MaxHTTPConnsPerSource: *perSourceHTTP,
 		ACME: *acmeOn, ACMEDirectory: *acmeDirectory, ACMEEmail: *acmeEmail, ACMECA: *acmeCA})
 	if err != nil {
 		return err
@@ -183,6 +185,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		PerSourceMaxStartups: perSourceMax,
 		MaxAuthTries:         *maxAuthTries,
 		KeyLimits:            keyLimits,
+		Sort:                 disp.Sort,
 		Unwrap:               disp.Unwrap,
 		Names:                disp.names(),
 		Logger:               e.log,

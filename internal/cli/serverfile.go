@@ -271,6 +271,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		HostKey: hostKey, TLSCert: s.TLSCert, TLSKey: s.TLSKey, WSPath: s.WSPath, SSHSNI: s.SSHSNI, TrustedProxy: s.TrustedProxy,
 		LoginGrace: neg(s.LoginGrace), Domain: s.Domain, NameTTL: s.NameTTL, UpstreamTimeout: s.UpstreamTimeout, MaxNamesPerKey: s.MaxNamesPerKey,
 		ACME: s.ACME, ACMEDirectory: s.ACMEDirectory, ACMEEmail: s.ACMEEmail, ACMECA: s.ACMECA,
+		MaxHTTPConns: s.MaxHTTPConns, MaxHTTPConnsPerSource: s.PerSourceMaxHTTPConns,
 	})
 	if err != nil {
 		return nil, err
@@ -290,6 +291,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		PerSourceMaxStartups: perSource,
 		MaxAuthTries:         s.MaxAuthTries,
 		KeyLimits:            keyLimits,
+		Sort:                 disp.Sort,
 		Unwrap:               disp.Unwrap,
 		Names:                disp.names(),
 		Logger:               r.e.log,

@@ -107,6 +107,9 @@ type serverTransportSettings struct {
 	// (--acme, --acme-directory, --acme-email, --acme-ca).
 	ACME                             bool
 	ACMEDirectory, ACMEEmail, ACMECA string
+	// MaxHTTPConns and MaxHTTPConnsPerSource are --max-http-conns and
+	// --per-source-max-http-conns; 0: no limit.
+	MaxHTTPConns, MaxHTTPConnsPerSource int
 }
 
 // stateDirOf is where the server keeps its state: beside its host key,
@@ -216,12 +219,16 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		TrustedProxies: trusted,
 		LoginGrace:     s.LoginGrace,
 		Logger:         e.log,
+		// 0, no limit, is the Dispatcher's negative.
+		MaxHTTPConns:          cmp.Or(s.MaxHTTPConns, -1),
+		MaxHTTPConnsPerSource: cmp.Or(s.MaxHTTPConnsPerSource, -1),
 	}
 	switch {
 	case d.acme != nil:
 		d.Dispatcher.HTTP = d.acme.HTTPHandler(d.router)
 	case d.router != nil:
 		d.Dispatcher.HTTP = d.router
+		d.Dispatcher.Passthrough = d.router.Passthrough
 	}
 	return d, nil
 }

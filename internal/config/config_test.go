@@ -363,6 +363,8 @@ domain = "tunnels.example.com"
 name-ttl = "48h"
 max-ports-per-key = 50
 max-streams-per-key = 0
+max-http-conns = 1000
+per-source-max-http-conns = 0
 `), ServerChecks{})
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +380,7 @@ max-streams-per-key = 0
 			TLSCert: "/etc/pinhole/tls/cert.pem", TLSKey: "/etc/ssl/private/pinhole.key", WSPath: "/tunnel",
 			SSHSNI: []string{"b.example.com", "ssh.example.com"}, TrustedProxy: []string{"10.0.0.0/8", "127.0.0.1"},
 			Domain: "tunnels.example.com", NameTTL: 48 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
-			MaxPortsPerKey: 50, MaxStreamsPerKey: 0, MaxStreamRatePerKey: DefaultMaxStreamRatePerKey,
+			MaxPortsPerKey: 50, MaxStreamsPerKey: 0, MaxStreamRatePerKey: DefaultMaxStreamRatePerKey, MaxHTTPConns: 1000, PerSourceMaxHTTPConns: 0,
 		},
 	}
 	if !reflect.DeepEqual(s, want) {

@@ -25,6 +25,7 @@ var serverKeys = []string{
 	"domain", "name-ttl", "upstream-timeout", "max-names-per-key",
 	"acme", "acme-directory", "acme-email", "acme-ca",
 	"max-ports-per-key", "max-streams-per-key", "max-stream-rate-per-key",
+	"max-http-conns", "per-source-max-http-conns",
 }
 
 // The per-key limits' defaults: tunnel.DefaultKeyLimits'.
@@ -93,6 +94,10 @@ type ServerSettings struct {
 	// --max-ports-per-key, --max-streams-per-key and
 	// --max-stream-rate-per-key; 0: no limit.
 	MaxPortsPerKey, MaxStreamsPerKey, MaxStreamRatePerKey int
+	// MaxHTTPConns and PerSourceMaxHTTPConns are --max-http-conns and
+	// --per-source-max-http-conns; 0: no limit.
+	MaxHTTPConns          int
+	PerSourceMaxHTTPConns int
 }
 
 // ServerDiff is what a reload of pinhole server's file changes.
@@ -142,6 +147,7 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		UDPIdle: DefaultUDPIdle, UDPMaxFlows: DefaultUDPMaxFlows, LoginGrace: 30 * time.Second,
 		NameTTL: 7 * 24 * time.Hour, UpstreamTimeout: 30 * time.Second, MaxNamesPerKey: 10,
 		MaxPortsPerKey: DefaultMaxPortsPerKey, MaxStreamsPerKey: DefaultMaxStreamsPerKey, MaxStreamRatePerKey: DefaultMaxStreamRatePerKey,
+		MaxHTTPConns: transport.DefaultMaxHTTPConns, PerSourceMaxHTTPConns: transport.DefaultMaxHTTPConnsPerSource,
 		MaxStartups: "10:30:100", PerSourceMaxStartups: "5", MaxAuthTries: 6, WSPath: transport.DefaultPath,
 	}}
 	var certAt, keyAt, acmeAt, domainAt pos
@@ -393,6 +399,18 @@ func ParseServer(file string, data []byte, checks ServerChecks) (*Server, error)
 		case "name-ttl":
 			if st.NameTTL = ps.duration(l, name, false); st.NameTTL == 0 {
 				st.NameTTL = 7 * 24 * time.Hour
+			}
+		case "max-http-conns", "per-source-max-http-conns":
+			if n, ok := ps.integer(l, name+" = 1000"); ok {
+				if n < 0 || n > 1<<20 {
+					ps.errorf(l.vpos, "%s %d: want from 0 (no limit) to %d", name, n, 1<<20)
+					continue
+				}
+				if name == "max-http-conns" {
+					st.MaxHTTPConns = int(n)
+				} else {
+					st.PerSourceMaxHTTPConns = int(n)
+				}
 			}
 		case "max-names-per-key":
 			if n, ok := ps.integer(l, "max-names-per-key = 10"); ok {

@@ -23,9 +23,11 @@ import (
 // one port. Its Unwrap looks at the first byte of each connection:
 //
 //	'S' (SSH-2.0-...)            raw SSH: the conn itself goes to the SSH server
-//	0x16 (a TLS ClientHello)     TLS, then by ALPN: "ssh" → SSH; "http/1.1" → HTTP;
-//	                             none → SSH if the SNI is one of SSHNames or the
-//	                             first byte inside is 'S', else HTTP
+//	0x16 (a TLS ClientHello)     by its SNI: a name Passthrough takes → that
+//	                             service, TLS and all; else TLS, then by ALPN:
+//	                             "ssh" → SSH; "h2", "http/1.1" → HTTP; none →
+//	                             SSH if the SNI is one of SSHNames or the first
+//	                             byte inside is 'S', else HTTP
 //	'A'-'Z' (GET, POST, ...)     HTTP, plain
 //	anything else                closed
 //
@@ -36,10 +38,17 @@ import (
 // Set the fields before the first Unwrap and do not change them after.
 type Dispatcher struct {
 	// TLS answers TLS handshakes, with its Certificates or
-	// GetCertificate; Unwrap offers the ALPN protocols "ssh" and
-	// "http/1.1" before any of its own NextProtos. nil: a connection that
-	// starts with a TLS handshake is closed.
+	// GetCertificate; Unwrap offers the ALPN protocols "ssh", "h2" and
+	// "http/1.1", in that order of preference, before any of its own
+	// NextProtos. nil: a connection that starts with a TLS handshake is
+	// closed.
 	TLS *tls.Config
+	// Passthrough, if set, is asked for each TLS connection's server name
+	// (SNI, never "") before anything is answered: a non-nil serve takes
+	// the connection whole, its ClientHello not yet read, for a service
+	// that ends TLS itself (a name's -R NAME:443 forward, docs/names.md);
+	// serve then owns it and closes it. nil: TLS ends here.
+	Passthrough func(serverName string) (serve func(net.Conn))
 	// SSHNames are TLS server names (SNI) that mean SSH for a client that
 	// offers no ALPN protocol, such as openssl s_client or socat.
 	SSHNames []string
@@ -69,63 +78,161 @@ type Dispatcher struct {
 	// (monitoring, nmap) that wait for the server's version line. 0 means
 	// 2 s; never more than half the login grace.
 	SilentSSH time.Duration
+	// MaxHTTPConns caps the connections counted as HTTP at once: from
+	// their accept (Sort) until their first bytes show they may be SSH,
+	// and if they are HTTP (plain, inside TLS, or passed through to a
+	// name's TLS service) until they close or are upgraded
+	// (httplimit.go). One past the cap is closed at once. 0 means
+	// DefaultMaxHTTPConns; negative, no cap.
+	MaxHTTPConns int
+	// MaxHTTPConnsPerSource is that cap for one source address (IPv6:
+	// one /64). 0 means DefaultMaxHTTPConnsPerSource; negative, no cap.
+	MaxHTTPConnsPerSource int
 	// Logger gets a debug line for each connection closed for what its
-	// first bytes were. nil discards.
+	// first bytes were, and a warning (a line a second at most) when the
+	// HTTP limits drop connections. nil discards.
 	Logger *slog.Logger
 
-	once    sync.Once
-	ctx     context.Context
-	cancel  context.CancelFunc
-	tlsCfg  *tls.Config
-	srv     *http.Server
-	ln      *connListener
-	started sync.Map      // net.Conn → chan struct{}: closed once its first request is read, or it ended
-	stop    chan struct{} // closed by Shutdown
-	stopped sync.Once
+	once   sync.Once
+	ctx    context.Context
+	cancel context.CancelFunc
+	tlsCfg *tls.Config
+	srv    *http.Server
+	ln     *connListener
+	gate   *httpGate
+	conns  sync.Map // net.Conn → *httpConn: the HTTP server's, until closed or hijacked
 }
 
 // errEmpty is the error for a connection that closed before its first
 // byte.
 var errEmpty = errors.New("transport: the connection closed before sending anything")
 
-// Unwrap takes a connection just accepted, with the deadline of its login
-// grace set, and returns the conn its SSH stream travels on: c itself for
-// raw SSH, a TLS conn for SSH inside TLS. It returns nil and no error when
-// c is HTTP: then the Dispatcher owns c, once the header of its first
-// request has arrived. On an error the caller closes c. It is the
+// Sort is the tunnel.ServerConfig.Sort of a server on a shared port: it
+// takes a connection just accepted, before it counts toward the SSH
+// server's pre-authentication limits, and waits for its first bytes,
+// counting it toward the HTTP limits meanwhile. A connection that shows
+// it is HTTP (a method; a ClientHello offering h2 or http/1.1 and not
+// ssh, or naming a public name), or that a passthrough takes, it serves
+// and returns nil for, no error. Any other (SSH, SSH inside TLS, TLS it
+// cannot tell yet, a client that sends nothing within SilentSSH) it
+// returns for Unwrap, which carries on from what Sort read. On an error
+// the caller closes c.
+func (d *Dispatcher) Sort(c net.Conn) (net.Conn, error) {
+	d.init()
+	st, out, err := d.sort(c)
+	if st == nil {
+		return nil, err
+	}
+	return &sortedConn{Conn: out, st: st}, nil
+}
+
+// sortedConn is a conn Sort returned, with what it learned, for Unwrap.
+type sortedConn struct {
+	net.Conn
+	st *sorted
+}
+
+// Unwrap takes a connection just accepted, or one Sort returned, with the
+// deadline of its login grace set, and returns the conn its SSH stream
+// travels on: c itself for raw SSH, a TLS conn for SSH inside TLS. It
+// returns nil and no error as soon as c is known to be HTTP (or a
+// passthrough's): then the Dispatcher owns c, and counts it toward its
+// HTTP limits instead. On an error the caller closes c. It is the
 // tunnel.ServerConfig.Unwrap of a server on a shared port.
 func (d *Dispatcher) Unwrap(c net.Conn) (net.Conn, error) {
 	d.init()
-	// One deadline for the whole way in: first byte, TLS, HTTP header.
-	var deadline time.Time
-	if grace := d.loginGrace(); grace > 0 {
-		deadline = time.Now().Add(grace)
+	if sc, ok := c.(*sortedConn); ok {
+		return d.unwrap(sc.Conn, sc.st)
 	}
-	first, c, err := d.peek(c, deadline)
+	st, c, err := d.sort(c)
+	if st == nil {
+		return nil, err
+	}
+	return d.unwrap(c, st)
+}
+
+// sorted is what sort learned of a connection that may be SSH.
+type sorted struct {
+	deadline time.Time   // of the whole way in: first byte, TLS, HTTP header
+	bc       *batchConn  // TLS: the conn, its ClientHello read into the buffer
+	hello    clientHello // TLS: what the ClientHello says
+}
+
+// sort is Sort: for a connection that may be SSH, what it learned and
+// the conn to go on with; nil for one it has taken.
+func (d *Dispatcher) sort(c net.Conn) (*sorted, net.Conn, error) {
+	release, err := d.admitHTTP(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	taken := false
+	defer func() {
+		if !taken {
+			release()
+		}
+	}()
+	st := &sorted{}
+	if grace := d.loginGrace(); grace > 0 {
+		st.deadline = time.Now().Add(grace)
+	}
+	first, c, err := d.peek(c, st.deadline)
 	if errors.Is(err, errSilent) {
-		return c, nil // SSH, the server first
+		return st, c, nil // SSH, the server first
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	switch {
 	case first == 'S':
-		return c, nil
+		return st, c, nil
 	case first == 0x16:
-		return d.unwrapTLS(c, deadline)
+		if d.tlsCfg == nil {
+			d.logger().Debug("closed: a TLS handshake on a port without a certificate", "peer", c.RemoteAddr().String())
+			return nil, nil, errors.New("transport: a TLS handshake, and this port has no TLS certificate")
+		}
+		st.bc = newBatchConn(c, true)
+		if st.hello, err = readClientHello(st.bc.r.(*bufio.Reader)); err != nil {
+			d.logger().Debug("closed: not a TLS ClientHello", "peer", c.RemoteAddr().String(), "err", err)
+			return nil, nil, err
+		}
+		if serve := d.passthrough(st.hello); serve != nil {
+			// The service's to time out from here, as a remote
+			// forward's port is.
+			taken = true
+			c.SetDeadline(time.Time{})
+			go serve(&gatedConn{passConn: passConn{st.bc}, release: release})
+			return nil, nil, nil
+		}
+		if d.helloIsHTTP(st.hello) {
+			// The HTTP server does the handshake, bounded by the grace.
+			taken = true
+			return nil, nil, d.serveHTTP(tls.Server(st.bc, d.tlsCfg), st.deadline, release)
+		}
+		return st, c, nil
 	case 'A' <= first && first <= 'Z':
-		return nil, d.serveHTTP(newBatchConn(c, true), deadline)
+		taken = true
+		return nil, nil, d.serveHTTP(newBatchConn(c, true), st.deadline, release)
 	}
 	d.logger().Debug("closed: not SSH, TLS or HTTP", "peer", c.RemoteAddr().String(), "first_byte", fmt.Sprintf("%#02x", first))
-	return nil, fmt.Errorf("transport: the first byte %#02x is not SSH, TLS or HTTP", first)
+	return nil, nil, fmt.Errorf("transport: the first byte %#02x is not SSH, TLS or HTTP", first)
 }
 
-func (d *Dispatcher) unwrapTLS(c net.Conn, deadline time.Time) (net.Conn, error) {
-	if d.tlsCfg == nil {
-		d.logger().Debug("closed: a TLS handshake on a port without a certificate", "peer", c.RemoteAddr().String())
-		return nil, errors.New("transport: a TLS handshake, and this port has no TLS certificate")
+// passthrough is what serves a ClientHello's server name raw, if
+// anything.
+func (d *Dispatcher) passthrough(h clientHello) func(net.Conn) {
+	if d.Passthrough == nil || h.ServerName == "" {
+		return nil
 	}
-	bc := newBatchConn(c, true)
+	return d.Passthrough(h.ServerName)
+}
+
+// unwrap goes on from sort, in the SSH server's slot: c is SSH, or TLS
+// that may carry SSH.
+func (d *Dispatcher) unwrap(c net.Conn, st *sorted) (net.Conn, error) {
+	if st.bc == nil {
+		return c, nil
+	}
+	bc, deadline := st.bc, st.deadline
 	tc := tls.Server(bc, d.tlsCfg)
 	if err := tc.HandshakeContext(d.ctx); err != nil {
 		d.logger().Debug("closed: TLS handshake failed", "peer", c.RemoteAddr().String(), "err", err)
@@ -146,9 +253,9 @@ func (d *Dispatcher) unwrapTLS(c net.Conn, deadline time.Time) (net.Conn, error)
 		if err != nil {
 			return nil, err
 		}
-		return nil, d.serveHTTP(inner, deadline)
+		return nil, d.serveHTTP(inner, deadline, nil)
 	}
-	return nil, d.serveHTTP(tc, deadline)
+	return nil, d.serveHTTP(tc, deadline, nil)
 }
 
 // errSilent is peek's error for a client that sent nothing within
@@ -231,7 +338,10 @@ func (d *Dispatcher) init() {
 		d.ctx, d.cancel = context.WithCancel(context.Background())
 		if d.TLS != nil {
 			d.tlsCfg = d.TLS.Clone()
-			protos := []string{ALPN, "http/1.1"}
+			// crypto/tls picks the first of these the client offers:
+			// SSH, then HTTP/2 for browsers, then HTTP/1.1 (WebSocket
+			// clients offer only that).
+			protos := []string{ALPN, "h2", "http/1.1"}
 			for _, p := range d.TLS.NextProtos {
 				if !slices.Contains(protos, p) {
 					protos = append(protos, p)
@@ -249,7 +359,7 @@ func (d *Dispatcher) init() {
 		if timeout <= 0 {
 			timeout = 30 * time.Second
 		}
-		d.stop = make(chan struct{})
+		d.gate = newHTTPGate(limitOr(d.MaxHTTPConns, DefaultMaxHTTPConns), limitOr(d.MaxHTTPConnsPerSource, DefaultMaxHTTPConnsPerSource), d.logger())
 		d.ln = &connListener{conns: make(chan net.Conn), done: make(chan struct{})}
 		d.srv = &http.Server{
 			Handler:           http.HandlerFunc(d.serve),
@@ -264,8 +374,7 @@ func (d *Dispatcher) init() {
 			},
 			ConnState: func(c net.Conn, st http.ConnState) {
 				if st == http.StateClosed || st == http.StateHijacked {
-					d.firstRequest(c)
-					d.started.Delete(c)
+					d.httpDone(c)
 				}
 			},
 		}
@@ -276,6 +385,14 @@ func (d *Dispatcher) init() {
 
 type connKey struct{}
 
+// limitOr is a limit field with its default: 0 means def, negative none.
+func limitOr(n, def int) int {
+	if n == 0 {
+		return def
+	}
+	return n
+}
+
 func (d *Dispatcher) logger() *slog.Logger {
 	if d.Logger == nil {
 		return slog.New(slog.DiscardHandler)
@@ -283,44 +400,84 @@ func (d *Dispatcher) logger() *slog.Logger {
 	return d.Logger
 }
 
-// serveHTTP gives c to the HTTP server and waits until the header of its
-// first request has arrived, or c has ended: until then it counts as a
-// connection that has not shown what it is.
-func (d *Dispatcher) serveHTTP(c net.Conn, deadline time.Time) error {
-	// From here the HTTP server sets the conn's deadlines; the login
-	// grace's deadline still bounds the first request's header, by a
-	// timer that closes c.
-	c.SetDeadline(time.Time{})
-	started := make(chan struct{})
-	d.started.Store(c, started)
-	if !deadline.IsZero() {
-		t := time.AfterFunc(time.Until(deadline), func() {
-			select {
-			case <-started:
-			default:
-				c.Close()
-			}
-		})
-		defer t.Stop()
+// helloIsHTTP reports whether a ClientHello shows HTTP before the
+// handshake: it offers h2 or http/1.1 and not ssh, or, offering none of
+// those, names a public name of the HTTP handler (and not one of
+// SSHNames).
+func (d *Dispatcher) helloIsHTTP(h clientHello) bool {
+	if slices.Contains(h.ALPN, ALPN) {
+		return false
 	}
-	select {
-	case d.ln.conns <- c:
-	case <-d.ln.done:
-		d.started.Delete(c)
-		return net.ErrClosed
+	if slices.Contains(h.ALPN, "h2") || slices.Contains(h.ALPN, "http/1.1") {
+		return true
 	}
-	select {
-	case <-started:
-	case <-d.stop:
-	case <-d.ctx.Done():
+	if len(h.ALPN) > 0 || h.ServerName == "" || slices.ContainsFunc(d.SSHNames, func(n string) bool { return strings.EqualFold(n, h.ServerName) }) {
+		return false
 	}
-	return nil
+	o, ok := d.HTTP.(interface{ Owns(host string) bool })
+	return ok && o.Owns(h.ServerName)
 }
 
-// firstRequest notes that c's first request has arrived (or c ended).
+// admitHTTP counts c toward the HTTP limits, or says why it cannot be.
+func (d *Dispatcher) admitHTTP(c net.Conn) (release func(), err error) {
+	release, reason := d.gate.admit(c.RemoteAddr())
+	if release == nil {
+		return nil, fmt.Errorf("transport: too many HTTP connections (%s); raise --%s if they are welcome", reason, reason)
+	}
+	return release, nil
+}
+
+// httpConn is what the Dispatcher keeps of a conn the HTTP server has.
+type httpConn struct {
+	timer   *time.Timer // closes the conn if its first request's header has not come by the deadline; nil: none
+	release func()      // of its place in the HTTP limits
+}
+
+// serveHTTP gives c to the HTTP server, without waiting: it no longer
+// counts as a connection that has not shown what it is. release is of its
+// place in the HTTP limits; nil takes one.
+func (d *Dispatcher) serveHTTP(c net.Conn, deadline time.Time, release func()) error {
+	if release == nil {
+		var err error
+		if release, err = d.admitHTTP(c); err != nil {
+			return err
+		}
+	}
+	// From here the HTTP server sets the conn's deadlines; the login
+	// grace's deadline still bounds the first request's header, TLS
+	// handshake included, by a timer that closes c.
+	c.SetDeadline(time.Time{})
+	hc := &httpConn{release: release}
+	if !deadline.IsZero() {
+		hc.timer = time.AfterFunc(time.Until(deadline), func() { c.Close() })
+	}
+	d.conns.Store(c, hc)
+	select {
+	case d.ln.conns <- c:
+		return nil
+	case <-d.ln.done:
+		d.httpDone(c)
+		return net.ErrClosed
+	}
+}
+
+// firstRequest notes that c's first request has arrived: its header is
+// no longer bounded by the login grace.
 func (d *Dispatcher) firstRequest(c net.Conn) {
-	if v, ok := d.started.LoadAndDelete(c); ok {
-		close(v.(chan struct{}))
+	if v, ok := d.conns.Load(c); ok && v.(*httpConn).timer != nil {
+		v.(*httpConn).timer.Stop()
+	}
+}
+
+// httpDone notes that c has closed, or been upgraded and taken by its
+// handler: it leaves the HTTP limits.
+func (d *Dispatcher) httpDone(c net.Conn) {
+	if v, ok := d.conns.LoadAndDelete(c); ok {
+		hc := v.(*httpConn)
+		if hc.timer != nil {
+			hc.timer.Stop()
+		}
+		hc.release()
 	}
 }
 
@@ -446,7 +603,6 @@ func notFound(w http.ResponseWriter) {
 // contexts. It is idempotent.
 func (d *Dispatcher) Close() error {
 	d.init()
-	d.stopped.Do(func() { close(d.stop) })
 	d.cancel()
 	d.ln.Close()
 	return d.srv.Close()
@@ -458,7 +614,6 @@ func (d *Dispatcher) Close() error {
 // server, whose Shutdown drains them. Close ends them.
 func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	d.init()
-	d.stopped.Do(func() { close(d.stop) })
 	d.ln.Close()
 	return d.srv.Shutdown(ctx)
 }

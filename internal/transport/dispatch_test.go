@@ -63,6 +63,7 @@ func startShared(t *testing.T, tweak func(*tunnel.ServerConfig, *Dispatcher)) *s
 			}
 			return nil, nil
 		},
+		Sort:   d.Sort,
 		Unwrap: d.Unwrap,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
@@ -281,6 +282,8 @@ func TestSilentClientGetsSSH(t *testing.T) {
 	}
 }
 
+// TestTLSHandshakeCountsTowardStartups: a TLS handshake that may carry
+// SSH (ALPN ssh) counts toward the SSH limits from its ClientHello.
 func TestTLSHandshakeCountsTowardStartups(t *testing.T) {
 	s := startShared(t, func(c *tunnel.ServerConfig, _ *Dispatcher) { c.PerSourceMaxStartups = 1 })
 	// A TLS handshake in progress holds the one slot of 127.0.0.1...
@@ -289,7 +292,7 @@ func TestTLSHandshakeCountsTowardStartups(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hold.Close()
-	hold.Write([]byte{0x16, 0x03, 0x01})
+	hold.Write(helloBytes(t, "localhost", ALPN))
 	deadline := time.Now().Add(5 * time.Second)
 	for s.srv.Startups().Unauthenticated < 1 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)

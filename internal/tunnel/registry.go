@@ -53,6 +53,15 @@ func (s *Server) holder(udp bool, port int) *serverConn {
 	return nil
 }
 
+// nameKey is the boundKey address of name's forward on port: "name X"
+// for HTTP (80), "name X:443" for TLS passthrough.
+func nameKey(name string, port uint32) string {
+	if port == 80 {
+		return "name " + name
+	}
+	return "name " + name + ":" + strconv.Itoa(int(port))
+}
+
 // holderOf returns the connection that holds k, if any.
 func (s *Server) holderOf(k boundKey) *serverConn {
 	s.mu.Lock()
@@ -183,7 +192,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	if name != "" {
 		// A name registers as a port does: its holder is found, and
 		// taken over when dead, by boundKey.
-		k = boundKey{addr: "name " + name}
+		k = boundKey{addr: nameKey(name, fr.BindPort)}
 		err = sc.bindOrTakeOverFrom(name, "name", func() *serverConn { return s.holderOf(k) }, func() (err error) {
 			ln, err = sc.listenName(name, fr.BindPort)
 			return err
@@ -220,7 +229,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	if fr.BindPort == 0 {
 		key.BindPort = boundPort
 	}
-	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, named: name != "", endPort: endPort}
+	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, named: name != "" && fr.BindPort != 443, endPort: endPort}
 	s.mu.Lock()
 	sc.mu.Lock()
 	if s.state != serverServing || sc.forwards == nil {
@@ -257,8 +266,10 @@ type remoteListener struct {
 	req  forwardRequest // as the client asked
 	port uint32         // bound port
 	key  boundKey       // bound address, the key of Server.bound
-	// named: a name's (vhost): its connections are the HTTP router's,
-	// which never half-closes, so EOF from it ends the stream.
+	// named: a name's HTTP forward (vhost): its connections are the HTTP
+	// router's, which never half-closes, so EOF from it ends the stream.
+	// A name's port-443 forward (TLS passthrough) gets the public
+	// clients' own connections, which half-close as a port's do.
 	named   bool
 	endPort func() // the key's count of the port; nil for a name
 	once    sync.Once

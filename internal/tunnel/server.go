@@ -133,6 +133,15 @@ type ServerConfig struct {
 	// transport.Dispatcher's Unwrap serves SSH, TLS, WebSocket and HTTP
 	// on one port. nil means every connection is raw SSH.
 	Unwrap func(c net.Conn) (net.Conn, error)
+	// Sort, if set, is given each connection Serve accepts before it
+	// counts toward MaxStartups, with no deadline set: it returns nil and
+	// no error when it has taken c for something else (HTTP, which has
+	// limits of its own), or the conn that then counts toward
+	// MaxStartups and goes to Unwrap. On an error c is closed. Sort
+	// bounds its own time and the connections it holds at once;
+	// transport.Dispatcher's Sort does. nil: every connection counts from
+	// its accept.
+	Sort func(c net.Conn) (net.Conn, error)
 
 	// KeyLimits cap what one key holds across all its connections:
 	// remote-forward ports, streams open, new streams a second
@@ -306,6 +315,14 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 	defer s.track(l, false)
 	err := accept.Loop(l, s.log, func(c net.Conn) {
+		if s.cfg.Sort != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.sortThenAdmit(c)
+			}()
+			return
+		}
 		release, _ := s.gate.admit(c.RemoteAddr())
 		if release == nil {
 			c.Close() // as sshd drops past MaxStartups: no word
@@ -322,6 +339,27 @@ func (s *Server) Serve(l net.Listener) error {
 		return net.ErrClosed
 	}
 	return fmt.Errorf("tunnel: %w", err)
+}
+
+// sortThenAdmit gives c to Sort and, if it may be SSH, to the
+// pre-authentication limits and the handshake.
+func (s *Server) sortThenAdmit(c net.Conn) {
+	peer := c.RemoteAddr().String()
+	sc, err := s.cfg.Sort(c)
+	if err != nil {
+		c.Close()
+		s.log.Debug("connection closed before SSH", "peer", peer, "err", err)
+		return
+	}
+	if sc == nil {
+		return // HTTP: no longer ours
+	}
+	release, _ := s.gate.admit(sc.RemoteAddr())
+	if release == nil {
+		sc.Close()
+		return
+	}
+	s.handshake(sc, release, s.cfg.Unwrap)
 }
 
 // ServeConn serves one SSH connection that arrived some other way than

@@ -5,11 +5,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/accept"
 )
 
 // Startups is sshd's MaxStartups, start:rate:full, for the connections that
@@ -82,115 +82,42 @@ func (s Startups) dropChance(n int) int {
 // entry per source that has one in progress: bounded by limit.Full.
 type startupGate struct {
 	limit     Startups
-	perSource int          // <= 0: no cap
-	roll      func() int   // uniform in [0, 100)
-	log       *slog.Logger // drop lines, at most one a second
-	now       func() time.Time
+	perSource int        // <= 0: no cap
+	roll      func() int // uniform in [0, 100)
 
-	mu       sync.Mutex
-	total    int
-	bySource map[netip.Prefix]int
-	dropped  uint64 // since the start
-	unlogged uint64 // drops not yet in a log line
-	lastLog  time.Time
-	lastWhy  string
-	lastPeer net.Addr
-	flushing bool // a flush is scheduled
+	mu     sync.Mutex    // a decision and its count at once
+	counts accept.Counts // its own lock, taken inside mu
+	drops  accept.Drops  // drop lines, at most one a second
 }
 
 func newStartupGate(limit Startups, perSource int, log *slog.Logger) *startupGate {
-	return &startupGate{
+	g := &startupGate{
 		limit:     limit,
 		perSource: perSource,
 		roll:      func() int { return rand.IntN(100) },
-		log:       log,
-		now:       time.Now,
-		bySource:  make(map[netip.Prefix]int),
 	}
-}
-
-// sourceOf is the per-source cap's unit: the address for IPv4, the /64 for
-// IPv6 (one subscriber's usual allocation; sshd's PerSourceNetBlockSize
-// defaults to /128).
-func sourceOf(addr net.Addr) netip.Prefix {
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
-		return netip.Prefix{}
-	}
-	a := ap.Addr().Unmap()
-	bits := 32
-	if a.Is6() {
-		bits = 64
-	}
-	p, _ := a.Prefix(bits)
-	return p
+	g.drops = accept.Drops{Log: log, Msg: "startup dropped", Open: "unauthenticated", Counts: &g.counts}
+	return g
 }
 
 // admit decides about a new connection from peer. If it comes in, release
 // must be called once it authenticates or ends (release is idempotent);
 // if not, why says which limit dropped it.
 func (g *startupGate) admit(peer net.Addr) (release func(), why string) {
-	src := sourceOf(peer)
+	src := accept.SourceOf(peer)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
-	case g.perSource > 0 && g.bySource[src] >= g.perSource:
+	case g.perSource > 0 && g.counts.From(src) >= g.perSource:
 		why = "per-source-max-startups"
-	case g.roll() < g.limit.dropChance(g.total):
+	case g.roll() < g.limit.dropChance(g.counts.Total()):
 		why = "max-startups"
 	}
 	if why != "" {
-		g.dropped++
-		g.unlogged++
-		g.logDrop(peer, why)
+		g.drops.Drop(peer, why)
 		return nil, why
 	}
-	g.total++
-	g.bySource[src]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			g.total--
-			if g.bySource[src]--; g.bySource[src] <= 0 {
-				delete(g.bySource, src)
-			}
-		})
-	}, ""
-}
-
-// logDrop writes the "startup dropped" line for the first drop, and then
-// at most one a second, or when the reason changes, each with the number
-// of drops it stands for (dropped=): drops held back are written a second
-// after the last line, so the lines add up to every drop; g.mu is held.
-func (g *startupGate) logDrop(peer net.Addr, why string) {
-	now := g.now()
-	g.lastPeer = peer
-	if why == g.lastWhy && now.Sub(g.lastLog) < time.Second {
-		if !g.flushing {
-			g.flushing = true
-			time.AfterFunc(time.Second-now.Sub(g.lastLog), g.flush)
-		}
-		return
-	}
-	g.writeDrop(peer, why, now)
-}
-
-func (g *startupGate) writeDrop(peer net.Addr, why string, now time.Time) {
-	g.log.Warn("startup dropped", "peer", peer.String(), "reason", why,
-		"unauthenticated", g.total, "from_source", g.bySource[sourceOf(peer)], "dropped", g.unlogged)
-	g.lastLog, g.lastWhy, g.unlogged = now, why, 0
-}
-
-// flush writes the line for the drops logDrop held back.
-func (g *startupGate) flush() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.flushing = false
-	if g.unlogged > 0 {
-		g.writeDrop(g.lastPeer, g.lastWhy, g.now())
-	}
+	return g.counts.Add(src), ""
 }
 
 // StartupStats are the figures of the pre-authentication limits.
@@ -205,5 +132,5 @@ type StartupStats struct {
 func (g *startupGate) stats() StartupStats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return StartupStats{Unauthenticated: g.total, Dropped: g.dropped}
+	return StartupStats{Unauthenticated: g.counts.Total(), Dropped: g.drops.Total()}
 }

@@ -43,8 +43,9 @@ type Router struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	mu     sync.RWMutex
-	routes map[string]*nameListener
+	mu         sync.RWMutex
+	routes     map[string]*nameListener // the names' port-80 forwards
+	passRoutes map[string]*passListener // their port-443 forwards (passthrough.go)
 
 	portsMu             sync.Mutex
 	httpPort, httpsPort int // 0: 80 and 443
@@ -109,13 +110,13 @@ func (r *Router) logger() *slog.Logger {
 }
 
 // Name is the name a remote forward of key asking for bindHost:port
-// gets (tunnel.NameListener): on port 80, a bind address that is not an
-// address is the name asked for (NAME.Domain in full is NAME; any other
-// name with a dot is a custom domain), and "" or "localhost" (ssh -R
-// 80:...) gets the key's own name (KeyName); anything else is a plain
-// port.
+// gets (tunnel.NameListener): on port 80 (HTTP) or 443 (TLS passthrough),
+// a bind address that is not an address is the name asked for
+// (NAME.Domain in full is NAME; any other name with a dot is a custom
+// domain), and "" or "localhost" (ssh -R 80:...) gets the key's own name
+// (KeyName); anything else is a plain port.
 func (r *Router) Name(bindHost string, port uint32, key string) string {
-	if port != 80 {
+	if port != 80 && port != 443 {
 		return ""
 	}
 	switch {
@@ -131,11 +132,13 @@ func (r *Router) Name(bindHost string, port uint32, key string) string {
 }
 
 // ListenName gives the remote forward of key that asks for name on port
-// its listener: each connection it accepts is one request's connection
-// to the service (HTTP/1.1, reused for several requests). A name a live
-// connection holds is refused with an error wrapping syscall.EADDRINUSE,
-// as a port is (tunnel's takeover goes by that); one another key holds
-// in the Store, with ErrHeld.
+// its listener: on port 80, each connection it accepts is one request's
+// connection to the service (HTTP/1.1, reused for several requests); on
+// port 443, each is a public client's TLS connection, ClientHello and all
+// (passthrough.go). A name's forward on a port a live connection holds
+// is refused with an error wrapping syscall.EADDRINUSE, as a port is
+// (tunnel's takeover goes by that); a name another key holds, live or in
+// the Store, with ErrHeld.
 func (r *Router) ListenName(name string, port uint32, key string) (net.Listener, error) {
 	return r.ListenNameLimit(name, port, key, 0)
 }
@@ -155,37 +158,36 @@ func (r *Router) ListenNameLimit(name string, port uint32, key string, max int) 
 	if keyNameRE.MatchString(name) && name != KeyName(key) {
 		return nil, fmt.Errorf("vhost: %q has the form of the names the server makes for keys (k and 11 letters and digits), and it is not this key's: pick another name, or ask for none (-R 80:...) to get this key's", name)
 	}
-	if port != 80 {
-		return nil, fmt.Errorf("vhost: a name takes port 80 (HTTP, served as http:// and https://%s); ask for -R %s:80:HOST:PORT", r.Host(name), name)
+	if port != 80 && port != 443 {
+		return nil, fmt.Errorf("vhost: a name takes port 80 (HTTP, served as http:// and https://%s) or 443 (TLS that the service ends itself); ask for -R %s:80:HOST:PORT or -R %s:443:HOST:PORT", r.Host(name), name, name)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if old := r.routes[name]; old != nil {
+	if r.liveOn(name, port) {
 		return nil, fmt.Errorf("vhost: %s is served by a live connection: %w", r.Host(name), syscall.EADDRINUSE)
+	}
+	if k, ok := r.liveKey(name); ok && k != key {
+		return nil, fmt.Errorf("vhost: %s: %w, which is connected now: pick another name", r.Host(name), ErrHeld)
 	}
 	limit, src := r.maxNames(), "--max-names-per-key %d"
 	if max != 0 {
 		limit, src = max, "pinhole-limits names=%d in authorized_keys"
 	}
 	if limit > 0 {
-		held := 0
-		for _, l := range r.routes {
-			if l.key == key {
-				held++
-			}
-		}
+		live := r.liveNames(key)
+		held := len(live)
 		if hs, ok := r.Store.(interface {
 			Held(key string, now time.Time) []string
 		}); ok {
 			// Names kept for the key within the TTL count too, so that
 			// claiming and dropping names cannot reserve many.
 			for _, n := range hs.Held(key, r.now()) {
-				if r.routes[n] == nil && n != name {
+				if !live[n] && n != name {
 					held++
 				}
 			}
 		}
-		if held >= limit {
+		if held >= limit && !live[name] {
 			return nil, fmt.Errorf("vhost: this key holds %d names already, the most it may ("+src+"): stop one of its forwards first, or ask the server's admin to raise it", held, limit)
 		}
 	}
@@ -193,6 +195,9 @@ func (r *Router) ListenNameLimit(name string, port uint32, key string, max int) 
 		if err := r.Store.Claim(name, key, r.now()); err != nil {
 			return nil, fmt.Errorf("vhost: %s: %w", r.Host(name), err)
 		}
+	}
+	if port == 443 {
+		return r.addPass(name, key), nil
 	}
 	l := &nameListener{r: r, name: name, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
 	l.proxy = &httputil.ReverseProxy{
@@ -266,7 +271,7 @@ func (r *Router) nameOf(host string) (string, bool) {
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return host, IsDomain(host) && r.routes[host] != nil
+	return host, IsDomain(host) && (r.routes[host] != nil || r.passRoutes[host] != nil)
 }
 
 // ServeHTTP answers a request for NAME.Domain from the forward holding
@@ -279,8 +284,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.mu.RLock()
-	l := r.routes[name]
+	l, pass := r.routes[name], r.passRoutes[name]
 	r.mu.RUnlock()
+	if l == nil && pass != nil {
+		r.servePassOnly(w, req, name)
+		return
+	}
 	if l == nil {
 		page(w, http.StatusNotFound, "No tunnel here", "No tunnel is connected for "+host+" now.")
 		return
@@ -434,11 +443,7 @@ func (l *nameListener) Close() error {
 			delete(l.r.routes, l.name)
 		}
 		l.r.mu.Unlock()
-		if l.r.Store != nil {
-			if err := l.r.Store.Release(l.name, l.key, l.r.now()); err != nil {
-				l.r.logger().Warn("cannot note a name's release", "name", l.name, "err", err)
-			}
-		}
+		l.r.release(l.name, l.key)
 		l.proxy.Transport.(*http.Transport).CloseIdleConnections()
 		l.r.logger().Info("name freed", "name", l.name)
 	})
