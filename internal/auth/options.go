@@ -29,6 +29,9 @@ type Options struct {
 	PortForwarding bool      // false after no-port-forwarding, or restrict without a later port-forwarding
 	ExpiryTime     time.Time // zero = none
 	Command        string    // command= (kept for reporting; pinhole never runs commands)
+	// Tunnel is pinhole-options="...": per-tunnel options of the key's
+	// remote forwards (tunnelopts.go).
+	Tunnel TunnelOptions
 }
 
 // seeManual ends option errors: the manual says what is valid.
@@ -60,6 +63,8 @@ func optionKindOf(name string) (optionKind, bool) {
 		return optFlag, true
 	case "command", "environment", "expiry-time", "from", "permitlisten",
 		"permitopen", "principals", "tunnel":
+		return optValue, true
+	case "pinhole-options":
 		return optValue, true
 	}
 	return 0, false
@@ -122,6 +127,9 @@ func parseOptions(s string) (Options, error) {
 		if err := o.apply(name, value); err != nil {
 			if kind == optFlag {
 				return Options{}, err
+			}
+			if name == "pinhole-options" { // never the value: it may hold a password
+				return Options{}, fmt.Errorf("option %s: %w", name, err)
 			}
 			return Options{}, fmt.Errorf("option %s=%q: %w", name, value, err)
 		}
@@ -213,6 +221,8 @@ func (o *Options) apply(name, value string) error {
 			return err
 		}
 		o.PermitListen = append(o.PermitListen, p)
+	case "pinhole-options":
+		return o.applyTunnelOptions(value)
 	case "principals", "tunnel":
 		if value == "" {
 			return errors.New("empty value")
@@ -456,4 +466,15 @@ func wildcardMatch(pattern, s string) bool {
 		px++
 	}
 	return px == len(pattern)
+}
+
+// applyTunnelOptions records pinhole-options="WORDS" (ParseTunnelOptions'
+// words, commas between them); a second pinhole-options adds to the
+// first.
+func (o *Options) applyTunnelOptions(value string) error {
+	err := o.Tunnel.add(value)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	return nil
 }
