@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
@@ -27,9 +28,16 @@ const refusedCommand = "pinhole: this server only forwards ports; it runs no com
 func (sc *serverConn) session(ctx context.Context, nc ssh.NewChannel) {
 	ch, reqs, err := nc.Accept()
 	if err != nil {
+		sc.sessionDone()
 		return
 	}
 	defer ch.Close()
+	asked := false // exec or shell: sessionDone, else when the channel ends
+	defer func() {
+		if !asked {
+			sc.sessionDone()
+		}
+	}()
 	keys := make(chan byte, 1) // Ctrl-C or Ctrl-D, once a pty was granted
 	pty := make(chan struct{}) // closed when a pty-req is granted
 	go readKeys(ch, pty, keys)
@@ -55,7 +63,29 @@ func (sc *serverConn) session(ctx context.Context, nc ssh.NewChannel) {
 			case "shell":
 				req.Reply(true, nil)
 				ch.Write([]byte(sc.banner()))
-			case "exec", "subsystem":
+				if !asked {
+					asked = true
+					sc.sessionDone()
+				}
+			case "exec":
+				// The command is option words (topts.go).
+				req.Reply(true, nil)
+				cmd, _ := execCommand(req.Payload)
+				words, err := sc.execOptions(cmd)
+				if !asked {
+					asked = true
+					sc.sessionDone()
+				}
+				if err != nil {
+					fmt.Fprintf(ch.Stderr(), "%spinhole: the command line may hold only tunnel options (%s): %v\r\n", refusedCommand, auth.TunnelOptionWords, err)
+					exitStatus(ch, 1)
+					return
+				}
+				if words != "" {
+					fmt.Fprintf(ch, "pinhole: tunnel options: %s\r\n", words)
+				}
+				ch.Write([]byte(sc.banner()))
+			case "subsystem":
 				req.Reply(true, nil)
 				ch.Stderr().Write([]byte(refusedCommand))
 				exitStatus(ch, 1)

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/auth"
 )
 
 // Router routes HTTP requests by their Host to the remote forward that
@@ -122,7 +124,13 @@ func (r *Router) Name(bindHost string, port uint32, key string) string {
 // connection holds is refused with an error wrapping syscall.EADDRINUSE,
 // as a port is (tunnel's takeover goes by that); one another key holds
 // in the Store, with ErrHeld.
-func (r *Router) ListenName(name string, port uint32, key string) (net.Listener, error) {
+//
+// options gives the forward's tunnel options (tunnel.NameListener): each
+// request waits for them (up to optionsWait, then 503) and is served as
+// they say: allow= (403 for other clients), auth= (401 until the right
+// credentials come; the Authorization header is not passed on) and
+// host-header=. nil means none.
+func (r *Router) ListenName(name string, port uint32, key string, options func(context.Context) (auth.TunnelOptions, error)) (net.Listener, error) {
 	if err := CheckName(name); err != nil {
 		return nil, err
 	}
@@ -164,7 +172,7 @@ func (r *Router) ListenName(name string, port uint32, key string) (net.Listener,
 			return nil, fmt.Errorf("vhost: %s.%s: %w", name, r.Domain, err)
 		}
 	}
-	l := &nameListener{r: r, name: name, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &nameListener{r: r, name: name, key: key, options: options, conns: make(chan net.Conn), done: make(chan struct{})}
 	l.proxy = &httputil.ReverseProxy{
 		Rewrite: l.rewrite,
 		// A few seconds idle: services (Node's, among others) close an
@@ -227,6 +235,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.RUnlock()
 	if l == nil {
 		page(w, http.StatusNotFound, "No tunnel here", "No tunnel is connected for "+host+" now.")
+		return
+	}
+	req, ok = l.admit(w, req)
+	if !ok {
 		return
 	}
 	// The HTTP server's deadlines are for the whole request; a proxied
@@ -298,6 +310,7 @@ func page(w http.ResponseWriter, code int, title, text string) {
 type nameListener struct {
 	r         *Router
 	name, key string
+	options   func(context.Context) (auth.TunnelOptions, error) // nil: none
 	proxy     *httputil.ReverseProxy
 	conns     chan net.Conn
 	done      chan struct{}
@@ -329,6 +342,9 @@ func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetURL(&url.URL{Scheme: "http", Host: public})
 	pr.Out.Host = public // as the server names it, whatever case or dot the client sent
+	if h, _ := pr.In.Context().Value(hostHeaderKey{}).(string); h != "" {
+		pr.Out.Host = h // host-header=
+	}
 	for _, h := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Server", "Forwarded"} {
 		pr.Out.Header.Del(h)
 	}
