@@ -335,6 +335,7 @@ func FuzzParseOptions(f *testing.F) {
 		`restrict,port-forwarding,permitopen="db:5432",permitlisten="8080"`,
 		`from="10.0.0.0/8,!10.0.0.1",expiry-time="20300102Z"`,
 		`command="echo \"x\""`, `permitopen="[::1]:*"`, `no-pty,`,
+		`pinhole-options="auth=u:p,allow=10.0.0.0/8,::1,proxy-protocol=v2"`,
 	} {
 		f.Add(s, "localhost", 8080, "192.0.2.1")
 	}

@@ -21,10 +21,12 @@ const refusedCommand = "pinhole: this server only forwards ports; it runs no com
 // A pty-req is accepted (no terminal exists here; "ssh -tt" and an
 // interactive ssh, which ask for one, get the text), and once one was, a
 // Ctrl-C or Ctrl-D typed ends the session with exit status 0: with a pty
-// ssh sends those keys instead of acting on them. exec and subsystem
-// (sftp, scp) are accepted too, so that ssh shows the reason, which it
-// drops when the request is refused: the reason goes to stderr, then exit
-// status 1, and the channel closes.
+// ssh sends those keys instead of acting on them. exec's command is
+// tunnel option words (topts.go): taken, they are printed back (no
+// password) with the text, and the session stays as for a shell.
+// Refused words and subsystem (sftp, scp) are accepted too, so that ssh
+// shows the reason, which it drops when the request is refused: the
+// reason goes to stderr, then exit status 1, and the channel closes.
 func (sc *serverConn) session(ctx context.Context, nc ssh.NewChannel) {
 	ch, reqs, err := nc.Accept()
 	if err != nil {
