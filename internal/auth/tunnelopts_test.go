@@ -90,8 +90,8 @@ func TestPinholeOptions(t *testing.T) {
 
 // FuzzParseTunnelOptions: any input parses or fails with an "auth: "
 // error, and what parses prints (String, which the password does not
-// change)
-// as words that parse again to the same options, the password aside.
+// change) as words that parse again to the same options, the password
+// aside.
 // (That errors do not echo passwords is TestParseTunnelOptionsErrors'.)
 func FuzzParseTunnelOptions(f *testing.F) {
 	for _, s := range []string{"auth=u:p allow=10.0.0.0/8,::1", "host-header=x:1,proxy-protocol=v2", "allow=1.2.3.4 5.6.7.0/24", "auth=a:b,c"} {
