@@ -332,9 +332,10 @@ func (l *nameListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 	return nil, fmt.Errorf("vhost: the tunnel for %s is gone", l.name)
 }
 
-// rewrite sends the request on to the service with the public name as
-// its Host, and X-Forwarded-For, -Host, -Proto and Forwarded of our own:
-// any the public client sent are dropped, never trusted.
+// rewrite sends the request on to the service with the public name (or
+// the tunnel's host-header=) as its Host, and X-Forwarded-For, -Host,
+// -Proto and Forwarded of our own, which name the public name: any the
+// public client sent are dropped, never trusted.
 func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
 	public := l.name + "." + l.r.Domain
 	if _, port, err := net.SplitHostPort(pr.In.Host); err == nil {
