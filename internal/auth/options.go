@@ -30,6 +30,9 @@ type Options struct {
 	ExpiryTime     time.Time // zero = none
 	Command        string    // command= (kept for reporting; pinhole never runs commands)
 	Limits         Limits    // pinhole-limits= (pinhole's own option): per-key limits in place of the server's
+	// Tunnel is pinhole-options="...": per-tunnel options of the key's
+	// remote forwards (tunnelopts.go).
+	Tunnel TunnelOptions
 }
 
 // seeManual ends option errors: the manual says what is valid.
@@ -52,7 +55,7 @@ const (
 
 // optionKindOf reports how the option name (lower case) is handled, and
 // whether it is an option at all: sshd(8) documents it, or it is
-// pinhole's own (pinhole-limits).
+// pinhole's own (pinhole-limits, pinhole-options).
 func optionKindOf(name string) (optionKind, bool) {
 	switch name {
 	case "agent-forwarding", "cert-authority", "no-agent-forwarding",
@@ -63,7 +66,7 @@ func optionKindOf(name string) (optionKind, bool) {
 	case "command", "environment", "expiry-time", "from", "permitlisten",
 		"permitopen", "principals", "tunnel":
 		return optValue, true
-	case "pinhole-limits": // pinhole's own (limits.go)
+	case "pinhole-limits", "pinhole-options": // pinhole's own (limits.go, tunnelopts.go)
 		return optValue, true
 	}
 	return 0, false
@@ -126,6 +129,9 @@ func parseOptions(s string) (Options, error) {
 		if err := o.apply(name, value); err != nil {
 			if kind == optFlag {
 				return Options{}, err
+			}
+			if name == "pinhole-options" { // never the value: it may hold a password
+				return Options{}, fmt.Errorf("option %s: %w", name, err)
 			}
 			return Options{}, fmt.Errorf("option %s=%q: %w", name, value, err)
 		}
@@ -219,6 +225,8 @@ func (o *Options) apply(name, value string) error {
 		o.PermitListen = append(o.PermitListen, p)
 	case "pinhole-limits":
 		return parseLimits(value, &o.Limits)
+	case "pinhole-options":
+		return o.applyTunnelOptions(value)
 	case "principals", "tunnel":
 		if value == "" {
 			return errors.New("empty value")
@@ -483,4 +491,15 @@ func wildcardMatch(pattern, s string) bool {
 		px++
 	}
 	return px == len(pattern)
+}
+
+// applyTunnelOptions records pinhole-options="WORDS" (ParseTunnelOptions'
+// words, commas between them); a second pinhole-options adds to the
+// first.
+func (o *Options) applyTunnelOptions(value string) error {
+	err := o.Tunnel.add(value)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	return nil
 }

@@ -378,6 +378,7 @@ func FuzzParseOptions(f *testing.F) {
 		`from="10.0.0.0/8,!10.0.0.1",expiry-time="20300102Z"`,
 		`command="echo \"x\""`, `permitopen="[::1]:*"`, `no-pty,`,
 		`restrict,port-forwarding,pinhole-limits="names=20,ports=50,streams=5000,stream-rate=500"`, `pinhole-limits="streams=none"`,
+		`pinhole-options="auth=u:p,allow=10.0.0.0/8,::1,proxy-protocol=v2"`,
 	} {
 		f.Add(s, "localhost", 8080, "192.0.2.1")
 	}

@@ -106,17 +106,23 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	})
 	fs.Var(&idents, "i", "identity (private key) `file` (repeatable; before ssh_config's IdentityFile; default ~/.ssh/id_ed25519, id_ecdsa, id_rsa; ssh-agent is used when SSH_AUTH_SOCK is set)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host | ssh://[user@]host[:port] | tls://[user@]host[:port] | wss://[user@]host[:port][/path]\n       pinhole connect -W host:port [flags] DESTINATION\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\ntls:// (SSH inside TLS) and ws:// or wss:// (SSH inside WebSocket) reach a pinhole server on port 443 through firewalls and proxies (docs/transports.md).\nhost is looked up in ssh_config (~/.ssh/config, /etc/ssh/ssh_config, or -F FILE) as ssh does: HostName, Port, User,\nIdentityFile, LocalForward, ProxyJump, ... apply; the command line comes first.\n\n")
+		fmt.Fprintf(fs.Output(), "usage: pinhole connect [flags] [user@]host | ssh://[user@]host[:port] | tls://[user@]host[:port] | wss://[user@]host[:port][/path] [-- OPTION...]\n       pinhole connect -W host:port [flags] DESTINATION\n\nForwards ports through an SSH server (pinhole server or any OpenSSH sshd), reconnecting when the connection drops.\ntls:// (SSH inside TLS) and ws:// or wss:// (SSH inside WebSocket) reach a pinhole server on port 443 through firewalls and proxies (docs/transports.md).\nhost is looked up in ssh_config (~/.ssh/config, /etc/ssh/ssh_config, or -F FILE) as ssh does: HostName, Port, User,\nIdentityFile, LocalForward, ProxyJump, ... apply; the command line comes first.\nOPTIONs after the destination are a pinhole server's per-tunnel options for the -R forwards: auth=USER:PASS allow=CIDR[,CIDR...]\nhost-header=HOST proxy-protocol=v1|v2 (docs/names.md).\n\n")
 		fs.PrintDefaults()
 	}
 	pos, err := e.parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fmt.Fprintf(e.stderr, "pinhole connect: want one destination [user@]host, got %d arguments\n", len(pos))
+	if len(pos) == 0 {
+		fmt.Fprintf(e.stderr, "pinhole connect: want one destination [user@]host\n")
 		fs.Usage()
 		return errUsage
+	}
+	// After the destination, as after ssh's: tunnel option words for a
+	// pinhole server (docs/names.md, "Per-tunnel options").
+	words := strings.Join(pos[1:], " ")
+	if _, err := auth.ParseTunnelOptions(words); err != nil {
+		return fmt.Errorf("%w (after the destination come only tunnel options)", err)
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -317,6 +323,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		interval = -1
 	}
 	cfg := tunnel.ClientConfig{
+		TunnelOptions:     words,
 		Addr:              addr,
 		Target:            target,
 		User:              userName,

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/certs"
 	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
@@ -312,14 +313,14 @@ type prefetchNames struct {
 	acme *certs.Manager
 }
 
-func (p prefetchNames) ListenName(name string, port uint32, key string) (net.Listener, error) {
-	return p.ListenNameLimit(name, port, key, 0)
+func (p prefetchNames) ListenName(name string, port uint32, key string, options func(context.Context) (auth.TunnelOptions, error)) (net.Listener, error) {
+	return p.ListenNameLimit(name, port, key, 0, options)
 }
 
 // ListenNameLimit is tunnel.NameLimiter's, for a key with its own cap on
 // names: the embedded Router's would skip the prefetch.
-func (p prefetchNames) ListenNameLimit(name string, port uint32, key string, max int) (net.Listener, error) {
-	ln, err := p.Router.ListenNameLimit(name, port, key, max)
+func (p prefetchNames) ListenNameLimit(name string, port uint32, key string, max int, options func(context.Context) (auth.TunnelOptions, error)) (net.Listener, error) {
+	ln, err := p.Router.ListenNameLimit(name, port, key, max, options)
 	if err == nil {
 		p.acme.Prefetch(p.Host(name))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
@@ -20,17 +21,26 @@ const refusedCommand = "pinhole: this server only forwards ports; it runs no com
 // A pty-req is accepted (no terminal exists here; "ssh -tt" and an
 // interactive ssh, which ask for one, get the text), and once one was, a
 // Ctrl-C or Ctrl-D typed ends the session with exit status 0: with a pty
-// ssh sends those keys instead of acting on them. exec and subsystem
-// (sftp, scp) are accepted too, so that ssh shows the reason, which it
-// drops when the request is refused: the reason goes to stderr, then exit
-// status 1, and the channel closes.
+// ssh sends those keys instead of acting on them. exec's command is
+// tunnel option words (topts.go): taken, they are printed back (no
+// password) with the text, and the session stays as for a shell.
+// Refused words and subsystem (sftp, scp) are accepted too, so that ssh
+// shows the reason, which it drops when the request is refused: the
+// reason goes to stderr, then exit status 1, and the channel closes.
 func (sc *serverConn) session(ctx context.Context, nc ssh.NewChannel, done func()) {
 	defer done()
 	ch, reqs, err := nc.Accept()
 	if err != nil {
+		sc.sessionDone()
 		return
 	}
 	defer ch.Close()
+	asked := false // exec or shell: sessionDone, else when the channel ends
+	defer func() {
+		if !asked {
+			sc.sessionDone()
+		}
+	}()
 	keys := make(chan byte, 1) // Ctrl-C or Ctrl-D, once a pty was granted
 	pty := make(chan struct{}) // closed when a pty-req is granted
 	go readKeys(ch, pty, keys)
@@ -56,7 +66,29 @@ func (sc *serverConn) session(ctx context.Context, nc ssh.NewChannel, done func(
 			case "shell":
 				req.Reply(true, nil)
 				ch.Write([]byte(sc.banner()))
-			case "exec", "subsystem":
+				if !asked {
+					asked = true
+					sc.sessionDone()
+				}
+			case "exec":
+				// The command is option words (topts.go).
+				req.Reply(true, nil)
+				cmd, _ := execCommand(req.Payload)
+				words, err := sc.execOptions(cmd)
+				if !asked {
+					asked = true
+					sc.sessionDone()
+				}
+				if err != nil {
+					fmt.Fprintf(ch.Stderr(), "%spinhole: the command line may hold only tunnel options (%s): %v\r\n", refusedCommand, auth.TunnelOptionWords, err)
+					exitStatus(ch, 1)
+					return
+				}
+				if words != "" {
+					fmt.Fprintf(ch, "pinhole: tunnel options: %s\r\n", words)
+				}
+				ch.Write([]byte(sc.banner()))
+			case "subsystem":
 				req.Reply(true, nil)
 				ch.Stderr().Write([]byte(refusedCommand))
 				exitStatus(ch, 1)

@@ -85,6 +85,13 @@ type ClientConfig struct {
 	// Otherwise Dial fails with ErrNoUDP.
 	UDPOptional bool
 
+	// TunnelOptions are option words for the server's side of this
+	// client's remote forwards (auth=USER:PASS, allow=CIDR,...,
+	// host-header=HOST, proxy-protocol=v1|v2; docs/names.md), sent
+	// before the forwards at each connect. "" sends none. A server that
+	// is not pinhole takes none: then Dial fails.
+	TunnelOptions string
+
 	// Dial opens the TCP connection to the server. nil means net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Listen opens -L and -D listeners. nil means net.Listen, with TCP
@@ -661,6 +668,10 @@ func (c *Client) connect(ctx context.Context) (_ *link, err error) {
 				l.serveForwarded(in.ch, in.udp)
 			}()
 		}
+	}
+	if err := c.sendOptions(ctx, l); err != nil {
+		l.cancel()
+		return nil, err
 	}
 	return l, nil
 }

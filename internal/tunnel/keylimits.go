@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -322,7 +323,7 @@ func (r *refusalLog) write(now time.Time) {
 type NameLimiter interface {
 	// ListenNameLimit is ListenName with key's cap on its names: > 0 a
 	// cap, auth.LimitNone none, 0 the listener's default.
-	ListenNameLimit(name string, port uint32, key string, max int) (net.Listener, error)
+	ListenNameLimit(name string, port uint32, key string, max int, options func(context.Context) (auth.TunnelOptions, error)) (net.Listener, error)
 }
 
 // listenName asks the server's NameListener for name, with the key's own
@@ -330,7 +331,7 @@ type NameLimiter interface {
 func (sc *serverConn) listenName(name string, port uint32) (net.Listener, error) {
 	names := sc.srv.cfg.Names
 	if nl, ok := names.(NameLimiter); ok && sc.opts != nil && sc.opts.Limits.Names != 0 {
-		return nl.ListenNameLimit(name, port, sc.key, sc.opts.Limits.Names)
+		return nl.ListenNameLimit(name, port, sc.key, sc.opts.Limits.Names, sc.tunnelOptions)
 	}
-	return names.ListenName(name, port, sc.key)
+	return names.ListenName(name, port, sc.key, sc.tunnelOptions)
 }

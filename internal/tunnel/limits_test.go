@@ -184,6 +184,9 @@ func TestStartupsNeverRefuseAuthenticated(t *testing.T) {
 	cfg := clientConfig(t, srv.addr, srv.hostKey.PublicKey(), key)
 	cfg.Local = []spec.Forward{mustParse(t, spec.Local, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", target.Port()))}
 	c := dialClient(t, cfg)
+	// The client's own login leaves its slot when the server has logged
+	// it in, which may be a moment after the client knows.
+	logs.waitFor(t, "client connected", 1)
 
 	for _, src := range []string{"127.0.0.2", "127.0.0.3"} {
 		conn := dialFrom(t, src, srv.addr)

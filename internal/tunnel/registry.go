@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/accept"
+	"github.com/pinhole-dev/pinhole/internal/proxyproto"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
@@ -313,9 +314,25 @@ func (rl *remoteListener) forward(c net.Conn) {
 	}
 	oh, op := hostPort(c.RemoteAddr())
 	payload := channelOpen{Host: rl.req.BindHost, Port: rl.port, OriginHost: oh, OriginPort: op}
+	var header []byte // the PROXY protocol's, when asked for
+	if !rl.named {    // a name's options are the router's to apply
+		var err error
+		if header, err = rl.sc.streamOptions(proxyproto.AddrPort(c.RemoteAddr()), proxyproto.AddrPort(c.LocalAddr())); err != nil {
+			rl.sc.srv.meter.refuse()
+			rl.sc.log.Info("forwarded connection closed", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+	}
 	var early []byte
 	if rl.sc.early.Load() {
 		early = readEarly(c)
+	}
+	if header != nil {
+		// The header comes first in the stream: before the early data,
+		// in the open with it, or as the first bytes written.
+		defer putEarly(early)
+		early = append(header, early...)
 	}
 	ch, err := openEarly(rl.sc.open, chanForwardedTCPIP, chanForwardedTCPIPEarly, payload, early, &rl.sc.early)
 	if err == nil {

@@ -95,6 +95,11 @@ type ServerConfig struct {
 	// a port over.
 	TakeoverProbe time.Duration
 
+	// OptionsWait bounds how long a connection's forwards wait for its
+	// tunnel options (topts.go): after it, a connection that sent no
+	// session command (ssh -N) has those of authorized_keys. 0 means 2 s.
+	OptionsWait time.Duration
+
 	// UDPIdleTimeout ends a remote UDP forward's flow after this long
 	// without a datagram. 0 means 60 s.
 	UDPIdleTimeout time.Duration
@@ -175,7 +180,13 @@ type NameListener interface {
 	// name (which the server then takes over from a dead connection of
 	// the same key, as a port), and with another error, whose text the
 	// client sees, when the name is refused.
-	ListenName(name string, port uint32, key string) (net.Listener, error)
+	//
+	// options waits until the connection's tunnel options (docs/names.md,
+	// "Per-tunnel options") are settled, for as long as its ctx allows,
+	// and returns them; an error means the forward is not to be served
+	// now. Every request through the listener is to be served as they
+	// say.
+	ListenName(name string, port uint32, key string, options func(context.Context) (auth.TunnelOptions, error)) (net.Listener, error)
 }
 
 // DefaultKeepaliveInterval and DefaultKeepaliveCountMax notice a peer that
@@ -245,6 +256,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.KeepaliveCountMax <= 0 {
 		cfg.KeepaliveCountMax = DefaultKeepaliveCountMax
+	}
+	if cfg.OptionsWait <= 0 {
+		cfg.OptionsWait = 2 * time.Second
 	}
 	if cfg.TakeoverProbe == 0 {
 		cfg.TakeoverProbe = 3 * time.Second
@@ -542,6 +556,7 @@ func (s *Server) handshake(c net.Conn, release func(), unwrap func(net.Conn) (ne
 	sc.early.Store(caps.early)
 	sc.keys = s.attachKey(sc.key, opts)
 	defer s.detachKey(sc.keys)
+	sc.startOptions()
 	s.mu.Lock()
 	if s.state != serverServing {
 		s.mu.Unlock()

@@ -24,6 +24,7 @@ type serverConn struct {
 	keys  *keyState   // what that key holds, across its connections (keylimits.go)
 	caps  peerCaps    // what the client speaks beyond RFC 4254
 	early atomic.Bool // the client takes forwarded-tcpip-early@pinhole (early.go)
+	topts topts       // per-tunnel options (topts.go)
 	log   *slog.Logger
 	// activity counts reads from the client, for keepalive.
 	activity func() uint64
@@ -63,6 +64,7 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 			serve = sc.directUDP
 		case chanSession:
 			serve = sc.session
+			sc.sessionOpened()
 		default:
 			nc.Reject(ssh.UnknownChannelType, "pinhole only forwards ports: channel type "+strconv.Quote(nc.ChannelType())+" is not served")
 			continue
@@ -153,6 +155,11 @@ func (sc *serverConn) globalRequest(req *ssh.Request) {
 		req.Reply(true, reply)
 	case reqCancelForward, reqCancelUDP:
 		req.Reply(sc.cancel(req.Type == reqCancelUDP, req.Payload), nil)
+	case reqNoMoreSessions:
+		sc.noMoreSessions()
+		if req.WantReply {
+			req.Reply(true, nil)
+		}
 	case reqKeepalive:
 		// OpenSSH answers failure to requests it does not serve; any answer
 		// tells the client we are alive.

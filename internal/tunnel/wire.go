@@ -27,6 +27,7 @@ const (
 	reqTCPIPForward    = "tcpip-forward"
 	reqCancelForward   = "cancel-tcpip-forward"
 	reqKeepalive       = "keepalive@openssh.com"
+	reqNoMoreSessions  = "no-more-sessions@openssh.com"
 )
 
 // versionPrefix starts the SSH version string pinhole sends; a server that

@@ -23,24 +23,24 @@ func TestPassthroughOwnership(t *testing.T) {
 	if got := r.Name("secure", 8443, "A"); got != "" {
 		t.Errorf("Name(secure, 8443) = %q, want a plain port", got)
 	}
-	tl, err := r.ListenName("secure", 443, "A")
+	tl, err := r.ListenName("secure", 443, "A", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.ListenName("secure", 443, "A"); !errors.Is(err, syscall.EADDRINUSE) {
+	if _, err := r.ListenName("secure", 443, "A", nil); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("a second 443 forward: %v, want EADDRINUSE", err)
 	}
-	if _, err := r.ListenName("secure", 80, "B"); !errors.Is(err, ErrHeld) {
+	if _, err := r.ListenName("secure", 80, "B", nil); !errors.Is(err, ErrHeld) {
 		t.Errorf("another key's 80 forward: %v, want ErrHeld", err)
 	}
-	hl, err := r.ListenName("secure", 80, "A")
+	hl, err := r.ListenName("secure", 80, "A", nil)
 	if err != nil {
 		t.Fatalf("the same key's 80 forward beside its 443 one: %v", err)
 	}
-	if _, err := r.ListenName("other", 443, "A"); err == nil || !strings.Contains(err.Error(), "--max-names-per-key 1") {
+	if _, err := r.ListenName("other", 443, "A", nil); err == nil || !strings.Contains(err.Error(), "--max-names-per-key 1") {
 		t.Errorf("a second name past the cap: %v", err)
 	}
-	if _, err := r.ListenName("secure", 22, "A"); err == nil || !strings.Contains(err.Error(), "-R secure:443:") {
+	if _, err := r.ListenName("secure", 22, "A", nil); err == nil || !strings.Contains(err.Error(), "-R secure:443:") {
 		t.Errorf("port 22: %v", err)
 	}
 	for host, want := range map[string]bool{"secure.example.test": true, "SECURE.example.test.": true, "web.example.test": false, "example.test": false, "secure.other.test": false} {
@@ -62,7 +62,7 @@ func TestPassthroughOwnership(t *testing.T) {
 		t.Error("Passthrough after its forward closed")
 	}
 	// Its 80 forward still holds the name for A.
-	if _, err := r.ListenName("secure", 443, "B"); !errors.Is(err, ErrHeld) {
+	if _, err := r.ListenName("secure", 443, "B", nil); !errors.Is(err, ErrHeld) {
 		t.Errorf("another key's 443 forward while A's 80 one lives: %v, want ErrHeld", err)
 	}
 	hl.Close()
@@ -74,7 +74,7 @@ func TestPassthroughOwnership(t *testing.T) {
 func TestPassthroughHTTP(t *testing.T) {
 	r := &Router{Domain: "example.test"}
 	r.SetPorts(8080, 8443)
-	l, err := r.ListenName("secure", 443, "A")
+	l, err := r.ListenName("secure", 443, "A", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestPassthroughHTTP(t *testing.T) {
 // connection closed after the upstream timeout, not held.
 func TestPassthroughHandTimesOut(t *testing.T) {
 	r := &Router{Domain: "example.test", UpstreamTimeout: 50 * time.Millisecond}
-	l, err := r.ListenName("secure", 443, "A")
+	l, err := r.ListenName("secure", 443, "A", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

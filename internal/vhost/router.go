@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/auth"
 )
 
 // Router routes HTTP requests by their Host to the remote forward that
@@ -139,15 +141,23 @@ func (r *Router) Name(bindHost string, port uint32, key string) string {
 // is refused with an error wrapping syscall.EADDRINUSE, as a port is
 // (tunnel's takeover goes by that); a name another key holds, live or in
 // the Store, with ErrHeld.
-func (r *Router) ListenName(name string, port uint32, key string) (net.Listener, error) {
-	return r.ListenNameLimit(name, port, key, 0)
+//
+// options gives the forward's tunnel options (tunnel.NameListener): each
+// request on port 80 waits for them (up to optionsWait, then 503) and is
+// served as they say: allow= (403 for other clients), auth= (401 until
+// the right credentials come; the Authorization header is not passed on)
+// and host-header=. nil means none. (Port 443's connections are the
+// tunnel's, which applies allow= and proxy-protocol= to them as to a
+// port's.)
+func (r *Router) ListenName(name string, port uint32, key string, options func(context.Context) (auth.TunnelOptions, error)) (net.Listener, error) {
+	return r.ListenNameLimit(name, port, key, 0, options)
 }
 
 // ListenNameLimit is ListenName with key's own cap on its names (its
 // authorized_keys line's pinhole-limits names=N) in place of
 // MaxNamesPerKey: > 0 a cap, negative none, 0 MaxNamesPerKey
 // (tunnel.NameLimiter).
-func (r *Router) ListenNameLimit(name string, port uint32, key string, max int) (net.Listener, error) {
+func (r *Router) ListenNameLimit(name string, port uint32, key string, max int, options func(context.Context) (auth.TunnelOptions, error)) (net.Listener, error) {
 	check := CheckName
 	if IsDomain(name) {
 		check = CheckDomain
@@ -199,7 +209,7 @@ func (r *Router) ListenNameLimit(name string, port uint32, key string, max int) 
 	if port == 443 {
 		return r.addPass(name, key), nil
 	}
-	l := &nameListener{r: r, name: name, key: key, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &nameListener{r: r, name: name, key: key, options: options, conns: make(chan net.Conn), done: make(chan struct{})}
 	l.proxy = &httputil.ReverseProxy{
 		Rewrite: l.rewrite,
 		// A few seconds idle: services (Node's, among others) close an
@@ -294,6 +304,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		page(w, http.StatusNotFound, "No tunnel here", "No tunnel is connected for "+host+" now.")
 		return
 	}
+	req, ok = l.admit(w, req)
+	if !ok {
+		return
+	}
 	// The HTTP server's deadlines are for the whole request; a proxied
 	// one may stream for long (server-sent events, a download, an
 	// upload). It is bounded instead by Idle between reads of its body
@@ -363,6 +377,7 @@ func page(w http.ResponseWriter, code int, title, text string) {
 type nameListener struct {
 	r         *Router
 	name, key string
+	options   func(context.Context) (auth.TunnelOptions, error) // nil: none
 	proxy     *httputil.ReverseProxy
 	conns     chan net.Conn
 	done      chan struct{}
@@ -384,9 +399,10 @@ func (l *nameListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 	return nil, fmt.Errorf("vhost: the tunnel for %s is gone", l.name)
 }
 
-// rewrite sends the request on to the service with the public name as
-// its Host, and X-Forwarded-For, -Host, -Proto and Forwarded of our own:
-// any the public client sent are dropped, never trusted.
+// rewrite sends the request on to the service with the public name (or
+// the tunnel's host-header=) as its Host, and X-Forwarded-For, -Host,
+// -Proto and Forwarded of our own, which name the public name: any the
+// public client sent are dropped, never trusted.
 func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
 	public := l.r.Host(l.name)
 	if _, port, err := net.SplitHostPort(pr.In.Host); err == nil {
@@ -394,6 +410,9 @@ func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetURL(&url.URL{Scheme: "http", Host: public})
 	pr.Out.Host = public // as the server names it, whatever case or dot the client sent
+	if h, _ := pr.In.Context().Value(hostHeaderKey{}).(string); h != "" {
+		pr.Out.Host = h // host-header=
+	}
 	for _, h := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Server", "Forwarded"} {
 		pr.Out.Header.Del(h)
 	}

@@ -113,7 +113,7 @@ func get(t *testing.T, h http.Handler, host string, header map[string]string) (i
 
 func TestRouter(t *testing.T) {
 	r := &Router{Domain: "example.test", Store: &FileStore{Path: filepath.Join(t.TempDir(), "names.json")}}
-	ln, err := r.ListenName("myapp", 80, "alice")
+	ln, err := r.ListenName("myapp", 80, "alice", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,24 +130,24 @@ func TestRouter(t *testing.T) {
 			t.Errorf("%q: %d, want 404", host, code)
 		}
 	}
-	if _, err := r.ListenName("myapp", 80, "alice"); !errors.Is(err, syscall.EADDRINUSE) {
+	if _, err := r.ListenName("myapp", 80, "alice", nil); !errors.Is(err, syscall.EADDRINUSE) {
 		t.Errorf("a second listener for a live name: %v, want EADDRINUSE", err)
 	}
-	if _, err := r.ListenName("myapp", 8080, "alice"); err == nil {
+	if _, err := r.ListenName("myapp", 8080, "alice", nil); err == nil {
 		t.Error("a name on port 8080: no error")
 	}
 	ln.Close()
 	if code, body := get(t, r, "myapp.example.test", nil); code != 404 || !strings.Contains(body, "No tunnel") {
 		t.Errorf("after Close: %d %q", code, body)
 	}
-	if _, err := r.ListenName("myapp", 80, "bob"); !errors.Is(err, ErrHeld) {
+	if _, err := r.ListenName("myapp", 80, "bob", nil); !errors.Is(err, ErrHeld) {
 		t.Errorf("bob after alice left: %v, want ErrHeld", err)
 	}
 }
 
 func TestRouterServiceDown(t *testing.T) {
 	r := &Router{Domain: "example.test", UpstreamTimeout: 200 * time.Millisecond}
-	ln, err := r.ListenName("down", 80, "k")
+	ln, err := r.ListenName("down", 80, "k", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,16 +213,16 @@ func FuzzRoute(f *testing.F) {
 func TestMaxNamesPerKey(t *testing.T) {
 	r := &Router{Domain: "example.test", MaxNamesPerKey: 2}
 	for i, name := range []string{"a", "b"} {
-		ln, err := r.ListenName(name, 80, "alice")
+		ln, err := r.ListenName(name, 80, "alice", nil)
 		if err != nil {
 			t.Fatalf("name %d: %v", i, err)
 		}
 		defer ln.Close()
 	}
-	if _, err := r.ListenName("c", 80, "alice"); err == nil || !strings.Contains(err.Error(), "--max-names-per-key 2") {
+	if _, err := r.ListenName("c", 80, "alice", nil); err == nil || !strings.Contains(err.Error(), "--max-names-per-key 2") {
 		t.Errorf("a third name: %v, want the limit named", err)
 	}
-	ln, err := r.ListenName("c", 80, "bob")
+	ln, err := r.ListenName("c", 80, "bob", nil)
 	if err != nil {
 		t.Errorf("another key at alice's limit: %v", err)
 	} else {
@@ -233,24 +233,24 @@ func TestMaxNamesPerKey(t *testing.T) {
 func TestKeyNamesAndHeldNames(t *testing.T) {
 	r := &Router{Domain: "example.test", MaxNamesPerKey: 2, Store: &FileStore{Path: filepath.Join(t.TempDir(), "names.json")}}
 	// A name of the key-name form is only its own key's.
-	if _, err := r.ListenName(KeyName("bob"), 80, "alice"); err == nil || !strings.Contains(err.Error(), "not this key's") {
+	if _, err := r.ListenName(KeyName("bob"), 80, "alice", nil); err == nil || !strings.Contains(err.Error(), "not this key's") {
 		t.Errorf("alice asking for bob's key name: %v", err)
 	}
-	ln, err := r.ListenName(KeyName("alice"), 80, "alice")
+	ln, err := r.ListenName(KeyName("alice"), 80, "alice", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.Close()
 	// Names dropped but kept within the TTL count toward the cap.
-	ln, err = r.ListenName("a", 80, "alice")
+	ln, err = r.ListenName("a", 80, "alice", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ln.Close()
-	if _, err := r.ListenName("b", 80, "alice"); err == nil || !strings.Contains(err.Error(), "max-names-per-key") {
+	if _, err := r.ListenName("b", 80, "alice", nil); err == nil || !strings.Contains(err.Error(), "max-names-per-key") {
 		t.Errorf("a third name while two are kept: %v", err)
 	}
-	if ln, err := r.ListenName("a", 80, "alice"); err != nil {
+	if ln, err := r.ListenName("a", 80, "alice", nil); err != nil {
 		t.Errorf("one of its kept names again: %v", err)
 	} else {
 		ln.Close()
@@ -271,10 +271,10 @@ func TestCustomDomain(t *testing.T) {
 			t.Errorf("CheckDomain(%q): no error", bad)
 		}
 	}
-	if _, err := r.ListenName("shop..example.org", 80, "k"); err == nil || !strings.Contains(err.Error(), "empty") {
+	if _, err := r.ListenName("shop..example.org", 80, "k", nil); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("ListenName of a domain with an empty label: %v", err)
 	}
-	ln, err := r.ListenName("shop.example.org", 80, "k")
+	ln, err := r.ListenName("shop.example.org", 80, "k", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +299,7 @@ func TestCustomDomain(t *testing.T) {
 // it ends; one with a Content-Length comes whole.
 func TestRouterStreams(t *testing.T) {
 	r := &Router{Domain: "example.test"}
-	ln, err := r.ListenName("live", 80, "k")
+	ln, err := r.ListenName("live", 80, "k", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,11 @@ type NginxConfig struct {
 	// Extra holds more lines for the location block, e.g.
 	// "proxy_set_header X-Test yes;".
 	Extra []string
+
+	// ProxyProtocol makes nginx read a PROXY protocol header (v1 or v2)
+	// at the start of each connection (listen ... proxy_protocol), and
+	// $proxy_protocol_addr hold the client it names.
+	ProxyProtocol bool
 }
 
 // Nginx is a running nginx. Its fields are read-only.
@@ -67,6 +72,7 @@ type Nginx struct {
 	upstream netip.AddrPort
 	location string
 	extra    []string
+	pp       bool
 }
 
 // StartNginx writes an nginx.conf for cfg, starts
@@ -119,7 +125,7 @@ func newNginx(t testing.TB, cfg NginxConfig) *Nginx {
 		Namespace: cfg.Namespace,
 		path:      path, listen: cfg.Listen, upstream: cfg.Upstream,
 		certFile: cfg.CertFile, keyFile: cfg.KeyFile,
-		location: cfg.Path, extra: cfg.Extra,
+		location: cfg.Path, extra: cfg.Extra, pp: cfg.ProxyProtocol,
 	}
 	if !n.listen.Addr().IsValid() {
 		n.listen = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), n.listen.Port())
@@ -209,7 +215,11 @@ func (n *Nginx) conf(addr netip.AddrPort) string {
 		line("\t%s_temp_path %s;", kind, filepath.Join(tmp, kind))
 	}
 	line("\tserver {")
-	line("\t\tlisten %s ssl;", addr)
+	if n.pp {
+		line("\t\tlisten %s ssl proxy_protocol;", addr)
+	} else {
+		line("\t\tlisten %s ssl;", addr)
+	}
 	line("\t\tssl_certificate %s;", n.certFile)
 	line("\t\tssl_certificate_key %s;", n.keyFile)
 	line("\t\tlocation %s {", n.location)

@@ -1,0 +1,114 @@
+package tunnel_test
+
+import (
+	"bytes"
+	"cmp"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/proxyproto"
+	"github.com/pinhole-dev/pinhole/internal/spec"
+	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/tunnel"
+)
+
+// TestTunnelOptionsTCP: a pinhole client's tunnel options reach the
+// server before its forwards. With proxy-protocol=v2 the service reads
+// the header of the real client, then the client's first bytes (sent as
+// early data in the channel open); allow= without loopback closes the
+// connection; a client without options is served at once (it sends
+// no-more-sessions), well before the server's OptionsWait.
+func TestTunnelOptionsTCP(t *testing.T) {
+	hostKey, key := newSigner(t), newSigner(t)
+	srv := startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:    []ssh.Signer{hostKey},
+		Authorize:   keySet(t, authorizedLine("", key.PublicKey())),
+		OptionsWait: 20 * time.Second,
+		Logger:      testLogger(t).With("side", "server"),
+	})
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	got := make(chan []byte, 4)
+	go func() {
+		for {
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				b := make([]byte, 4096)
+				var all []byte
+				for !bytes.HasSuffix(all, []byte("hello")) {
+					n, err := c.Read(b)
+					all = append(all, b[:n]...)
+					if err != nil {
+						break
+					}
+				}
+				got <- all
+			}()
+		}
+	}()
+	for _, tc := range []struct {
+		words  string
+		header bool // else nothing but hello
+		closed bool
+	}{
+		{"", false, false},
+		{"proxy-protocol=v2", true, false},
+		{"proxy-protocol=v1 allow=192.0.2.0/24", false, true},
+	} {
+		t.Run(cmp.Or(tc.words, "no options"), func(t *testing.T) {
+			cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), key)
+			cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, "127.0.0.1:0:"+target.Addr().String())}
+			cfg.TunnelOptions = tc.words
+			began := time.Now()
+			c := dialClient(t, cfg)
+			bound := c.RemoteAddrs()[0]
+			conn, err := net.DialTimeout("tcp", bound, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.Write([]byte("hello"))
+			if tc.closed {
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err := conn.Read(make([]byte, 1))
+				if ne, ok := err.(net.Error); err == nil || ok && ne.Timeout() {
+					t.Fatalf("a client allow= does not admit was not closed: %v", err)
+				}
+				select {
+				case b := <-got:
+					t.Fatalf("the service got %q from a client allow= does not admit", b)
+				case <-time.After(200 * time.Millisecond):
+				}
+				return
+			}
+			var b []byte
+			select {
+			case b = <-got:
+			case <-time.After(15 * time.Second):
+				t.Fatal("the service got nothing")
+			}
+			if d := time.Since(began); d > 10*time.Second {
+				t.Errorf("the first stream took %v: the server waited for options the client said it would not send", d)
+			}
+			want := []byte("hello")
+			if tc.header {
+				src, _ := netip.ParseAddrPort(conn.LocalAddr().String())
+				dst, _ := netip.ParseAddrPort(bound)
+				want = append(proxyproto.Header(proxyproto.V2, src, dst), want...)
+			}
+			if !bytes.Equal(b, want) {
+				t.Errorf("the service read %q, want %q", b, want)
+			}
+		})
+	}
+}
