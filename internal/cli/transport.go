@@ -224,12 +224,15 @@ func serverDispatcher(e *env, s serverTransportSettings) (*serverDisp, error) {
 		MaxHTTPConns:          cmp.Or(s.MaxHTTPConns, -1),
 		MaxHTTPConnsPerSource: cmp.Or(s.MaxHTTPConnsPerSource, -1),
 	}
-	switch {
-	case d.acme != nil:
-		d.Dispatcher.HTTP = d.acme.HTTPHandler(d.router)
-	case d.router != nil:
+	if e.cores != nil {
+		d.Dispatcher.Hold = e.cores.Hold
+	}
+	if d.router != nil {
 		d.Dispatcher.HTTP = d.router
 		d.Dispatcher.Passthrough = d.router.Passthrough
+	}
+	if d.acme != nil {
+		d.Dispatcher.HTTP = d.acme.HTTPHandler(d.router)
 	}
 	return d, nil
 }

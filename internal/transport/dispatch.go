@@ -88,6 +88,12 @@ type Dispatcher struct {
 	// MaxHTTPConnsPerSource is that cap for one source address (IPv6:
 	// one /64). 0 means DefaultMaxHTTPConnsPerSource; negative, no cap.
 	MaxHTTPConnsPerSource int
+	// Hold, if set, is called for each connection the HTTP server takes,
+	// and what it returns when that connection closes or is upgraded: the
+	// command line counts HTTP connections toward GOMAXPROCS as it counts
+	// SSH ones (tunnel.CoreBudget), so that a server busy with names'
+	// HTTP is not held to one core by its one SSH connection.
+	Hold func() (release func())
 	// Logger gets a debug line for each connection closed for what its
 	// first bytes were, and a warning (a line a second at most) when the
 	// HTTP limits drop connections. nil discards.
@@ -447,6 +453,10 @@ func (d *Dispatcher) serveHTTP(c net.Conn, deadline time.Time, release func()) e
 	// grace's deadline still bounds the first request's header, TLS
 	// handshake included, by a timer that closes c.
 	c.SetDeadline(time.Time{})
+	if d.Hold != nil {
+		held, limits := d.Hold(), release
+		release = func() { held(); limits() }
+	}
 	hc := &httpConn{release: release}
 	if !deadline.IsZero() {
 		hc.timer = time.AfterFunc(time.Until(deadline), func() { c.Close() })

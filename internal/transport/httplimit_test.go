@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,4 +102,32 @@ func TestHTTPLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHTTPHoldsACore: each connection the HTTP server takes is held in
+// Hold (the command line's CoreBudget) until it closes.
+func TestHTTPHoldsACore(t *testing.T) {
+	var mu sync.Mutex
+	held := 0
+	s := startShared(t, func(_ *tunnel.ServerConfig, d *Dispatcher) {
+		d.Hold = func() func() {
+			mu.Lock()
+			defer mu.Unlock()
+			held++
+			var once sync.Once
+			return func() {
+				once.Do(func() {
+					mu.Lock()
+					defer mu.Unlock()
+					held--
+				})
+			}
+		}
+	})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return held }
+	a := holdHTTP(t, s, false)
+	holdHTTP(t, s, true)
+	waitFor(t, "two HTTP connections held", func() bool { return count() == 2 })
+	a.Close()
+	waitFor(t, "the closed one released", func() bool { return count() == 1 })
 }
