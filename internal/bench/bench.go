@@ -26,6 +26,8 @@
 //	udp      pinhole's -L .../udp: 64-byte request/response on one flow (per
 //	         second, p99), and the loss of a burst of 10,000 datagrams of
 //	         64–1400 bytes over 8 flows, each with at most 64 in flight
+//	udpburst the same burst unpaced: each flow sends 4 datagrams a
+//	         millisecond whatever comes back; the percentage lost
 //
 // and once per run, on fresh processes, for pinhole ↔ pinhole (each
 // transport) and OpenSSH:
@@ -190,11 +192,20 @@ func measurements(c Config) []measurement {
 				if err != nil {
 					return nil, note, err
 				}
-				loss, _, err := udpBurst(ctx, f.udpPort, c.UDPDatagrams, 8, 64)
+				loss, _, err := udpBurst(ctx, f.udpPort, c.UDPDatagrams, 8, burstPace{window: 64})
 				if err != nil {
 					return nil, note, err
 				}
 				return append(rr, loss...), note, nil
+			},
+		},
+		{
+			name:    "udpburst",
+			columns: []column{{"UDP unpaced burst loss %", fixed(2), false}},
+			applies: func(s setup) bool { return s.udp },
+			limit:   func(Config) time.Duration { return 60 * time.Second },
+			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
+				return udpBurst(ctx, f.udpPort, c.UDPDatagrams, 8, burstPace{perMilli: 4})
 			},
 		},
 		{
