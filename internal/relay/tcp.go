@@ -31,6 +31,12 @@ type TCPForwarder struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// DialTimeout bounds each dial; 0 means 10 s.
 	DialTimeout time.Duration
+	// Header, when set, gives the bytes written to the target before any
+	// of the client's, once per connection: where a PROXY protocol
+	// header (v1 or v2, so the target sees the client's address) goes.
+	// nil writes nothing. The connections stay *net.TCPConn, so the copy
+	// after it is still spliced.
+	Header func(client net.Conn) ([]byte, error)
 	// Logger gets a line per target that cannot be reached, and the
 	// accept loop's lines. nil discards.
 	Logger *slog.Logger
@@ -130,6 +136,18 @@ func (f *TCPForwarder) relay(client net.Conn) {
 		return
 	}
 	defer f.untrack(target)
+	if f.Header != nil {
+		h, err := f.Header(client)
+		if err == nil && len(h) > 0 {
+			_, err = target.Write(h)
+		}
+		if err != nil {
+			f.log().Warn("relay: cannot send the header to the target; closed the connection", "raddr", f.Target, "peer", client.RemoteAddr().String(), "err", err)
+			target.Close()
+			client.Close()
+			return
+		}
+	}
 	Pipe(client, target)
 }
 

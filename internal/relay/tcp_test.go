@@ -113,3 +113,40 @@ func TestTCPForwarderShutdown(t *testing.T) {
 		t.Fatalf("read after the drain ran out: %v, want the connection closed", err)
 	}
 }
+
+// TestTCPForwarderHeader: Header's bytes reach the target before the
+// client's, and the client's follow intact.
+func TestTCPForwarderHeader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}()
+	f := &TCPForwarder{Target: ln.Addr().String(), Header: func(client net.Conn) ([]byte, error) {
+		return []byte("HEADER " + client.RemoteAddr().String() + "\r\n"), nil
+	}}
+	addr, _ := serveTCP(t, f)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("payload"))
+	c.(*net.TCPConn).CloseWrite()
+	want := "HEADER " + c.LocalAddr().String() + "\r\npayload"
+	if g := <-got; g != want {
+		t.Errorf("the target got %q, want %q", g, want)
+	}
+	c.Close()
+}
