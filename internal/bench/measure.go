@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
 // The in-process clients: each measurement talks to a forwarder's local
@@ -299,8 +301,7 @@ func dialUDP(port int) (*net.UDPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadBuffer(4 << 20)
-	c.SetWriteBuffer(4 << 20)
+	relay.SetBuffers(c) // as the echo server's (newUDPEcho)
 	return c, nil
 }
 
