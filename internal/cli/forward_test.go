@@ -5,6 +5,8 @@ import (
 	"context"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +134,35 @@ func TestForwardRelays(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("pinhole forward did not stop within 15 s of its context ending")
+	}
+}
+
+// TestForwardKernelBadInput: what --kernel cannot install is refused before
+// any rule is: a bind name (rules match addresses), port 0, IPv6 to IPv4.
+func TestForwardKernelBadInput(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: --kernel checks its pairs only as root (without root it refuses first, as TestForwardKernelLab checks); CI runs as root")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("skipping: nft is not installed (Debian: apt-get install nftables)")
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bind name", []string{"tcp://localhost:18095", "tcp://10.0.0.5:80"}, "matches an IP address, not a name"},
+		{"port 0", []string{"tcp://:0", "tcp://10.0.0.5:80"}, "tcp://:0: --kernel needs a listening port 1-65535, not 0"},
+		{"families", []string{"tcp://[::1]:18095", "tcp://10.0.0.5:80"}, "does not translate between IPv4 and IPv6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := run(t, append([]string{"forward", "--kernel"}, tc.args...)...)
+			if code != 1 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, stderr %q; want exit 1 and %q", code, errOut, tc.want)
+			}
+			if out != "" {
+				t.Errorf("stdout %q, want nothing: no rule may be installed", out)
+			}
+		})
 	}
 }

@@ -42,13 +42,21 @@ func (r Rule) check() error {
 	case r.Proto != spec.TCP && r.Proto != spec.UDP:
 		return fmt.Errorf("dnat: unknown protocol %v", r.Proto)
 	case r.Listen.Port() == 0:
-		return fmt.Errorf("dnat: %s://%s: --kernel needs a listening port 1-65535, not 0", r.Proto, r.Listen)
+		return fmt.Errorf("dnat: %s://%s: --kernel needs a listening port 1-65535, not 0", r.Proto, r.listen())
 	case !r.Target.IsValid() || r.Target.Port() == 0:
 		return fmt.Errorf("dnat: target %s: want an IP address and a port 1-65535", r.Target)
 	case r.Listen.Addr().IsValid() && r.Listen.Addr().Unmap().Is4() != r.Target.Addr().Unmap().Is4():
-		return fmt.Errorf("dnat: %s → %s: the kernel does not translate between IPv4 and IPv6; give a target of the listening address's family", r.Listen, r.Target)
+		return fmt.Errorf("dnat: %s → %s: the kernel does not translate between IPv4 and IPv6; give a target of the listening address's family", r.listen(), r.Target)
 	}
 	return nil
+}
+
+// listen is Listen as the user wrote it: ":8080" for every address.
+func (r Rule) listen() string {
+	if !r.Listen.Addr().IsValid() {
+		return fmt.Sprintf(":%d", r.Listen.Port())
+	}
+	return r.Listen.String()
 }
 
 // Ruleset returns the nftables script (for nft -f) that makes table, an

@@ -50,7 +50,7 @@ func TestRulesetErrors(t *testing.T) {
 		rule  Rule
 		want  string
 	}{
-		{"port 0", "t", Rule{Proto: spec.TCP, Listen: netip.AddrPortFrom(netip.Addr{}, 0), Target: netip.MustParseAddrPort("10.0.0.5:80")}, "not 0"},
+		{"port 0", "t", Rule{Proto: spec.TCP, Listen: netip.AddrPortFrom(netip.Addr{}, 0), Target: netip.MustParseAddrPort("10.0.0.5:80")}, "tcp://:0: --kernel needs a listening port 1-65535, not 0"},
 		{"families", "t", Rule{Proto: spec.TCP, Listen: netip.MustParseAddrPort("[::1]:1"), Target: netip.MustParseAddrPort("10.0.0.5:80")}, "between IPv4 and IPv6"},
 		{"no target", "t", Rule{Proto: spec.TCP, Listen: netip.AddrPortFrom(netip.Addr{}, 1)}, "want an IP address"},
 		{"table name", "a b", Rule{Proto: spec.TCP, Listen: netip.AddrPortFrom(netip.Addr{}, 1), Target: netip.MustParseAddrPort("10.0.0.5:80")}, "table name"},
