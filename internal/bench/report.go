@@ -203,6 +203,7 @@ func columnsNote(cfg Config, ms []measurement) string {
 		"conns":    fmt.Sprintf("new conns: 8 workers each connecting, echoing 64 bytes and closing, for %v", cfg.Duration),
 		"memory":   fmt.Sprintf("kB per idle conn: growth of VmRSS of every forwarder process (both ends; for sshd, its processes for the connection) with %d connections held, each proven by one echoed byte, on fresh processes", cfg.IdleConns),
 		"udp":      fmt.Sprintf("UDP: 64-byte request/response over one flow through -L .../udp for %v (OpenSSH carries no UDP), and the loss of %d datagrams of 64–1400 bytes over 8 flows, at most 64 in flight per flow", cfg.Duration, cfg.UDPDatagrams),
+		"udpburst": fmt.Sprintf("UDP unpaced: the same %d datagrams with no flow control, each of the 8 flows sending 4 a millisecond whatever comes back", cfg.UDPDatagrams),
 		"conns10k": fmt.Sprintf("held: %d connections opened through the forward and held at once, each proven by one echoed byte when opened, and none closed by the forwarder once all were open; once per run, for OpenSSH and pinhole ↔ pinhole (raw, tls://, wss://)", cfg.HoldConns),
 	}
 	var parts []string
