@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -219,6 +220,7 @@ func forwardInKernel(ctx context.Context, e *env, pairs []spec.Pair) error {
 		fmt.Fprintf(e.stdout, "pinhole forward: %s → %s in the kernel\n", pairs[i].Listen, r.Target)
 	}
 	fmt.Fprintf(e.stdout, "pinhole forward: nftables table inet %s; removed on exit\n", name)
+	warnStaleTables(ctx, e, nft)
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(b)) == "0" {
 		e.log.Warn("net.ipv4.ip_forward is 0: connections from other hosts are not passed on to the targets; turn it on with sysctl -w net.ipv4.ip_forward=1")
 	}
@@ -265,4 +267,27 @@ func kernelRule(ctx context.Context, p spec.Pair) (dnat.Rule, error) {
 	}
 	r.Target = netip.AddrPortFrom(ip.Unmap(), p.Target.Port)
 	return r, nil
+}
+
+// warnStaleTables names the tables that pinhole forward --kernel processes
+// no longer running left behind (killed with SIGKILL, or the machine's
+// power cut), with the command that removes each. It removes none itself:
+// a process of another PID namespace sharing this network namespace could
+// still own one.
+func warnStaleTables(ctx context.Context, e *env, nft string) {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	names, err := dnat.Tables(lctx, nft, "pinhole-forward-")
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		pid, err := strconv.Atoi(strings.TrimPrefix(n, "pinhole-forward-"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			e.log.Warn("an nftables table of a pinhole forward --kernel that is no longer running is still installed; remove it with nft delete table inet "+n, "table", n)
+		}
+	}
 }

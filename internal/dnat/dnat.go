@@ -108,6 +108,24 @@ func validName(s string) bool {
 	return true
 }
 
+// Tables returns the names of the inet tables whose names start with
+// prefix, as `nft list tables` gives them.
+func Tables(ctx context.Context, nft, prefix string) ([]string, error) {
+	cmd := exec.CommandContext(ctx, nft, "list", "tables", "inet")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("dnat: nft list tables inet: %w", err)
+	}
+	var names []string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == "table" && f[1] == "inet" && strings.HasPrefix(f[2], prefix) {
+			names = append(names, f[2])
+		}
+	}
+	return names, nil
+}
+
 // Table is an installed table of rules.
 type Table struct {
 	nft, name string
