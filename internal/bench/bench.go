@@ -29,6 +29,8 @@
 //	udp      pinhole's -L .../udp: 64-byte request/response on one flow (per
 //	         second, p99), and the loss of a burst of 10,000 datagrams of
 //	         64–1400 bytes over 8 flows, each with at most 64 in flight
+//	udpburst the same burst unpaced: each flow sends 4 datagrams a
+//	         millisecond whatever comes back; the percentage lost
 //	http1    on direct, http and https (pinhole server --domain, a -R to a
 //	http64   name): small GETs to a Go HTTP service by 1 and by 64
 //	         keep-alive clients: per second, p50, p99
@@ -199,7 +201,7 @@ func measurements(c Config) []measurement {
 				if err != nil {
 					return nil, note, err
 				}
-				loss, _, err := udpBurst(ctx, f.udpPort, c.UDPDatagrams, 8, 64)
+				loss, _, err := udpBurst(ctx, f.udpPort, c.UDPDatagrams, 8, burstPace{window: 64})
 				if err != nil {
 					return nil, note, err
 				}
@@ -209,6 +211,15 @@ func measurements(c Config) []measurement {
 		httpMeasurement(1, 0),
 		httpMeasurement(64, 0),
 		httpMeasurement(64, pacedRate),
+		{
+			name:    "udpburst",
+			columns: []column{{"UDP unpaced burst loss %", fixed(2), false}},
+			applies: func(s setup) bool { return s.udp },
+			limit:   func(Config) time.Duration { return 60 * time.Second },
+			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
+				return udpBurst(ctx, f.udpPort, c.UDPDatagrams, 8, burstPace{perMilli: 4})
+			},
+		},
 		{
 			name:    "conns10k",
 			columns: []column{{fmt.Sprintf("held of %d", c.HoldConns), fixed(0), false}},

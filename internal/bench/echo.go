@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"sync"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
 // tcpEcho writes back whatever each connection sends, on its own goroutine
@@ -214,8 +216,9 @@ func newUDPEcho() (*udpEcho, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc.SetReadBuffer(4 << 20)
-	pc.SetWriteBuffer(4 << 20)
+	// As pinhole's own: forced past net.core.rmem_max as root, so that
+	// a burst lost is lost in the forwarder, not in the harness.
+	relay.SetBuffers(pc)
 	u := &udpEcho{pc: pc}
 	u.wg.Go(u.serve)
 	return u, nil

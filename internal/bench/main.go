@@ -23,6 +23,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "bench-results.md", "file to write the table to as well (\"\" for none)")
 	only := fs.String("only", "", "comma-separated setups to run (default all): "+names(setups(), func(s setup) string { return s.name }))
 	skip := fs.String("skip", "", "comma-separated measurements to leave out: "+names(measurements(Config{}), func(m measurement) string { return m.name }))
+	kernel := fs.Bool("kernel", false, "instead: pinhole forward --kernel beside routing with no forwarder and pinhole forward in user space, across network namespaces (needs root; see BENCHMARKS.md)")
 	netem := fs.Bool("netem", false, "instead: OpenSSH and pinhole through 25 ms each way and 1 % loss in network namespaces (needs root; see BENCHMARKS.md)")
 	pinhole := fs.String("pinhole", "", "pinhole binary to measure (default: go build ./cmd/pinhole from the current tree)")
 	soak := fs.Duration("soak", 0, "instead of the table: soak one pinhole tunnel for this long (such as 10m) and check that memory, goroutines and fds stop growing")
@@ -73,7 +74,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Progress: stderr,
 	}
 	if *netem {
-		return mainNetem(ctx, cfg, *out, stdout, stderr)
+		return mainLab(ctx, RunNetem, cfg, *out, stdout, stderr)
+	}
+	if *kernel {
+		return mainLab(ctx, RunKernel, cfg, *out, stdout, stderr)
 	}
 	if _, _, err := choose(cfg); err != nil {
 		fmt.Fprintln(stderr, err)
@@ -162,9 +166,9 @@ func commandLine(args []string) string {
 	return strings.Join(parts, " ")
 }
 
-// mainNetem is Main's -netem mode: the table of RunNetem.
-func mainNetem(ctx context.Context, cfg Config, out string, stdout, stderr io.Writer) int {
-	table, err := RunNetem(ctx, cfg)
+// mainLab is Main for -netem and -kernel: the table run makes.
+func mainLab(ctx context.Context, run func(context.Context, Config) (string, error), cfg Config, out string, stdout, stderr io.Writer) int {
+	table, err := run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

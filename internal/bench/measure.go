@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
 // The in-process clients: each measurement talks to a forwarder's local
@@ -299,8 +301,7 @@ func dialUDP(port int) (*net.UDPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadBuffer(4 << 20)
-	c.SetWriteBuffer(4 << 20)
+	relay.SetBuffers(c) // as the echo server's (newUDPEcho)
 	return c, nil
 }
 
@@ -357,17 +358,25 @@ func udpRequestResponse(ctx context.Context, port int, d time.Duration) ([]float
 	return rateAndPercentiles(rtts, elapsed), note, nil
 }
 
+// burstPace is how a flow of udpBurst sends: with at most window
+// datagrams awaiting their echo, or, with perMilli set, perMilli datagrams
+// each millisecond whatever comes back (no flow control, as a game or a
+// camera sends).
+type burstPace struct {
+	window, perMilli int
+}
+
 // udpBurst sends total datagrams of 64 to 1400 bytes through port over
-// flows flows, each flow with at most window datagrams awaiting their
-// echo, and returns the percentage that did not come back.
-func udpBurst(ctx context.Context, port, total, flows, window int) ([]float64, string, error) {
+// flows flows, each flow paced by pace, and returns the percentage that
+// did not come back.
+func udpBurst(ctx context.Context, port, total, flows int, pace burstPace) ([]float64, string, error) {
 	perFlow := total / flows
 	var received atomic.Int64
 	errs := make(chan error, flows)
 	var wg sync.WaitGroup
 	for f := range flows {
 		wg.Go(func() {
-			n, err := burstFlow(ctx, port, uint32(f), perFlow, window)
+			n, err := burstFlow(ctx, port, uint32(f), perFlow, pace)
 			received.Add(int64(n))
 			errs <- err
 		})
@@ -385,7 +394,7 @@ func udpBurst(ctx context.Context, port, total, flows, window int) ([]float64, s
 
 // burstFlow is one flow of udpBurst: it returns how many of its n
 // datagrams came back.
-func burstFlow(ctx context.Context, port int, flow uint32, n, window int) (int, error) {
+func burstFlow(ctx context.Context, port int, flow uint32, n int, pace burstPace) (int, error) {
 	c, err := dialUDP(port)
 	if err != nil {
 		return 0, err
@@ -393,7 +402,7 @@ func burstFlow(ctx context.Context, port int, flow uint32, n, window int) (int, 
 	defer c.Close()
 	defer closeOnDone(ctx, c)()
 
-	inflight := make(chan struct{}, window)
+	inflight := make(chan struct{}, pace.window) // unused when paced by time
 	got := make([]bool, n)
 	count := 0
 	done := make(chan error, 1)
@@ -431,16 +440,23 @@ func burstFlow(ctx context.Context, port int, flow uint32, n, window int) (int, 
 
 	rng := rand.New(rand.NewPCG(uint64(flow), 2))
 	p := make([]byte, 1400)
+	began := time.Now()
 	for seq := range n {
-		select {
-		case inflight <- struct{}{}:
-		case <-time.After(200 * time.Millisecond):
-			// No reply for a while: what is in flight is lost; start
-			// the window afresh.
-			for len(inflight) > 0 {
-				<-inflight
+		if pace.perMilli > 0 {
+			if d := time.Until(began.Add(time.Duration(seq/pace.perMilli) * time.Millisecond)); d > 0 {
+				time.Sleep(d)
 			}
-		case <-ctx.Done():
+		} else {
+			select {
+			case inflight <- struct{}{}:
+			case <-time.After(200 * time.Millisecond):
+				// No reply for a while: what is in flight is lost;
+				// start the window afresh.
+				for len(inflight) > 0 {
+					<-inflight
+				}
+			case <-ctx.Done():
+			}
 		}
 		if ctx.Err() != nil {
 			break

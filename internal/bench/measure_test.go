@@ -41,7 +41,12 @@ func TestMeasurementsDirect(t *testing.T) {
 		{"udp rr", 3, func() ([]float64, string, error) {
 			return udpRequestResponse(t.Context(), udp.Port(), 50*time.Millisecond)
 		}},
-		{"udp burst", 1, func() ([]float64, string, error) { return udpBurst(t.Context(), udp.Port(), 800, 8, 16) }},
+		{"udp burst", 1, func() ([]float64, string, error) {
+			return udpBurst(t.Context(), udp.Port(), 800, 8, burstPace{window: 16})
+		}},
+		{"udp unpaced burst", 1, func() ([]float64, string, error) {
+			return udpBurst(t.Context(), udp.Port(), 800, 8, burstPace{perMilli: 4})
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

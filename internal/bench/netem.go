@@ -58,17 +58,11 @@ func RunNetem(ctx context.Context, cfg Config) (string, error) {
 			return "", fmt.Errorf("bench: %s is not installed (Debian: apt-get install iperf3 openssh-client openssh-server nftables)", p)
 		}
 	}
-	dir, err := os.MkdirTemp("", "pinhole-bench-netem-")
+	pinhole, dir, remove, err := tempPinhole(ctx, cfg, "pinhole-bench-netem-")
 	if err != nil {
-		return "", fmt.Errorf("bench: %w", err)
+		return "", err
 	}
-	defer os.RemoveAll(dir)
-	pinhole := cfg.Pinhole
-	if pinhole == "" {
-		if pinhole, err = buildPinhole(ctx, dir); err != nil {
-			return "", err
-		}
-	}
+	defer remove()
 	lab, err := faultlab.Build(ctx)
 	if lab != nil {
 		defer lab.Close()
@@ -296,10 +290,20 @@ func netemReady(ctx context.Context, lab *faultlab.Lab, port int) error {
 // netemIperf3 runs iperf3 -c in the client namespace through port, one
 // stream, for d, and returns Mbit/s.
 func netemIperf3(ctx context.Context, lab *faultlab.Lab, port int, d time.Duration) (float64, error) {
+	bps, err := iperf3Client(ctx, "127.0.0.1", port, d, func(ctx context.Context, args ...string) *exec.Cmd {
+		return lab.Command(ctx, lab.Client, "iperf3", args...)
+	})
+	return bps / 1e6, err
+}
+
+// iperf3Client runs iperf3 -c addr -p port, one stream, for d, through
+// command (which makes the Cmd of iperf3 with those arguments, in some
+// namespace), and returns bit/s.
+func iperf3Client(ctx context.Context, addr string, port int, d time.Duration, command func(ctx context.Context, args ...string) *exec.Cmd) (float64, error) {
 	secs := iperfSeconds(d)
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
-	cmd := lab.Command(ctx, lab.Client, "iperf3", "-c", "127.0.0.1", "-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-J", "--connect-timeout", "5000")
+	cmd := command(ctx, "-c", addr, "-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-J", "--connect-timeout", "5000")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, runErr := cmd.Output()
@@ -310,7 +314,7 @@ func netemIperf3(ctx context.Context, lab *faultlab.Lab, port int, d time.Durati
 		}
 		return 0, err
 	}
-	return bps / 1e6, nil
+	return bps, nil
 }
 
 // netemRR sends a 64-byte request through port in the client namespace

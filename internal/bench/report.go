@@ -220,6 +220,7 @@ func columnsNote(cfg Config, ms []measurement) string {
 		"memory":   fmt.Sprintf("kB per idle conn: growth of VmRSS of every forwarder process (both ends; for sshd, its processes for the connection) with %d connections held, each proven by one echoed byte, on fresh processes", cfg.IdleConns),
 		"udp":      fmt.Sprintf("UDP: 64-byte request/response over one flow through -L .../udp for %v (OpenSSH carries no UDP), and the loss of %d datagrams of 64–1400 bytes over 8 flows, at most 64 in flight per flow", cfg.Duration, cfg.UDPDatagrams),
 		"http1":    fmt.Sprintf("HTTP: GETs of a %d-byte page from a Go net/http service (in the echo child), one after the other on each keep-alive connection for %v, by 1 and by 64 clients each with its own connection, to http(s)://%s.%s:PORT dialed at 127.0.0.1; directly, or through pinhole server --domain %s and a -R %s:80 of pinhole connect (ssh-http: of OpenSSH ssh) (https: TLS to the server with the self-signed certificate, pinned)", len(httpBody), cfg.Duration, benchName, benchDomain, benchDomain, benchName),
+		"udpburst": fmt.Sprintf("UDP unpaced: the same %d datagrams with no flow control, each of the 8 flows sending 4 a millisecond whatever comes back", cfg.UDPDatagrams),
 		"conns10k": fmt.Sprintf("held: %d connections opened through the forward and held at once, each proven by one echoed byte when opened, and none closed by the forwarder once all were open; once per run, for OpenSSH and pinhole ↔ pinhole (raw, tls://, wss://)", cfg.HoldConns),
 	}
 	what["http64"] = what["http1"]

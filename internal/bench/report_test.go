@@ -11,7 +11,7 @@ import (
 // ratio column, one without.
 func testResults() *Results {
 	cfg := Config{Rounds: 3, Duration: time.Second}.withDefaults()
-	ss, ms, err := choose(Config{Only: []string{"openssh", "pinhole"}, Skip: []string{"tput4", "rr", "conns", "memory", "conns10k", "http1", "http64", "paced64"}})
+	ss, ms, err := choose(Config{Only: []string{"openssh", "pinhole"}, Skip: []string{"tput4", "rr", "conns", "memory", "udpburst", "conns10k", "http1", "http64", "paced64"}})
 	if err != nil {
 		panic(err)
 	}
@@ -71,11 +71,11 @@ func TestChoose(t *testing.T) {
 		setups     string
 		wantErr    string
 	}{
-		{nil, nil, "direct,socat,openssh,pinhole,pinhole-tls,pinhole-wss,ssh-pinhole,pinhole-sshd,http,https,ssh-http", ""},
+		{nil, nil, "direct,socat,forward,openssh,pinhole,pinhole-tls,pinhole-wss,ssh-pinhole,pinhole-sshd,http,https,ssh-http", ""},
 		{[]string{"pinhole", "openssh"}, nil, "openssh,pinhole", ""},
 		{[]string{"pinhole-wss", "openssh", "pinhole-tls", "pinhole"}, nil, "openssh,pinhole,pinhole-tls,pinhole-wss", ""},
 		{[]string{"pinhole"}, []string{"memory", "conns10k"}, "pinhole", ""},
-		{[]string{"ssh"}, nil, "", `no setup named "ssh"; the setups are direct, socat, openssh`},
+		{[]string{"ssh"}, nil, "", `no setup named "ssh"; the setups are direct, socat, forward, openssh`},
 		{nil, []string{"latency"}, "", `no measurement named "latency"; the measurements are tput1, tput4, rr`},
 	}
 	for _, tt := range tests {

@@ -42,6 +42,7 @@ func setups() []setup {
 	return []setup{
 		{name: "direct", title: "direct (no forwarder)", udp: true, http: true, start: startDirect},
 		{name: "socat", title: "socat relay", start: startSocat},
+		{name: "forward", title: "pinhole forward relay", udp: true, memory: true, start: startForward},
 		{name: baseline, title: "OpenSSH ssh → OpenSSH sshd", memory: true, holds: true, start: tunnelEnds{openSSHClient: true, openSSHServer: true}.start},
 		{name: "pinhole", title: "pinhole connect → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{}.start},
 		{name: "pinhole-tls", title: "pinhole connect tls:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.TLS}.start},

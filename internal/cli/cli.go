@@ -84,6 +84,7 @@ func commands() []command {
 		{"check", "check a config file of pinhole up or server -c, starting nothing", runCheck, nil},
 		{"stdio", "copy stdin and stdout to a tls://, wss:// or ssh:// URL (OpenSSH's ProxyCommand)", runStdio, nil},
 		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, nil},
+		{"forward", "relay ports on this machine, no tunnel (tcp:// and udp:// pairs; --kernel: nftables DNAT)", runForward, forwardKernel},
 		{"map", "open a port on the home router (PCP, NAT-PMP, UPnP IGD)", runMap, nil},
 		{"version", "print pinhole's version, commit and Go version", runVersion, nil},
 		{"help", "print the help of pinhole or of one command", runHelp, nil},

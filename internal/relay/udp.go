@@ -91,7 +91,10 @@ func (f *UDPForwarder) Serve(ctx context.Context, l PacketListener) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	SetBuffers(l)
+	if b := SetBuffers(l); b.Capped {
+		log.Warn("udp: the kernel gave this socket smaller buffers than asked for: a burst larger than them is lost; raise net.core.rmem_max and wmem_max (sysctl -w net.core.rmem_max=8388608 net.core.wmem_max=8388608) or run as root",
+			"laddr", laddr(l), "read_buffer", b.Read, "write_buffer", b.Write, "asked", SocketBuffer)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	f.mu.Lock()
 	f.flows = make(map[netip.AddrPort]*flow)
@@ -203,6 +206,7 @@ func (f *UDPForwarder) run(ctx context.Context, l PacketListener, fl *flow, log 
 		log.Info("udp: cannot open flow; datagrams dropped", "peer", fl.src, "err", err, "dropped", n)
 		return
 	}
+	SetBuffers(conn) // a plain UDP socket's: replies wait there in a burst
 	log.Debug("udp: flow open", "peer", fl.src)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -255,18 +259,35 @@ func (f *UDPForwarder) expire(ctx context.Context, idle time.Duration, log *slog
 	}
 }
 
-// socketBuffer is the kernel buffer asked for on UDP sockets: a burst of
-// datagrams waits there while the relay catches up. The kernel caps it at
-// net.core.rmem_max / wmem_max.
-const socketBuffer = 4 << 20
+// SocketBuffer is the kernel buffer asked for each way on UDP sockets: a
+// burst of datagrams waits there while the relay catches up. quic-go asks
+// for 7 MiB for the same reason.
+const SocketBuffer = 8 << 20
 
-// SetBuffers asks for large kernel send and receive buffers on a UDP
-// socket, best effort.
-func SetBuffers(c any) {
-	if b, ok := c.(interface{ SetReadBuffer(int) error }); ok {
-		b.SetReadBuffer(socketBuffer)
+// Buffers is what the kernel gave a socket, in bytes of payload and
+// overhead as the kernel counts them (half of what getsockopt reports).
+type Buffers struct {
+	Read, Write int
+	// Capped: the kernel gave less than SocketBuffer one way or both:
+	// the process may not force past net.core.rmem_max / wmem_max (it
+	// lacks CAP_NET_ADMIN), and those are lower.
+	Capped bool
+}
+
+// SetBuffers asks for SocketBuffer bytes of kernel send and receive
+// buffer on a UDP socket (a *net.UDPConn, or a net.Conn dialled over
+// UDP), best effort: past net.core.rmem_max and wmem_max where the
+// process may (SO_RCVBUFFORCE, SO_SNDBUFFORCE: root), up to them where
+// not. It reports what the kernel gave; the zero Buffers when c is no
+// socket.
+func SetBuffers(c any) Buffers {
+	return setBuffers(c, SocketBuffer)
+}
+
+// laddr is l's local address for the log, when it has one.
+func laddr(l any) string {
+	if a, ok := l.(interface{ LocalAddr() net.Addr }); ok {
+		return a.LocalAddr().String()
 	}
-	if b, ok := c.(interface{ SetWriteBuffer(int) error }); ok {
-		b.SetWriteBuffer(socketBuffer)
-	}
+	return ""
 }

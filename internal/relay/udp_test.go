@@ -5,6 +5,10 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +106,40 @@ func TestUDPForwarderIdleAndCap(t *testing.T) {
 	}
 	if got := ask(c, []byte("c"), 2*time.Second); string(got) != "c" {
 		t.Fatalf("after the idle flows expired a new flow got %q, want \"c\"", got)
+	}
+}
+
+// TestSetBuffers: a UDP socket gets SocketBuffer each way where the
+// process may force it (root) or the sysctl limits allow it, and is
+// reported capped exactly when it did not.
+func TestSetBuffers(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	b := SetBuffers(pc)
+	t.Logf("got %+v", b)
+	if runtime.GOOS != "linux" {
+		return
+	}
+	limit := SocketBuffer
+	if os.Geteuid() != 0 {
+		if raw, err := os.ReadFile("/proc/sys/net/core/rmem_max"); err == nil {
+			n, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+			limit = min(limit, n)
+		}
+	}
+	if b.Read < limit {
+		t.Errorf("receive buffer %d bytes, want at least %d", b.Read, limit)
+	}
+	if b.Capped != (b.Read < SocketBuffer || b.Write < SocketBuffer) {
+		t.Errorf("Capped %v for %+v", b.Capped, b)
+	}
+	if os.Geteuid() == 0 && b.Capped {
+		t.Errorf("as root the buffers are forced to %d, got %+v", SocketBuffer, b)
+	}
+	if got := SetBuffers(struct{}{}); got != (Buffers{}) {
+		t.Errorf("SetBuffers of no socket = %+v, want zero", got)
 	}
 }
