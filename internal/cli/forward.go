@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/dnat"
+	"github.com/pinhole-dev/pinhole/internal/proxyproto"
 	"github.com/pinhole-dev/pinhole/internal/relay"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 )
@@ -42,6 +43,7 @@ func runForward(ctx context.Context, e *env, args []string) error {
 		drainD  = fs.Duration("drain", 10*time.Second, "on the first SIGINT or SIGTERM, stop accepting and let open connections finish for this long (a second signal stops at once)")
 		udpIdle = fs.Duration("udp-idle", 60*time.Second, "end a UDP flow with no datagram either way for this long")
 		dialT   = fs.Duration("connect-timeout", 10*time.Second, "give up connecting to a TCP target after this long")
+		ppV     = fs.String("proxy-protocol", "", "`v1 or v2`: start each TCP connection to its target with a PROXY protocol header (HAProxy's) naming the client, so the target sees its address")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: pinhole forward [flags] LISTEN TARGET [LISTEN TARGET ...]
@@ -65,10 +67,25 @@ tcp://host:port or udp://host:port of the same protocol.
 		fmt.Fprintf(e.stderr, "pinhole forward: %v\nrun 'pinhole forward -h' for the usage\n", err)
 		return errUsage
 	}
+	var header func(net.Conn) ([]byte, error)
+	if *ppV != "" {
+		v, err := proxyproto.ParseVersion(*ppV)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "pinhole forward: --proxy-protocol: %v\n", err)
+			return errUsage
+		}
+		if *kernel {
+			fmt.Fprintln(e.stderr, "pinhole forward: --proxy-protocol needs the user-space relay: with --kernel, pinhole never sees the streams (leave out one of them)")
+			return errUsage
+		}
+		header = func(c net.Conn) ([]byte, error) {
+			return proxyproto.Header(v, proxyproto.AddrPort(c.RemoteAddr()), proxyproto.AddrPort(c.LocalAddr())), nil
+		}
+	}
 	if *kernel {
 		return forwardInKernel(ctx, e, pairs)
 	}
-	return forwardInUserSpace(ctx, e, pairs, *drainD, *udpIdle, *dialT)
+	return forwardInUserSpace(ctx, e, pairs, *drainD, *udpIdle, *dialT, header)
 }
 
 // forwardPairs parses the positional arguments as LISTEN TARGET pairs.
@@ -93,7 +110,7 @@ func forwardPairs(pos []string) ([]spec.Pair, error) {
 // forwardInUserSpace opens every listener first, so that a port already
 // taken stops the start before anything is relayed, then serves them all
 // until ctx ends, and drains.
-func forwardInUserSpace(ctx context.Context, e *env, pairs []spec.Pair, drain, udpIdle, dialTimeout time.Duration) error {
+func forwardInUserSpace(ctx context.Context, e *env, pairs []spec.Pair, drain, udpIdle, dialTimeout time.Duration, header func(net.Conn) ([]byte, error)) error {
 	type served struct {
 		pair spec.Pair
 		tcp  *relay.TCPForwarder
@@ -156,7 +173,7 @@ func forwardInUserSpace(ctx context.Context, e *env, pairs []spec.Pair, drain, u
 			continue
 		}
 		fmt.Fprintf(e.stdout, "pinhole forward: %s → %s\n", "tcp://"+s.ln.Addr().String(), s.pair.Target)
-		s.tcp = &relay.TCPForwarder{Target: target, DialTimeout: dialTimeout, Logger: e.log}
+		s.tcp = &relay.TCPForwarder{Target: target, DialTimeout: dialTimeout, Header: header, Logger: e.log}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

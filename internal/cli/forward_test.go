@@ -1,8 +1,11 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -134,6 +137,45 @@ func TestForwardRelays(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("pinhole forward did not stop within 15 s of its context ending")
+	}
+}
+
+// TestForwardProxyProtocol: with --proxy-protocol v1, each TCP stream to
+// the target starts with the PROXY line naming the client's address and
+// port; with --kernel it is refused.
+func TestForwardProxyProtocol(t *testing.T) {
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	p := start(t, "forward", "--proxy-protocol", "v1", "tcp://127.0.0.1:0", "tcp://"+tl.Addr().String())
+	addr := p.waitLine(t, `^pinhole forward: tcp://(\S+) → tcp://`)[1]
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "after\n")
+	tl.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+	s, err := tl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(s)
+	line, _ := r.ReadString('\n')
+	client := c.LocalAddr().(*net.TCPAddr)
+	want := fmt.Sprintf("PROXY TCP4 127.0.0.1 %s %d %s\r\n", strings.Split(addr, ":")[0], client.Port, strings.Split(addr, ":")[1])
+	if line != want {
+		t.Errorf("the target's first line %q, want %q", line, want)
+	}
+	if rest, _ := r.ReadString('\n'); rest != "after\n" {
+		t.Errorf("after the header: %q, want the client's bytes", rest)
+	}
+	if code, _, stderr := run(t, "forward", "--kernel", "--proxy-protocol", "v2", "tcp://127.0.0.1:9000", "tcp://127.0.0.1:9001"); code != 2 || !strings.Contains(stderr, "needs the user-space relay") {
+		t.Errorf("--kernel --proxy-protocol: exit %d, %q", code, stderr)
 	}
 }
 
