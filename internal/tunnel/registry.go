@@ -231,6 +231,11 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 		key.BindPort = boundPort
 	}
 	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, named: name != "" && fr.BindPort != 443, endPort: endPort}
+	if d, ok := ln.(interface {
+		SetDial(func(context.Context) (net.Conn, error))
+	}); ok && rl.named {
+		d.SetDial(rl.dial)
+	}
 	s.mu.Lock()
 	sc.mu.Lock()
 	if s.state != serverServing || sc.forwards == nil {
@@ -350,6 +355,46 @@ func (rl *remoteListener) forward(c net.Conn) {
 		ch = fullClose{ch}
 	}
 	pipeThen(rl.sc.ctx, nil, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch, rl.sc.keys.endStream)
+}
+
+// dial opens one stream of a name's HTTP forward for the router
+// (vhost's SetDial), as forward does for an accepted connection, and
+// returns it as a conn: the router's HTTP client reads and writes the
+// channel itself, with no pipe and copy goroutines between.
+func (rl *remoteListener) dial(ctx context.Context) (net.Conn, error) {
+	sc := rl.sc
+	if err := sc.keys.openStream(); err != nil {
+		sc.srv.meter.refuse()
+		sc.keys.refused(sc.log, err, chanForwardedTCPIP+" "+rl.key.addr)
+		return nil, err
+	}
+	payload := channelOpen{Host: rl.req.BindHost, Port: rl.port, OriginHost: "pipe", OriginPort: 0}
+	ch, err := openEarly(sc.open, chanForwardedTCPIP, chanForwardedTCPIPEarly, payload, nil, &sc.early)
+	if err != nil {
+		sc.keys.endStream()
+		sc.srv.meter.refuse()
+		sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "err", err)
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		ch.Close()
+		sc.keys.endStream()
+		return nil, ctx.Err()
+	}
+	c := (&chanConn{Channel: fullClose{ch}, laddr: addrString{rl.key.addr}, raddr: addrString{sc.conn.RemoteAddr().String()}}).counted(sc.ctx, &sc.srv.meter)
+	return &endConn{Conn: c, end: sc.keys.endStream}, nil
+}
+
+// endConn calls end once, at its first Close.
+type endConn struct {
+	net.Conn
+	end  func()
+	once sync.Once
+}
+
+func (c *endConn) Close() error {
+	c.once.Do(c.end)
+	return c.Conn.Close()
 }
 
 // fullClose is a channel whose half-close closes it: for a stream whose
