@@ -344,6 +344,7 @@ func newRouter(e *env, s serverTransportSettings) (*vhost.Router, error) {
 	}
 	return &vhost.Router{
 		Domain:          domain,
+		Reserved:        s.SSHSNI,
 		Store:           &vhost.FileStore{Path: filepath.Join(dir, "names.json"), TTL: s.NameTTL},
 		UpstreamTimeout: s.UpstreamTimeout,
 		MaxNamesPerKey:  cmp.Or(s.MaxNamesPerKey, -1),

@@ -323,6 +323,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 	if !rl.named {    // a name's options are the router's to apply
 		var err error
 		if header, err = rl.sc.streamOptions(proxyproto.AddrPort(c.RemoteAddr()), proxyproto.AddrPort(c.LocalAddr())); err != nil {
+			rl.sc.keys.endStream()
 			rl.sc.srv.meter.refuse()
 			rl.sc.log.Info("forwarded connection closed", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
 			c.Close()

@@ -81,6 +81,9 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 			sc.srv.meter.refuse()
 			nc.Reject(ssh.ResourceShortage, err.Error())
 			sc.keys.refused(sc.log, err, nc.ChannelType())
+			if nc.ChannelType() == chanSession {
+				sc.sessionDone() // no words will come through it
+			}
 			continue
 		}
 		sc.wg.Add(1)

@@ -65,7 +65,17 @@ func (sc *serverConn) startOptions() {
 	if sc.opts != nil {
 		t.o = sc.opts.Tunnel
 	}
-	time.AfterFunc(sc.srv.cfg.OptionsWait, t.settle) // a no-op once settled
+	time.AfterFunc(sc.srv.cfg.OptionsWait, func() {
+		// A session open without its exec or shell yet: its words may be
+		// on their way (a slow link), and sessionDone settles when they
+		// come or the session ends.
+		t.mu.Lock()
+		waiting := t.pending > 0
+		t.mu.Unlock()
+		if !waiting {
+			t.settle() // a no-op once settled
+		}
+	})
 }
 
 // settle marks the options as final; it is idempotent.

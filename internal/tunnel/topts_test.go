@@ -89,6 +89,20 @@ func TestTunnelOptionsTCP(t *testing.T) {
 					t.Fatalf("the service got %q from a client allow= does not admit", b)
 				case <-time.After(200 * time.Millisecond):
 				}
+				// Refused connections give back the key's streams: a
+				// stranger cannot use up its stream limit.
+				fp := ssh.FingerprintSHA256(key.PublicKey())
+				before := srv.srv.KeyUsage(fp).Streams
+				for range 5 {
+					c, err := net.DialTimeout("tcp", bound, 5*time.Second)
+					if err != nil {
+						t.Fatal(err)
+					}
+					c.SetReadDeadline(time.Now().Add(10 * time.Second))
+					c.Read(make([]byte, 1))
+					c.Close()
+				}
+				waitFor(t, 5*time.Second, "the refused streams given back", func() bool { return srv.srv.KeyUsage(fp).Streams <= before })
 				return
 			}
 			var b []byte

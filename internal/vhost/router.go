@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,10 @@ import (
 type Router struct {
 	// Domain is what names are under: myapp.Domain.
 	Domain string
+	// Reserved are host names of the server's own (its --ssh-sni names)
+	// that no forward may take as a custom domain; Domain and the names
+	// under it never are custom domains.
+	Reserved []string
 	// Store remembers which key holds which name; nil remembers nothing
 	// past a connection.
 	Store Store
@@ -166,6 +171,14 @@ func (r *Router) ListenNameLimit(name string, port uint32, key string, max int, 
 	if err := check(name); err != nil {
 		return nil, err
 	}
+	if IsDomain(name) {
+		if d := strings.ToLower(r.Domain); name == d || strings.HasSuffix(name, "."+d) {
+			return nil, fmt.Errorf("vhost: %s is this server's domain or under it, where a name is one label: ask for -R LABEL:%d:HOST:PORT", name, port)
+		}
+		if slices.ContainsFunc(r.Reserved, func(n string) bool { return strings.EqualFold(strings.TrimSuffix(n, "."), name) }) {
+			return nil, fmt.Errorf("vhost: %s is one of this server's own names (--ssh-sni): pick another", name)
+		}
+	}
 	if keyNameRE.MatchString(name) && name != KeyName(key) {
 		return nil, fmt.Errorf("vhost: %q has the form of the names the server makes for keys (k and 11 letters and digits), and it is not this key's: pick another name, or ask for none (-R 80:...) to get this key's", name)
 	}
@@ -223,9 +236,10 @@ func (r *Router) ListenNameLimit(name string, port uint32, key string, max int, 
 		// answer without a length (streamed) or of server-sent events;
 		// one with a Content-Length goes out through the server's
 		// buffer, a small one in one write (-1 took a timer and two).
-		Transport:     &http.Transport{DialContext: l.dial, MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256, IdleConnTimeout: 4 * time.Second, ResponseHeaderTimeout: r.upstreamTimeout()},
-		FlushInterval: 0,
-		ErrorHandler:  l.proxyError,
+		Transport:      &http.Transport{DialContext: l.dial, MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256, IdleConnTimeout: 4 * time.Second, ResponseHeaderTimeout: r.upstreamTimeout()},
+		FlushInterval:  0,
+		ErrorHandler:   l.proxyError,
+		ModifyResponse: upgraded,
 		// Without a pool, each answer's copy allocated and cleared a
 		// 32 KiB buffer: 7 % of the server's CPU under pinhole-bench's
 		// http64.
@@ -319,19 +333,38 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// and between writes of its answer. An upgraded connection (a
 	// WebSocket) is the service's to time out.
 	rc := http.NewResponseController(w)
+	idle := r.idle()
+	rc.SetReadDeadline(time.Now().Add(idle))
+	rc.SetWriteDeadline(time.Now().Add(idle))
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = &idleBody{ReadCloser: req.Body, rc: rc, idle: idle}
+	}
+	w = &idleWriter{ResponseWriter: w, rc: rc, idle: idle}
 	if req.Header.Get("Upgrade") != "" {
-		rc.SetReadDeadline(time.Time{})
-		rc.SetWriteDeadline(time.Time{})
-	} else {
-		idle := r.idle()
-		rc.SetReadDeadline(time.Now().Add(idle))
-		rc.SetWriteDeadline(time.Now().Add(idle))
-		if req.Body != nil && req.Body != http.NoBody {
-			req.Body = &idleBody{ReadCloser: req.Body, rc: rc, idle: idle}
-		}
-		w = &idleWriter{ResponseWriter: w, rc: rc, idle: idle}
+		// Bounded as any request until the service agrees to the
+		// upgrade (upgraded, below): a request that merely says
+		// Upgrade does not get to trickle forever.
+		req = req.WithContext(context.WithValue(req.Context(), upgradeKey{}, rc))
 	}
 	l.proxy.ServeHTTP(w, req)
+}
+
+// upgradeKey is the context key of an upgrade request's
+// ResponseController.
+type upgradeKey struct{}
+
+// upgraded is the proxies' ModifyResponse: once the service has answered
+// 101 Switching Protocols, the connection (a WebSocket) is the service's
+// to time out, and the public side's deadlines are lifted.
+func upgraded(res *http.Response) error {
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		return nil
+	}
+	if rc, ok := res.Request.Context().Value(upgradeKey{}).(*http.ResponseController); ok {
+		rc.SetReadDeadline(time.Time{})
+		rc.SetWriteDeadline(time.Time{})
+	}
+	return nil
 }
 
 // idleBody pushes the read deadline on at each read of a request body.

@@ -271,6 +271,18 @@ func TestCustomDomain(t *testing.T) {
 			t.Errorf("CheckDomain(%q): no error", bad)
 		}
 	}
+	// The server's own names are no one's custom domain.
+	r.Reserved = []string{"ssh.example.org"}
+	for _, own := range []string{"example.test", "x.myapp.example.test", "ssh.example.org"} {
+		for _, port := range []uint32{80, 443} {
+			if _, err := r.ListenName(own, port, "k", nil); err == nil || !strings.Contains(err.Error(), "this server's") {
+				t.Errorf("ListenName(%q, %d): %v, want refused as the server's own", own, port, err)
+			}
+		}
+	}
+	if r.Owns("example.test") || r.Passthrough("example.test") != nil {
+		t.Error("the domain itself is routed to a tunnel")
+	}
 	if _, err := r.ListenName("shop..example.org", 80, "k", nil); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("ListenName of a domain with an empty label: %v", err)
 	}
