@@ -286,6 +286,13 @@ func (d *Dispatcher) peek(c net.Conn, deadline time.Time) (byte, net.Conn, error
 	c.SetReadDeadline(start.Add(silent))
 	b, pc, err := peekConn(c)
 	c.SetDeadline(deadline)
+	if tc, ok := c.(*net.TCPConn); ok && isTimeout(err) {
+		// A first byte that came while this goroutine waited to run
+		// is not silence.
+		if nb, nerr := peekTCPNow(tc); nerr == nil {
+			return nb, c, nil
+		}
+	}
 	if isTimeout(err) {
 		if pc == nil {
 			pc = c

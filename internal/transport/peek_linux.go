@@ -39,3 +39,31 @@ func peekTCP(c *net.TCPConn) (byte, error) {
 	}
 	return b[0], nil
 }
+
+// peekTCPNow is peekTCP without waiting and without the read deadline:
+// the first byte if one has come, else an error. peek asks it after a
+// timeout, since a goroutine scheduled late on a loaded machine finds its
+// deadline passed before it has looked at the socket.
+func peekTCPNow(c *net.TCPConn) (byte, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		b    [1]byte
+		n    int
+		rerr error
+	)
+	if err := rc.Control(func(fd uintptr) {
+		n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	}); err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	if n == 0 {
+		return 0, errEmpty
+	}
+	return b[0], nil
+}
