@@ -41,14 +41,15 @@ type TCPForwarder struct {
 	// accept loop's lines. nil discards.
 	Logger *slog.Logger
 
-	mu      sync.Mutex
-	ln      net.Listener
-	conns   map[net.Conn]struct{}
-	closed  bool
-	ctx     context.Context // ends at Close: cancels dials
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // one per relayed connection
-	initted sync.Once
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[net.Conn]struct{}
+	closed   bool
+	draining bool            // Shutdown has begun: no new relays
+	ctx      context.Context // ends at Close: cancels dials
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // one per relayed connection
+	initted  sync.Once
 }
 
 func (f *TCPForwarder) init() {
@@ -99,13 +100,20 @@ func (f *TCPForwarder) untrack(c net.Conn) {
 	f.mu.Unlock()
 }
 
-// handle starts relaying c, on the accept loop's goroutine.
+// handle starts relaying c, on the accept loop's goroutine. Its wg.Add
+// happens under mu, and never once Shutdown has begun to wait: a
+// connection accepted as the listener closes is closed instead, so Add
+// cannot race Wait.
 func (f *TCPForwarder) handle(c net.Conn) {
-	if !f.track(c) {
+	f.mu.Lock()
+	if f.closed || f.draining {
+		f.mu.Unlock()
 		c.Close()
 		return
 	}
+	f.conns[c] = struct{}{}
 	f.wg.Add(1)
+	f.mu.Unlock()
 	go f.relay(c)
 }
 
@@ -156,6 +164,7 @@ func (f *TCPForwarder) relay(client net.Conn) {
 func (f *TCPForwarder) Shutdown(ctx context.Context) error {
 	f.init()
 	f.mu.Lock()
+	f.draining = true
 	if f.ln != nil {
 		f.ln.Close()
 	}
