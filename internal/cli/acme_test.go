@@ -112,8 +112,7 @@ func newACMELab(t *testing.T, cfg acmeLabConfig) *acmeLab {
 		t.Fatal(err)
 	}
 	args := []string{"server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(l.dir, "host_key"), "--authorized-keys", authKeys,
-		"--domain", "example.test", "--acme", "--acme-directory", l.pb.Directory, "--acme-ca", l.pb.CAFile, "--acme-email", "ops@example.test",
-		"--max-startups", "200", "--per-source-max-startups", "none"}
+		"--domain", "example.test", "--acme", "--acme-directory", l.pb.Directory, "--acme-ca", l.pb.CAFile, "--acme-email", "ops@example.test"}
 	l.srv = start(t, append(args, cfg.args...)...)
 	addr := l.srv.waitLine(t, `listening on (\S+)`)[1]
 	_, l.port, _ = net.SplitHostPort(addr)

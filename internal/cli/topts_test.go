@@ -43,8 +43,7 @@ func newOptionsWorld(t *testing.T) *optionsWorld {
 	}
 	w.cert = webtest.Cert(t, "*.example.test", "example.test")
 	w.srv = start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(w.dir, "host_key"), "--authorized-keys", authKeys,
-		"--domain", "example.test", "--tls-cert", w.cert.CertFile, "--tls-key", w.cert.KeyFile,
-		"--max-startups", "200", "--per-source-max-startups", "none")
+		"--domain", "example.test", "--tls-cert", w.cert.CertFile, "--tls-key", w.cert.KeyFile)
 	w.addr = w.srv.waitLine(t, `listening on (\S+)`)[1]
 	_, w.port, _ = net.SplitHostPort(w.addr)
 	w.known = "[127.0.0.1]:" + w.port + " " + (&tlsWorld{world: &world{dir: w.dir}}).hostKeyLine(t)

@@ -421,7 +421,9 @@ func (d *Dispatcher) helloIsHTTP(h clientHello) bool {
 	if slices.Contains(h.ALPN, ALPN) {
 		return false
 	}
-	if slices.Contains(h.ALPN, "h2") || slices.Contains(h.ALPN, "http/1.1") {
+	// acme-tls/1 is an ACME CA checking TLS-ALPN-01 (certs): the HTTP
+	// server's handshake answers it, and it is not an SSH login.
+	if slices.Contains(h.ALPN, "h2") || slices.Contains(h.ALPN, "http/1.1") || slices.Contains(h.ALPN, "acme-tls/1") {
 		return true
 	}
 	if len(h.ALPN) > 0 || h.ServerName == "" || slices.ContainsFunc(d.SSHNames, func(n string) bool { return strings.EqualFold(n, h.ServerName) }) {

@@ -131,3 +131,23 @@ func TestHTTPHoldsACore(t *testing.T) {
 	a.Close()
 	waitFor(t, "the closed one released", func() bool { return count() == 1 })
 }
+
+// TestHelloIsHTTP: which ClientHellos leave the SSH limits for HTTP's.
+func TestHelloIsHTTP(t *testing.T) {
+	d := &Dispatcher{SSHNames: []string{"ssh.example.test"}}
+	for _, tc := range []struct {
+		hello clientHello
+		want  bool
+	}{
+		{clientHello{ALPN: []string{"h2", "http/1.1"}}, true},
+		{clientHello{ALPN: []string{"acme-tls/1"}, ServerName: "myapp.example.test"}, true},
+		{clientHello{ALPN: []string{"ssh", "http/1.1"}}, false},
+		{clientHello{ALPN: []string{"imap"}}, false},
+		{clientHello{}, false},
+		{clientHello{ServerName: "ssh.example.test"}, false},
+	} {
+		if got := d.helloIsHTTP(tc.hello); got != tc.want {
+			t.Errorf("helloIsHTTP(%+v) = %v, want %v", tc.hello, got, tc.want)
+		}
+	}
+}
