@@ -32,7 +32,7 @@ var serverKeys = []string{
 const (
 	DefaultMaxPortsPerKey      = 10
 	DefaultMaxStreamsPerKey    = 1000
-	DefaultMaxStreamRatePerKey = 500
+	DefaultMaxStreamRatePerKey = 5000
 )
 
 // Server is a parsed, valid file of pinhole server -c: each field is the
