@@ -221,6 +221,27 @@ func measurements(c Config) []measurement {
 			},
 		},
 		{
+			name:    "rr-under-load",
+			columns: underLoadColumns("TCP"),
+			applies: tcp, limit: func(c Config) time.Duration { return 2*c.Duration + 40*time.Second },
+			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
+				return underLoad(ctx, f.iperfPort, c.Duration, func(ctx context.Context, d time.Duration) ([]float64, string, error) {
+					return tcpRequestResponse(ctx, f.echoPort, d)
+				})
+			},
+		},
+		{
+			name:    "udp-under-load",
+			columns: underLoadColumns("UDP"),
+			applies: func(s setup) bool { return s.udp && !s.onlyHTTP },
+			limit:   func(c Config) time.Duration { return 2*c.Duration + 40*time.Second },
+			run: func(ctx context.Context, c Config, f *forwarding) ([]float64, string, error) {
+				return underLoad(ctx, f.iperfPort, c.Duration, func(ctx context.Context, d time.Duration) ([]float64, string, error) {
+					return udpRequestResponse(ctx, f.udpPort, d)
+				})
+			},
+		},
+		{
 			name:    "conns10k",
 			columns: []column{{fmt.Sprintf("held of %d", c.HoldConns), fixed(0), false}},
 			once:    true,

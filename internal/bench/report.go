@@ -223,6 +223,8 @@ func columnsNote(cfg Config, ms []measurement) string {
 		"udpburst": fmt.Sprintf("UDP unpaced: the same %d datagrams with no flow control, each of the 8 flows sending 4 a millisecond whatever comes back", cfg.UDPDatagrams),
 		"conns10k": fmt.Sprintf("held: %d connections opened through the forward and held at once, each proven by one echoed byte when opened, and none closed by the forwarder once all were open; once per run, for OpenSSH and pinhole ↔ pinhole (raw, tls://, wss://)", cfg.HoldConns),
 	}
+	what["rr-under-load"] = fmt.Sprintf("under load: the req/resp (TCP), or the UDP one through -L .../udp, for %v on an idle tunnel, then for %v again while one iperf3 stream runs through another forward of the same tunnel (started %v before), and that stream's Gbit/s over its whole run", cfg.Duration, cfg.Duration, bulkWarmup)
+	what["udp-under-load"] = what["rr-under-load"]
 	what["http64"] = what["http1"]
 	what["paced64"] = fmt.Sprintf("HTTP at %d/s: the same by 64 clients sending on a schedule, %d requests a second in all, each timed from when it was due", pacedRate, pacedRate)
 	var parts []string
