@@ -65,12 +65,16 @@ type reader struct {
 	try func(fd uintptr) bool // r.readOnce, made once
 
 	// Read's buffer, and what read(2) returned, for readOnce.
-	p   []byte
-	n   int
-	err error
+	p     []byte
+	n     int
+	err   error
+	calls int // readOnce's calls in this Read: more than one if it waited
+
+	busy busy
 }
 
 func (r *reader) readOnce(fd uintptr) bool {
+	r.calls++
 	for {
 		r.n, r.err = ReadOnce(fd, r.p)
 		if r.err != syscall.EINTR {
@@ -83,10 +87,11 @@ func (r *reader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	r.p = p
+	r.p, r.calls = p, 0
 	err := r.rc.Read(r.try)
 	n, rerr := r.n, r.err
 	r.p, r.n, r.err = nil, 0, nil
+	r.busy.read(r.calls > 1)
 	switch {
 	case err != nil:
 		return 0, opError("read", r.c, err)

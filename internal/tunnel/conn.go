@@ -101,7 +101,8 @@ const readBufSize = 128 << 10
 // bufferedConn is the TCP connection under an SSH transport, with a large
 // read buffer. On a TCP connection it reads and writes through rawio, so
 // that the runtime's sysmon does not hand the transport's goroutines to
-// other threads in the middle of a long loopback write.
+// other threads in the middle of a long loopback write, and the kernel
+// keeps little of it unsent (shortSendQueue).
 type bufferedConn struct {
 	net.Conn
 	r     *bufio.Reader
@@ -114,6 +115,7 @@ func newBufferedConn(c net.Conn) *bufferedConn {
 	var w io.Writer = c
 	if tc, ok := c.(*net.TCPConn); ok {
 		r, w = rawio.NewReader(tc), rawio.NewWriter(tc)
+		shortSendQueue(tc)
 	}
 	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(r, readBufSize), w: w}
 }
