@@ -320,7 +320,10 @@ func (l *lab) startPinholeServer(ctx context.Context, dir string, f *forwarding,
 	p, ports, err := startOnPorts(ctx, 1, func(ports []int) (*proc, error) {
 		args := []string{"server", "--listen", loopback(ports[0]),
 			"--host-key", hostKey.PrivateFile, "--authorized-keys", authorized,
-			"--tls-cert", l.tlsFile, "--tls-key", l.tlsFile}
+			"--tls-cert", l.tlsFile, "--tls-key", l.tlsFile,
+			// sshd has no limit of streams per key, and memory and
+			// conns10k hold 2,000 and 10,000 at once through one key.
+			"--max-streams-per-key", "0"}
 		return startProc(l.pinhole, append(args, extra...)...)
 	}, outputHas("listening on 127.0.0.1:%d"))
 	if err != nil {
