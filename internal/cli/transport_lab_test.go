@@ -2,12 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -94,7 +96,20 @@ func labExchange(t *testing.T, ns, addr string, seed uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := natlab.Dial(ctx, ns, "tcp4", addr)
+	// A listener that has just said it listens (stock ssh's -L) refused
+	// a first dial now and then (1 in 7 runs): try again for a moment,
+	// bounded, and say so.
+	var conn net.Conn
+	var err error
+	for try := 0; try < 20; try++ {
+		if conn, err = natlab.Dial(ctx, ns, "tcp4", addr); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+			if try > 0 && err == nil {
+				t.Logf("from %s to %s: connected at try %d", ns, addr, try+1)
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("from %s to %s: %v", ns, addr, err)
 	}
