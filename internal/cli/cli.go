@@ -55,6 +55,9 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// logJSON is --log-format json: what a logger made apart from log
+	// (quietLogger) follows too.
+	logJSON bool
 	// force ends when a graceful stop (the run's ctx ending) must hurry:
 	// a second signal. Never, under Main.
 	force context.Context
@@ -233,7 +236,7 @@ func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, reload <-chan
 		stdin:  os.Stdin,
 		stdout: stdout,
 		stderr: stderr,
-		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		log:    newLogger(stderr, false, slog.LevelInfo),
 		force:  force,
 		cores:  cores,
 		reload: reload,

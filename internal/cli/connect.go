@@ -12,11 +12,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
 	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshconfig"
@@ -56,7 +58,10 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 func runConnect(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole connect", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	defer debugAddrFlag(fs, e)()
+	var metricsF metricsFlags
+	metricsF.register(fs)
 	var (
 		local    = &forwardList{kind: spec.Local}
 		remote   = &forwardList{kind: spec.Remote}
@@ -347,11 +352,20 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if creds != nil {
 		cfg.ProxyCredentials = creds
 	}
+	var connected atomic.Pointer[tunnel.Client] // for the metrics, once Dial returns
+	mets, err := metricsF.start(e, "pinhole connect", metrics.Sources{Role: "client", Tunnels: func() []metrics.Tunnel {
+		return []metrics.Tunnel{{Name: addr, Client: connected.Load()}}
+	}})
+	if err != nil {
+		return err
+	}
+	defer mets.stop()
 	client, err := tunnel.Dial(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	connected.Store(client)
 	if *stdio != "" {
 		return stdioForward(ctx, client, *stdio, e.stdin, e.stdout)
 	}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/certs"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
+	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 	"github.com/pinhole-dev/pinhole/internal/vhost"
@@ -26,6 +28,7 @@ import (
 func runServer(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole server", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	defer debugAddrFlag(fs, e)()
 	var listens, sshSNI, trusted stringList
 	fs.Var(&listens, "listen", "`address` to accept connections on: SSH, SSH inside TLS or WebSocket, and HTTP, told apart by their first bytes (repeatable; default :2222)")
@@ -64,6 +67,8 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
 	var mf mapFlags
 	mf.register(fs, "map-")
+	var metricsF metricsFlags
+	metricsF.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: pinhole server [flags]\n\nAn SSH-protocol server that only forwards ports: any ssh client can use -L, -R and -D through it.\n\n")
 		fs.PrintDefaults()
@@ -79,7 +84,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if *file != "" {
 		var others []string
 		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "c" {
+			if f.Name != "c" && !processFlag(f.Name) {
 				others = append(others, "--"+f.Name)
 			}
 		})
@@ -87,7 +92,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "pinhole server: with -c the settings come from the file: put %s there instead (docs/config.md)\n", strings.Join(others, ", "))
 			return errUsage
 		}
-		return runServerFile(ctx, e, *file)
+		return runServerFile(ctx, e, *file, &metricsF)
 	}
 	gp, err := tunnel.ParseGatewayPorts(*gateway)
 	if err != nil {
@@ -193,6 +198,15 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	mapCfg.Status = new(portmap.Status)
+	mets, err := metricsF.start(e, "pinhole server", metrics.Sources{Role: "server", Server: func() *tunnel.Server { return srv }, Portmap: mapCfg.Status})
+	if err != nil {
+		disp.Close()
+		srv.Close()
+		return err
+	}
+	defer mets.stop()
+	disp.Dispatcher.HTTP = mets.wrapHTTP(disp.Dispatcher.HTTP, disp.router)
 	if len(listens) == 0 {
 		listens = stringList{":2222"}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/accept"
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
 	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/transport"
@@ -55,7 +56,7 @@ func loadServerConfig(e *env, file string) ([]byte, *config.Server, error) {
 // authorized_keys file applies to the next login; any other setting
 // changed makes a new tunnel.Server that takes every new connection while
 // the old one drains its own for drain.
-func runServerFile(ctx context.Context, e *env, file string) error {
+func runServerFile(ctx context.Context, e *env, file string, mf *metricsFlags) error {
 	data, cfg, err := loadServerConfig(e, file)
 	if err != nil {
 		return err
@@ -74,11 +75,16 @@ func runServerFile(ctx context.Context, e *env, file string) error {
 	if r.mapCfg, err = serverMapConfig(e, cfg); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
+	if r.metrics, err = mf.start(e, "pinhole server", metrics.Sources{Role: "server", Server: r.srvNow.Load, Portmap: &r.mapStatus}); err != nil {
+		return err
+	}
+	defer r.metrics.stop()
 	gen, err := r.newGeneration(cfg.Settings)
 	if err != nil {
 		return err
 	}
 	r.gen = gen
+	r.srvNow.Store(gen.srv)
 	for _, a := range cfg.Listen {
 		if err := r.listen(a); err != nil {
 			r.closeAll()
@@ -135,6 +141,12 @@ type serverRun struct {
 	gen    *generation
 	lns    map[string]*liveListener // by the address the file gives
 	old    sync.WaitGroup           // generations draining
+
+	// metrics is --metrics (nil: off); srvNow the generation's server it
+	// reads, and mapStatus the router mappings of every listener.
+	metrics   *metricsServer
+	srvNow    atomic.Pointer[tunnel.Server]
+	mapStatus portmap.Status
 }
 
 // generation is one tunnel.Server, the Dispatcher in front of it (TLS,
@@ -301,6 +313,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		return nil, err
 	}
 	disp.SSH = func(c net.Conn) { srv.ServeConn(c) }
+	disp.Dispatcher.HTTP = r.metrics.wrapHTTP(disp.Dispatcher.HTTP, disp.router)
 	return &generation{srv: srv, disp: disp, settings: s, key: signer.PublicKey()}, nil
 }
 
@@ -354,7 +367,9 @@ func (r *serverRun) listen(addr string) error {
 	r.portsChanged()
 	fmt.Fprintf(r.e.stdout, "pinhole server: listening on %s\n", ln.Addr())
 	if r.mapCfg != nil {
-		ll.unmap = serverMap(r.ctx, r.e, ln.Addr(), *r.mapCfg)
+		mc := *r.mapCfg
+		mc.Status = &r.mapStatus
+		ll.unmap = serverMap(r.ctx, r.e, ln.Addr(), mc)
 	}
 	return nil
 }
@@ -423,6 +438,7 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 		}
 		old := r.gen
 		r.gen = gen
+		r.srvNow.Store(gen.srv)
 		r.portsChanged()
 		if renewed || tlsChanged(old.settings, gen.settings) {
 			gen.disp.printTLS(r.e, r.firstAddr(cfg))

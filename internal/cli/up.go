@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/user"
@@ -14,10 +15,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/transport"
@@ -38,6 +41,9 @@ const (
 func runUp(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole up", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
+	var metricsF metricsFlags
+	metricsF.register(fs)
 	file := fs.String("c", "", "config `FILE` of the tunnels to run (TOML, see docs/config.md); reloaded on SIGHUP and when it changes")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: pinhole up -c FILE\n\nRuns the named tunnels of FILE, each as pinhole connect would, and keeps them as the file says:\non SIGHUP and whenever the file changes, tunnels added start, removed ones drain and stop,\nchanged ones restart, and the others are not touched.\n\n")
@@ -63,6 +69,11 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		defer d.stop()
 	}
 	u := &upRunner{e: e, runs: map[string]*tunnelRun{}}
+	mets, err := metricsF.start(e, "pinhole up", metrics.Sources{Role: "client", Tunnels: u.metricsTunnels})
+	if err != nil {
+		return err
+	}
+	defer mets.stop()
 	u.apply(cfg, config.Compare(nil, cfg))
 	fmt.Fprintf(e.stdout, "pinhole up: running %d tunnels of %s; reload with SIGHUP or by saving the file\n", len(cfg.Tunnels), *file)
 	// READY=1 once every tunnel has connected or is retrying.
@@ -176,6 +187,8 @@ type upRunner struct {
 	e    *env
 	cfg  *config.Config
 	runs map[string]*tunnelRun
+	// published is a copy of runs after each apply, for metricsTunnels.
+	published atomic.Pointer[map[string]*tunnelRun]
 }
 
 // reload reads file again and applies it; it returns the bytes read.
@@ -237,6 +250,24 @@ func (u *upRunner) apply(cfg *config.Config, d config.Diff) {
 		u.runs[name].retry()
 	}
 	u.cfg = cfg
+	u.published.Store(new(maps.Clone(u.runs)))
+}
+
+// metricsTunnels are the tunnels for --metrics, sorted by name: called by
+// a scrape, from another goroutine than runUp's.
+func (u *upRunner) metricsTunnels() []metrics.Tunnel {
+	runs := u.published.Load()
+	if runs == nil {
+		return nil
+	}
+	var out []metrics.Tunnel
+	for _, name := range slices.Sorted(maps.Keys(*runs)) {
+		r := (*runs)[name]
+		r.mu.Lock()
+		out = append(out, metrics.Tunnel{Name: name, Client: r.client})
+		r.mu.Unlock()
+	}
+	return out
 }
 
 // stopAll drains every tunnel (until the drain ends or a second signal)

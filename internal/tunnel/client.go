@@ -163,6 +163,7 @@ type Client struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	meter  meter          // streams opened by DialContext and DialUDP
+	ev     events         // reconnects, keepalives, UDP (counters.go)
 	udp    atomic.Bool    // the server last connected to speaks pinhole's UDP extension
 	wg     sync.WaitGroup // the supervisor and every goroutine of DialContext's streams
 	banner authBanners    // what the server said while refusing our keys (authmsg.go)
@@ -545,7 +546,8 @@ func (c *Client) fail(err error) {
 func (c *Client) supervise(l *link) {
 	for {
 		kctx, kcancel := context.WithCancel(l.ctx)
-		go keepalive(kctx, l, c.cfg.KeepaliveInterval, c.cfg.KeepaliveCountMax, l.activity, c.log)
+		timeouts := c.ev.keepalive.timeouts.Load()
+		go keepalive(kctx, l, c.cfg.KeepaliveInterval, c.cfg.KeepaliveCountMax, l.activity, c.log, &c.ev.keepalive)
 		err := l.Wait()
 		l.cancel()
 		kcancel()
@@ -555,6 +557,7 @@ func (c *Client) supervise(l *link) {
 		if !lost {
 			return // closed, or draining: nothing to reconnect for
 		}
+		c.ev.lost(timeouts, err)
 		c.log.Warn("connection lost; reconnecting", "err", err)
 		if l = c.reconnect(); l == nil {
 			return
@@ -588,6 +591,7 @@ func (c *Client) reconnect() *link {
 			return nil
 		}
 		delay = min(2*delay, c.cfg.BackoffMax)
+		c.ev.reconnectsFailed.Add(1)
 		c.log.Warn("reconnect failed", "attempt", attempt, "err", err, "next", delay)
 	}
 }

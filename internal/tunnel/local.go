@@ -98,6 +98,7 @@ func (f *Forwarding) serveLocalUDP() {
 			return conn, err
 		},
 	}
+	defer c.ev.udp.track(fwd)()
 	fwd.Serve(f.ctx, f.pc)
 }
 

@@ -215,6 +215,7 @@ type Server struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	meter  meter        // every stream of every connection
+	ev     events       // keepalives, UDP (counters.go)
 	gate   *startupGate // MaxStartups, PerSourceMaxStartups
 
 	mu        sync.Mutex

@@ -45,7 +45,7 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 	sc.wg.Add(2)
 	go func() {
 		defer sc.wg.Done()
-		keepalive(ctx, sc.conn, sc.srv.cfg.KeepaliveInterval, sc.srv.cfg.KeepaliveCountMax, sc.activity, sc.log)
+		keepalive(ctx, sc.conn, sc.srv.cfg.KeepaliveInterval, sc.srv.cfg.KeepaliveCountMax, sc.activity, sc.log, &sc.srv.ev.keepalive)
 	}()
 	go func() {
 		defer sc.wg.Done()

@@ -132,6 +132,7 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 	sc.wg.Add(1)
 	go func() {
 		defer sc.wg.Done()
+		defer sc.srv.ev.udp.track(ul.fwd)()
 		ul.fwd.Serve(ctx, pc)
 	}()
 	if fr.BindPort == 0 {
