@@ -82,7 +82,18 @@ func (s *logSettings) apply() {
 func newLogger(w io.Writer, json bool, level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if json {
+		opts.ReplaceAttr = durationText
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// durationText writes a time.Duration as the text handler does ("10s",
+// "1.5ms") instead of JSON's nanoseconds, so that a value reads the same
+// in both formats.
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
