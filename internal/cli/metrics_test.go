@@ -378,3 +378,52 @@ func TestLogsKeepSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsRefusals: a stream permitopen forbids counts as a refusal
+// by reason at both ends, and a key not in authorized_keys as an
+// authentication failure on the server.
+func TestMetricsRefusals(t *testing.T) {
+	target := streamtest.NewTarget(t)
+	w := newWorldWith(t, `permitopen="127.0.0.1:1"`, "--metrics", "127.0.0.1:0")
+	c := start(t, w.connectArgs("--metrics", "127.0.0.1:0", "-L", fmt.Sprintf("0:127.0.0.1:%d", target.Port()))...)
+	clientMetrics := c.waitLine(t, `metrics on http://(\S+)/metrics`)[1]
+	local := c.waitLine(t, `-L (\S+): listening on (\S+),`)
+	conn, err := net.Dial("tcp", local[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes through a forward permitopen forbids", n)
+	}
+	conn.Close()
+
+	other, _ := writeKey(t, w.dir, "stranger")
+	args := w.connectArgs("-L", "0:127.0.0.1:9")
+	for i, a := range args {
+		if a == w.identity {
+			args[i] = other
+		}
+	}
+	if code, _, _ := run(t, args...); code == 0 {
+		t.Fatal("a key not in authorized_keys logged in")
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cl, sv := families(t, scrape(t, clientMetrics, "")), families(t, scrape(t, w.metrics, ""))
+		got := []float64{
+			value(t, sv, "pinhole_refusals_total", "reason", "permitopen"),
+			value(t, sv, "pinhole_auth_failures_total", "reason", "unknown-key"),
+			value(t, cl, "pinhole_refusals_total", "reason", "server-refused"),
+			value(t, cl, "pinhole_forward_streams_refused_total", "forward", "-L "+local[1]),
+		}
+		if got[0] == 1 && got[1] >= 1 && got[2] == 1 && got[3] == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server permitopen refusals %v, unknown-key failures %v; client server-refused %v, forward refused %v; want 1, at least 1, 1, 1", got[0], got[1], got[2], got[3])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
@@ -138,6 +140,9 @@ var (
 	udpFlows     = desc("pinhole_udp_flows_total", "UDP flows opened (one per new source address).", "tunnel")
 	udpDrops     = desc("pinhole_udp_dropped_total", "Datagrams dropped, by reason: no_flow (--udp-max-flows flows open), queue_full (the tunnel slower than the sender), too_big, failed (the flow could not open).", "tunnel", "reason")
 
+	refusals     = desc("pinhole_refusals_total", "Refused streams, forwards and connections of the process, by reason (docs/watching.md lists them: permitopen, port-taken, limit-streams, tunnel-down, server-refused, ...).", "reason")
+	authFailures = desc("pinhole_auth_failures_total", "Failed authentications on the server, by reason: the reason= of the auth failed log line (unknown-key, from, expired, no-keys, keys-error, method, bad-request).", "reason")
+
 	portmapState = desc("pinhole_portmap_mapping_state", "1 for the state a router mapping is in (mapped, retrying, lost, removed), 0 for the others.", "proto", "port", "method", "state")
 	portmapLease = desc("pinhole_portmap_lease_remaining_seconds", "Time until a router mapping's lease ends; +Inf for a permanent one, 0 once run out or removed.", "proto", "port", "method")
 )
@@ -146,7 +151,7 @@ var allDescs = []*prometheus.Desc{
 	buildInfo, serverBytes, serverOpen, serverTotal, serverRefused, sessions, startupsDrop,
 	tunnelBytes, tunnelOpen, tunnelTotal, tunnelRefused, tunnelState, reconnects, reconnectFailed,
 	forwardBytes, forwardOpen, forwardTotal, forwardRefused, forwardUp,
-	keepaliveRTT, keepaliveTimeouts, udpDatagrams, udpFlows, udpDrops, portmapState, portmapLease,
+	keepaliveRTT, keepaliveTimeouts, udpDatagrams, udpFlows, udpDrops, refusals, authFailures, portmapState, portmapLease,
 }
 
 // clientStates are the tunnel.State values pinhole_tunnel_state has a
@@ -180,13 +185,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Tunnels != nil {
 		seen := map[string]bool{}
+		var rings []*observe.Ring
 		for _, t := range c.src.Tunnels() {
 			if seen[t.Name] { // one series per name: the first wins
 				continue
 			}
 			seen[t.Name] = true
 			collectTunnel(ch, t)
+			if t.Client != nil && !slices.Contains(rings, t.Client.Events()) {
+				rings = append(rings, t.Client.Events())
+			}
 		}
+		collectEvents(ch, true, rings...)
 	}
 	if c.src.Portmap != nil {
 		collectPortmap(ch, c.src.Portmap.Mappings(), time.Now())
@@ -213,6 +223,37 @@ func collectServer(ch chan<- prometheus.Metric, s *tunnel.Server) {
 	ch <- gauge(sessions, float64(n.SessionsAuthenticated), "authenticated")
 	ch <- counter(startupsDrop, float64(s.Startups().Dropped))
 	collectCounters(ch, n, "")
+	collectEvents(ch, false, s.Events())
+}
+
+// clientReasons are the reasons only a client records.
+var clientReasons = []observe.Reason{observe.RefusedTunnelDown, observe.RefusedByServer, observe.RefusedRemote}
+
+// collectEvents sends the counts by reason of rings, each counted once
+// however many tunnels share it: authentication failures apart, every
+// other reason as a refusal. The reasons of the role (client, or server)
+// are sent from the start, 0 until one happens; another only once it
+// has.
+func collectEvents(ch chan<- prometheus.Metric, client bool, rings ...*observe.Ring) {
+	sum := map[observe.Reason]uint64{}
+	for _, r := range rings {
+		if r == nil {
+			continue
+		}
+		for reason, n := range r.Counts() {
+			sum[reason] += n
+		}
+	}
+	for _, reason := range observe.Reasons() {
+		n := sum[reason]
+		switch {
+		case n == 0 && slices.Contains(clientReasons, reason) != client:
+		case reason.Auth():
+			ch <- counter(authFailures, float64(n), string(reason))
+		default:
+			ch <- counter(refusals, float64(n), string(reason))
+		}
+	}
 }
 
 // collectCounters sends what a client and a server both count, labelled
