@@ -45,6 +45,7 @@ func setups() []setup {
 		{name: "forward", title: "pinhole forward relay", udp: true, memory: true, start: startForward},
 		{name: baseline, title: "OpenSSH ssh → OpenSSH sshd", memory: true, holds: true, start: tunnelEnds{openSSHClient: true, openSSHServer: true}.start},
 		{name: "pinhole", title: "pinhole connect → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{}.start},
+		{name: "pinhole-metrics", title: "pinhole connect → pinhole server, --metrics at both ends, scraped every second", udp: true, memory: true, start: tunnelEnds{metrics: true}.start},
 		{name: "pinhole-tls", title: "pinhole connect tls:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.TLS}.start},
 		{name: "pinhole-wss", title: "pinhole connect wss:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.WSS}.start},
 		{name: "ssh-pinhole", title: "OpenSSH ssh → pinhole server", memory: true, start: tunnelEnds{openSSHClient: true}.start},
@@ -186,6 +187,9 @@ type tunnelEnds struct {
 	// reached as http(s)://app.bench.test on the server's port. For
 	// pinhole server only.
 	name string
+	// metrics turns on --metrics at both ends (pinhole ends only) and
+	// scrapes them every scrapeEvery while the setup runs.
+	metrics bool
 }
 
 // nameServerFlags are the name router's flags of pinhole server: with
@@ -202,6 +206,7 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			return err
 		}
 		var addr, user, knownHosts string
+		var server *proc // pinhole server, nil for sshd
 		var serverPids func() ([]int, error)
 		if t.openSSHServer {
 			sshd, err := l.startSSHD(dir, f)
@@ -216,12 +221,16 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			if t.name != "" {
 				extra = nameServerFlags
 			}
+			if t.metrics {
+				extra = append(extra, metricsFlags...)
+			}
 			p, a, kh, err := l.startPinholeServer(ctx, dir, f, extra...)
 			if err != nil {
 				return err
 			}
 			addr, user, knownHosts = a, "bench", kh
 			serverPids = func() ([]int, error) { return []int{p.Pid()}, nil }
+			server = p
 		}
 		var client *proc
 		var remote []string // the -R of a name, the same for either client
@@ -233,10 +242,25 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			client, err = l.startSSH(ctx, dir, f, o, iperf, remote...)
 		} else {
 			dest := pinholeDest{addr: addr, user: user, knownHosts: knownHosts, scheme: t.scheme}
-			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, remote...)
+			extra := remote
+			if t.metrics {
+				extra = append(extra, metricsFlags...)
+			}
+			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, extra...)
 		}
 		if err != nil {
 			return err
+		}
+		if t.metrics {
+			var urls []string
+			for _, p := range []*proc{server, client} {
+				u, err := metricsURL(p)
+				if err != nil {
+					return err
+				}
+				urls = append(urls, u)
+			}
+			f.add(scrapeAll(urls))
 		}
 		if t.name != "" {
 			if f.http, err = l.waitName(ctx, t.name, addr); err != nil {
