@@ -13,11 +13,6 @@ import (
 // metricsFlags are what the pinhole-metrics setup gives both ends.
 var metricsFlags = []string{"--metrics", "127.0.0.1:0"}
 
-// scrapeEvery is how often the pinhole-metrics setup scrapes each end:
-// far more often than Prometheus's default of 15 s, so that a scrape's own
-// cost, if it had one worth seeing, would show.
-const scrapeEvery = time.Second
-
 var metricsLine = regexp.MustCompile(`metrics on http://(\S+)/metrics`)
 
 // metricsURL is where p said it serves its metrics.
@@ -29,10 +24,11 @@ func metricsURL(p *proc) (string, error) {
 	return "http://" + m[1] + "/metrics", nil
 }
 
-// scrapeAll GETs each of urls every scrapeEvery, as Prometheus would,
+// scrapeAll GETs each of urls at once and then every interval, as
+// Prometheus would,
 // until the returned closer is closed; a failed scrape ends nothing, and
 // Close says on stderr how many failed (a setup's Close drops errors).
-func scrapeAll(urls []string) io.Closer {
+func scrapeAll(urls []string, every time.Duration) io.Closer {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -43,13 +39,15 @@ func scrapeAll(urls []string) io.Closer {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t := time.NewTicker(scrapeEvery)
+			t := time.NewTicker(every)
 			defer t.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-t.C:
+			for first := true; ; first = false {
+				if !first {
+					select {
+					case <-stop:
+						return
+					case <-t.C:
+					}
 				}
 				res, err := client.Get(u)
 				if err == nil {

@@ -45,7 +45,8 @@ func setups() []setup {
 		{name: "forward", title: "pinhole forward relay", udp: true, memory: true, start: startForward},
 		{name: baseline, title: "OpenSSH ssh → OpenSSH sshd", memory: true, holds: true, start: tunnelEnds{openSSHClient: true, openSSHServer: true}.start},
 		{name: "pinhole", title: "pinhole connect → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{}.start},
-		{name: "pinhole-metrics", title: "pinhole connect → pinhole server, --metrics at both ends, scraped every second", udp: true, memory: true, start: tunnelEnds{metrics: true}.start},
+		{name: "pinhole-metrics", title: "pinhole connect → pinhole server, --metrics at both ends scraped every 15 s", udp: true, memory: true, start: tunnelEnds{scrape: 15 * time.Second}.start},
+		{name: "pinhole-metrics1s", title: "pinhole connect → pinhole server, --metrics at both ends scraped every second", udp: true, memory: true, start: tunnelEnds{scrape: time.Second}.start},
 		{name: "pinhole-tls", title: "pinhole connect tls:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.TLS}.start},
 		{name: "pinhole-wss", title: "pinhole connect wss:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.WSS}.start},
 		{name: "ssh-pinhole", title: "OpenSSH ssh → pinhole server", memory: true, start: tunnelEnds{openSSHClient: true}.start},
@@ -187,9 +188,11 @@ type tunnelEnds struct {
 	// reached as http(s)://app.bench.test on the server's port. For
 	// pinhole server only.
 	name string
-	// metrics turns on --metrics at both ends (pinhole ends only) and
-	// scrapes them every scrapeEvery while the setup runs.
-	metrics bool
+	// scrape, if not 0, turns on --metrics at both ends (pinhole ends
+	// only) and scrapes them this often while the setup runs: 15 s is
+	// Prometheus's default scrape_interval, 1 s shows what a scrape
+	// itself costs.
+	scrape time.Duration
 }
 
 // nameServerFlags are the name router's flags of pinhole server: with
@@ -221,7 +224,7 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			if t.name != "" {
 				extra = nameServerFlags
 			}
-			if t.metrics {
+			if t.scrape > 0 {
 				extra = append(extra, metricsFlags...)
 			}
 			p, a, kh, err := l.startPinholeServer(ctx, dir, f, extra...)
@@ -243,7 +246,7 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 		} else {
 			dest := pinholeDest{addr: addr, user: user, knownHosts: knownHosts, scheme: t.scheme}
 			extra := remote
-			if t.metrics {
+			if t.scrape > 0 {
 				extra = append(extra, metricsFlags...)
 			}
 			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, extra...)
@@ -251,7 +254,7 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 		if err != nil {
 			return err
 		}
-		if t.metrics {
+		if t.scrape > 0 {
 			var urls []string
 			for _, p := range []*proc{server, client} {
 				u, err := metricsURL(p)
@@ -260,7 +263,7 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 				}
 				urls = append(urls, u)
 			}
-			f.add(scrapeAll(urls))
+			f.add(scrapeAll(urls, t.scrape))
 		}
 		if t.name != "" {
 			if f.http, err = l.waitName(ctx, t.name, addr); err != nil {

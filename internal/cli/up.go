@@ -373,7 +373,7 @@ func (r *tunnelRun) reconcileLocked() {
 			continue
 		}
 		delete(r.fwds, f)
-		r.e.log.Info("forward removed: draining", "name", r.name, "forward", f.Kind.String()+" "+f.String(), "streams", fw.Stats().StreamsOpen, "drain", r.drainFor)
+		r.e.log.Info("forward removed: draining", "tunnel", r.name, "forward", f.Kind.String()+" "+f.String(), "streams", fw.Stats().StreamsOpen, "drain", r.drainFor)
 		r.draining.Add(1)
 		go func(d time.Duration) {
 			defer r.draining.Done()
@@ -390,7 +390,7 @@ func (r *tunnelRun) reconcileLocked() {
 		fw, err := r.client.Forward(ctx, f)
 		cancel()
 		if err != nil {
-			r.e.log.Error("forward not added; it is tried again at the next reload", "name", r.name, "forward", f.Kind.String()+" "+f.String(), "err", err)
+			r.e.log.Error("forward not added; it is tried again at the next reload", "tunnel", r.name, "forward", f.Kind.String()+" "+f.String(), "err", err)
 			continue
 		}
 		r.fwds[f] = fw
@@ -416,7 +416,7 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			if r.ctx.Err() != nil {
 				return
 			}
-			r.e.log.Error("tunnel did not connect; retrying", "name", r.name, "err", err, "retry", wait)
+			r.e.log.Error("tunnel did not connect; retrying", "tunnel", r.name, "err", err, "retry", wait)
 			r.triedNow()
 			select {
 			case <-time.After(wait):
@@ -435,7 +435,7 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			r.mu.Lock()
 			r.client, r.fwds = nil, nil
 			r.mu.Unlock()
-			r.e.log.Error("tunnel closed; connecting again", "name", r.name, "err", err, "retry", wait)
+			r.e.log.Error("tunnel closed; connecting again", "tunnel", r.name, "err", err, "retry", wait)
 			select {
 			case <-time.After(wait):
 			case <-r.ctx.Done():
@@ -446,7 +446,7 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			d := r.drainFor
 			r.client, r.fwds = nil, nil
 			r.mu.Unlock()
-			r.e.log.Info("tunnel stopping: no new connections; draining", "name", r.name, "streams", c.Stats().StreamsOpen, "drain", d)
+			r.e.log.Info("tunnel stopping: no new connections; draining", "tunnel", r.name, "streams", c.Stats().StreamsOpen, "drain", d)
 			ctx, cancel := context.WithTimeout(r.e.force, d)
 			err := c.Shutdown(ctx)
 			cancel()
@@ -454,9 +454,10 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			closeAgent()
 			if err != nil {
 				r.cut = true
-				r.e.log.Warn("tunnel stopped before its open streams finished; they were cut", "name", r.name, "err", err)
+				r.e.log.Warn("tunnel stopped before its open streams finished; they were cut", "tunnel", r.name, "err", err)
 			} else {
-				r.e.log.Info("tunnel stopped", "name", r.name)
+				st := c.Stats()
+				r.e.log.Info("tunnel stopped", "tunnel", r.name, "bytes", st.ToTarget+st.FromTarget)
 			}
 			return
 		}
@@ -482,7 +483,7 @@ func (r *tunnelRun) dial() (*tunnel.Client, func(), error) {
 		}
 	}
 	r.mu.Unlock()
-	cfg.Logger = r.e.log.With("name", r.name)
+	cfg.Name, cfg.Logger = r.name, r.e.log
 	c, err := tunnel.Dial(r.ctx, cfg)
 	if err != nil {
 		closeAgent()

@@ -291,7 +291,7 @@ func newClient(cfg ClientConfig) (*Client, error) {
 			ClientVersion:     versionPrefix + "_" + Version,
 			Timeout:           cfg.ConnectTimeout,
 		},
-		log:   log.With("tunnel", cfg.Addr),
+		log:   tunnelLogger(log, cfg),
 		up:    make(chan struct{}),
 		done:  make(chan struct{}),
 		since: time.Now(),
@@ -579,8 +579,8 @@ func (c *Client) supervise(l *link) {
 		if !lost {
 			return // closed, or draining: nothing to reconnect for
 		}
-		c.ev.lost(timeouts, err)
-		c.log.Warn("connection lost; reconnecting", "err", err)
+		cause := c.ev.lost(timeouts, err)
+		c.log.Warn("connection lost; reconnecting", "reason", cause, "err", err)
 		if l = c.reconnect(); l == nil {
 			return
 		}

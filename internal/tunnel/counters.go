@@ -166,9 +166,9 @@ func (e *events) read() Counters {
 	return c
 }
 
-// lost counts a lost connection: by keepalive when timeouts moved past
-// before while it lasted, else by err.
-func (e *events) lost(before uint64, err error) {
+// lost counts a lost connection, and returns its cause: keepalive when
+// timeouts moved past before while it lasted, else by err.
+func (e *events) lost(before uint64, err error) (cause string) {
 	i := 2
 	switch {
 	case e.keepalive.timeouts.Load() != before:
@@ -177,6 +177,7 @@ func (e *events) lost(before uint64, err error) {
 		i = 1
 	}
 	e.reconnects[i].Add(1)
+	return ReconnectCauses[i]
 }
 
 // Counters are the client's counts of reconnects, keepalives and UDP

@@ -74,7 +74,7 @@ func (f *Forwarding) forwardOut(conn net.Conn) {
 	}
 	if err != nil {
 		f.refuse(openReason(err), conn.RemoteAddr().String(), err)
-		c.log.Info("local forward failed", "laddr", conn.LocalAddr().String(), "raddr", f.spec.Target(), "err", err)
+		c.log.Info("local forward failed", "forward", f.flag(), "peer", conn.RemoteAddr().String(), "raddr", f.spec.Target(), "reason", openReason(err), "err", err)
 		conn.Close()
 		return
 	}

@@ -333,7 +333,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 		if header, err = rl.sc.streamOptions(proxyproto.AddrPort(c.RemoteAddr()), proxyproto.AddrPort(c.LocalAddr())); err != nil {
 			rl.sc.keys.endStream()
 			rl.sc.refuse(observe.RefusedTunnelOptions, rl.key.addr, c.RemoteAddr(), err)
-			rl.sc.log.Info("forwarded connection closed", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
+			rl.sc.log.Info("forwarded connection closed", "laddr", rl.key.addr, "peer", c.RemoteAddr().String(), "reason", observe.RefusedTunnelOptions, "err", err)
 			c.Close()
 			return
 		}
@@ -356,7 +356,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 	if err != nil {
 		rl.sc.keys.endStream()
 		rl.sc.refuse(observe.RefusedByClient, rl.key.addr, c.RemoteAddr(), err)
-		rl.sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
+		rl.sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "peer", c.RemoteAddr().String(), "reason", observe.RefusedByClient, "err", err)
 		c.Close()
 		return
 	}
@@ -382,7 +382,7 @@ func (rl *remoteListener) dial(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		sc.keys.endStream()
 		sc.refuse(observe.RefusedByClient, rl.key.addr, addrString{}, err)
-		sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "err", err)
+		sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "reason", observe.RefusedByClient, "err", err)
 		return nil, err
 	}
 	if ctx.Err() != nil {

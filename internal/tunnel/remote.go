@@ -63,7 +63,7 @@ func (f *Forwarding) request(ctx context.Context, l *link) {
 		return
 	}
 	f.c.cfg.Events.Add(observe.Event{Reason: observe.RefusedRemote, Tunnel: f.c.cfg.Name, Forward: f.flag(), Detail: fe.Reason})
-	f.c.log.Warn("remote forward refused; asking again while connected", "err", err)
+	f.c.log.Warn("remote forward refused; asking again while connected", "forward", f.flag(), "reason", observe.RefusedRemote, "err", err)
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -144,7 +144,7 @@ func (f *Forwarding) settle(l *link, host string, r requestReply) error {
 	k := remoteKey{f.spec.Proto, port}
 	l.remotes[k] = append(l.remotes[k], f)
 	l.mu.Unlock()
-	f.c.log.Info("remote forward listening", "laddr", f.remoteAddr(), "raddr", f.spec.Target())
+	f.c.log.Info("remote forward listening", "forward", f.flag(), "laddr", f.remoteAddr(), "raddr", f.spec.Target())
 	return nil
 }
 
@@ -271,7 +271,7 @@ func (f *Forwarding) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early 
 	}
 	if err != nil {
 		f.refuse(observe.RefusedConnectFailed, p.origin(), err)
-		c.log.Info("remote forward: cannot reach target", "raddr", target, "peer", p.origin(), "err", err)
+		c.log.Info("remote forward: cannot reach target", "forward", f.flag(), "raddr", target, "peer", p.origin(), "reason", observe.RefusedConnectFailed, "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return
 	}

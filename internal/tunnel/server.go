@@ -606,5 +606,6 @@ func (s *Server) handshake(c net.Conn, release func(), unwrap func(net.Conn) (ne
 	delete(s.conns, sc)
 	s.retired = s.retired.add(sc.meter.stats())
 	s.mu.Unlock()
-	sc.log.Info("client disconnected")
+	ms := sc.meter.stats()
+	sc.log.Info("client disconnected", "bytes", ms.ToTarget+ms.FromTarget, "streams", ms.StreamsTotal)
 }

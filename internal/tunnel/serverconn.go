@@ -144,7 +144,7 @@ func (sc *serverConn) globalRequest(req *ssh.Request) {
 		port, url, err := listen(req.Payload)
 		if err != nil {
 			sc.refuseForward(err, req.Payload)
-			sc.log.Info("remote forward refused", "err", err)
+			sc.log.Info("remote forward refused", "reason", reasonOf(err), "err", err)
 			var reason []byte
 			if sc.caps.reasons {
 				reason = []byte(err.Error())
@@ -252,13 +252,13 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 	cancel()
 	if err != nil {
 		sc.refuse(observe.RefusedConnectFailed, target+"/"+network, nil, err)
-		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "reason", observe.RefusedConnectFailed, "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return nil, nil, "", false
 	}
 	if err := writeEarly(c, target, early); err != nil {
 		sc.refuse(observe.RefusedConnectFailed, target+"/"+network, nil, err)
-		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "reason", observe.RefusedConnectFailed, "err", err)
 		nc.Reject(ssh.ConnectionFailed, err.Error())
 		return nil, nil, "", false
 	}
