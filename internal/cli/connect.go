@@ -17,6 +17,8 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/control"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshconfig"
@@ -57,6 +59,8 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole connect", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	defer debugAddrFlag(fs, e)()
+	var watch watchFlags
+	watch.register(fs)
 	var (
 		local    = &forwardList{kind: spec.Local}
 		remote   = &forwardList{kind: spec.Remote}
@@ -347,6 +351,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if creds != nil {
 		cfg.ProxyCredentials = creds
 	}
+	started := time.Now()
 	client, err := tunnel.Dial(ctx, cfg)
 	if err != nil {
 		return err
@@ -355,6 +360,13 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if *stdio != "" {
 		return stdioForward(ctx, client, *stdio, e.stdin, e.stdout)
 	}
+	stopWatch, err := watch.start(e, "connect", control.Handler{Snapshot: func() observe.Snapshot {
+		return clientSnapshot(started, client.Events(), []observe.Tunnel{client.Snapshot()})
+	}})
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	fmt.Fprintf(e.stdout, "pinhole connect: connected to %s as %s\n", addr, userName)
 	for _, f := range client.Forwardings() {
 		printForward(e, "pinhole connect", addr, f)
