@@ -18,7 +18,9 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/control"
 	"github.com/pinhole-dev/pinhole/internal/metrics"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshconfig"
@@ -62,6 +64,8 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	defer debugAddrFlag(fs, e)()
 	var metricsF metricsFlags
 	metricsF.register(fs)
+	var watch watchFlags
+	watch.register(fs)
 	var (
 		local    = &forwardList{kind: spec.Local}
 		remote   = &forwardList{kind: spec.Remote}
@@ -352,6 +356,7 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if creds != nil {
 		cfg.ProxyCredentials = creds
 	}
+	started := time.Now()
 	var connected atomic.Pointer[tunnel.Client] // for the metrics, once Dial returns
 	mets, err := metricsF.start(e, "pinhole connect", metrics.Sources{Role: "client", Tunnels: func() []metrics.Tunnel {
 		return []metrics.Tunnel{{Name: addr, Client: connected.Load()}}
@@ -369,6 +374,13 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if *stdio != "" {
 		return stdioForward(ctx, client, *stdio, e.stdin, e.stdout)
 	}
+	stopWatch, err := watch.start(e, "connect", control.Handler{Snapshot: func() observe.Snapshot {
+		return clientSnapshot(started, client.Events(), []observe.Tunnel{client.Snapshot()})
+	}})
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	fmt.Fprintf(e.stdout, "pinhole connect: connected to %s as %s\n", addr, userName)
 	for _, f := range client.Forwardings() {
 		printForward(e, "pinhole connect", addr, f)

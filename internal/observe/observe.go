@@ -11,7 +11,10 @@
 // they become stay bounded.
 package observe
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // Snapshot is one process's state at one moment.
 type Snapshot struct {
@@ -25,6 +28,10 @@ type Snapshot struct {
 	Started time.Time `json:"started"`
 	// Time is when the snapshot was taken.
 	Time time.Time `json:"time"`
+	// RateSeconds is the interval the rates are over: since the
+	// snapshot before, which the same reader took; 0 when there was
+	// none, and every rate is 0.
+	RateSeconds float64 `json:"rate_seconds"`
 	// Totals are the figures of everything the process has carried,
 	// ended sessions and closed forwards included.
 	Totals Counters `json:"totals"`
@@ -156,6 +163,7 @@ func (s *Snapshot) Rates(prev *Snapshot) {
 	if dt <= 0 {
 		return
 	}
+	s.RateSeconds = dt
 	s.Totals.rate(&prev.Totals, dt)
 	old := make(map[string]*Counters, len(prev.Sessions)+len(prev.Tunnels))
 	for i := range prev.Sessions {
@@ -186,4 +194,31 @@ func (c *Counters) rate(prev *Counters, dt float64) {
 	}
 	c.RateToTarget = max(0, float64(c.BytesToTarget-prev.BytesToTarget)/dt)
 	c.RateFromTarget = max(0, float64(c.BytesFromTarget-prev.BytesFromTarget)/dt)
+}
+
+// Sampler takes snapshots with Take and fills their rates from the one
+// before (Snapshot.Rates). A Sampler with Keep set serves many readers: it
+// keeps its baseline until it is Keep old, so readers that come close
+// together still get rates over at least Keep. Safe for concurrent use.
+type Sampler struct {
+	Take func() Snapshot
+	Keep time.Duration
+
+	mu   sync.Mutex
+	prev *Snapshot
+}
+
+// Sample is a new snapshot with its rates since the baseline.
+func (s *Sampler) Sample() Snapshot {
+	cur := s.Take()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.prev != nil {
+		cur.Rates(s.prev)
+	}
+	if s.prev == nil || cur.Time.Sub(s.prev.Time) >= s.Keep {
+		keep := cur
+		s.prev = &keep
+	}
+	return cur
 }

@@ -227,6 +227,12 @@ func (c *Client) Snapshot() observe.Tunnel {
 	return t
 }
 
+// PlannedForward describes f, a forward not yet handed to a Client (a
+// tunnel of pinhole up that is not connected), in state since then.
+func PlannedForward(f spec.Forward, state string, since time.Time) observe.Forward {
+	return observe.Forward{Forward: f.Kind.String() + " " + f.String(), Kind: kindName(f.Kind), Proto: f.Proto.String(), State: state, Since: since}
+}
+
 func kindName(k spec.Kind) string {
 	switch k {
 	case spec.Local:
