@@ -236,6 +236,11 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		if len(local.list)+len(remote.list)+len(dynamic.list) > 0 {
 			return errors.New("-W forwards stdin and stdout alone: drop -L, -R and -D, or run a second pinhole connect for them")
 		}
+		if metricsF.addr != "" {
+			// Its stdout is the stream: the line saying where the
+			// metrics are would corrupt it.
+			return errors.New("-W forwards stdin and stdout alone: drop --metrics (a ProxyCommand's tunnel lasts one ssh session)")
+		}
 		// As ssh -W: the forwards ssh_config gives this host do not apply.
 		conf.Local, conf.Remote, conf.Dynamic = nil, nil, nil
 		quiet := *e

@@ -90,6 +90,7 @@ func (m *metricsFlags) start(e *env, who string, src metrics.Sources) (*metricsS
 		auth = " (bearer token required)"
 	}
 	fmt.Fprintf(e.stdout, "%s: metrics on http://%s/metrics%s\n", who, ln.Addr(), auth)
+	e.log.Info("metrics: serving", "laddr", ln.Addr().String(), "token", token != "")
 	return ms, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/pinhole-dev/pinhole/internal/sshtest"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
 )
 
@@ -255,6 +257,13 @@ func TestMetricsAddress(t *testing.T) {
 			}
 		})
 	}
+	t.Run("stdio", func(t *testing.T) {
+		// connect -W's stdout is the stream: no line about metrics there.
+		code, out, errOut := run(t, "connect", "-F", "none", "-W", "127.0.0.1:22", "--metrics", "127.0.0.1:0", "127.0.0.1")
+		if code != 1 || !strings.Contains(errOut, "drop --metrics") || out != "" {
+			t.Errorf("connect -W --metrics: exit %d, stdout %q, stderr %q; want 1, nothing, and drop --metrics", code, out, errOut)
+		}
+	})
 	t.Run("token", func(t *testing.T) {
 		tokenFile := filepath.Join(dir, "token")
 		if err := os.WriteFile(tokenFile, []byte("s3cret-scrape-token\n"), 0o600); err != nil {
@@ -426,4 +435,37 @@ func TestMetricsRefusals(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestMetricsHTTPNames: requests to a public name (a stock ssh -R
+// myapp:80) count by name and status class, a Host no tunnel holds under
+// the name "", and the scrape passes promtool with the histogram in it.
+func TestMetricsHTTPNames(t *testing.T) {
+	n := startStockNames(t, "--metrics", "127.0.0.1:0")
+	n.waitLog(`msg="metrics: serving" laddr=`)
+	metricsAddr := regexp.MustCompile(`msg="metrics: serving" laddr=(\S+)`).FindStringSubmatch(n.srv.stderr.String())[1]
+	service := headerEcho(t)
+	sshtest.StartSSH(t, sshtest.SSHOptions{Addr: n.addr, User: "tester", Key: n.key, KnownHosts: n.known,
+		Args: []string{"-R", fmt.Sprintf("myapp:80:127.0.0.1:%d", service)}})
+	n.waitLog(`laddr=https://myapp.example.test:` + n.port)
+	for range 2 {
+		if code, body := curlGet(t, "https://myapp.example.test/", n.port, n.cert.CertFile); code != "200" {
+			t.Fatalf("https://myapp: %s %q", code, body)
+		}
+	}
+	if code, _ := curlGet(t, "http://nobody.example.test/", n.port, n.cert.CertFile); code != "404" {
+		t.Fatalf("a name nobody holds: %s, want 404", code)
+	}
+	body := scrape(t, metricsAddr, "")
+	fams := families(t, body)
+	if got := value(t, fams, "pinhole_http_requests_total", "name", "myapp", "code", "2xx"); got != 2 {
+		t.Errorf(`pinhole_http_requests_total{name="myapp",code="2xx"} = %v, want 2`, got)
+	}
+	if got := value(t, fams, "pinhole_http_requests_total", "name", "", "code", "4xx"); got != 1 {
+		t.Errorf(`pinhole_http_requests_total{name="",code="4xx"} = %v, want 1`, got)
+	}
+	if got := value(t, fams, "pinhole_http_request_duration_seconds", "name", "myapp"); got != 2 {
+		t.Errorf(`pinhole_http_request_duration_seconds{name="myapp"} has %v observations, want 2`, got)
+	}
+	promtool(t, "pinhole server --domain", body)
 }
