@@ -3,14 +3,15 @@
 //
 // It counts nothing on the data path itself. Bytes and streams are the
 // tunnel meters' (tunnel.Stats), reconnects, keepalives and UDP drops the
-// tunnel's own Counters, router mappings portmap.Status's: a Collector
+// tunnel's own Counters, refusals and authentication failures by reason
+// the observe.Ring's, router mappings portmap.Status's: a Collector
 // reads them all when Prometheus scrapes, so a process with metrics on
 // carries its bytes exactly as one with metrics off. The one exception is
 // HTTP (WrapHTTP): a request's status and latency exist only at the
 // handler, so they are counted there, once per request.
 //
-// Labels are bounded: a tunnel's name, a forward's spec, a key's
-// fingerprint, a reason or a state from a fixed set; never a source
+// Labels are bounded: a tunnel's name, a forward's spec, a public name
+// a tunnel holds, a reason or a state from a fixed set; never a source
 // address. docs/metrics.md lists every metric.
 package metrics
 
@@ -56,8 +57,7 @@ type Sources struct {
 	Tunnels func() []Tunnel
 	// Portmap is the router mapping server --map holds.
 	Portmap *portmap.Status
-	// Extra collectors are registered beside the built-in ones (the
-	// observe package's refusal counts, when a process has them).
+	// Extra collectors are registered beside the built-in ones.
 	Extra []prometheus.Collector
 }
 
