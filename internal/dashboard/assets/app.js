@@ -49,10 +49,20 @@ function spark(key, c) {
   svg.setAttribute("aria-label", size(Math.round(now)) + "/s now, the last " + h.length + " seconds drawn");
   const peak = Math.max(1, ...h);
   const pts = h.map((v, i) => (keep - h.length + i) + "," + (19 - 18 * v / peak).toFixed(1));
+  const base = document.createElementNS(ns, "line");
+  base.setAttribute("class", "base");
+  base.setAttribute("x1", "0"); base.setAttribute("x2", String(keep - 1));
+  base.setAttribute("y1", "19.5"); base.setAttribute("y2", "19.5");
   const line = document.createElementNS(ns, "polyline");
   line.setAttribute("points", pts.join(" "));
-  svg.append(line);
+  svg.append(base, line);
   return svg;
+}
+
+// fp shows a key's fingerprint short, the whole of it in its title.
+function fp(key) {
+  if (!key || !key.startsWith("SHA256:") || key.length <= 20) return el("span", { class: "mono" }, key || "-");
+  return el("span", { class: "mono", title: key }, key.slice(0, 19) + "…");
 }
 
 function counterCells(c) {
@@ -65,7 +75,7 @@ function counterCells(c) {
 
 function rateCell(key, c) {
   return el("td", { class: "rate", "data-rate": Math.round(c.rate_to_target + c.rate_from_target) },
-    spark(key, c), size(Math.round(c.rate_to_target + c.rate_from_target)) + "/s");
+    el("span", { class: "rate" }, spark(key, c), el("span", {}, size(Math.round(c.rate_to_target + c.rate_from_target)) + "/s")));
 }
 
 function fill(tbody, rows, cols, empty) {
@@ -78,7 +88,7 @@ function renderServer(s) {
     const key = "s " + ss.source;
     const fwds = ss.listeners.map(l => l.url || l.addr).join(", ") || "-";
     sessions.push(el("tr", { "data-key": key },
-      el("td", {}, el("span", { class: "mono" }, ss.key), ss.comment ? " " + ss.comment : "", " (" + ss.user + ")"),
+      el("td", {}, el("span", { class: "who" }, (ss.comment || "no comment") + " (" + ss.user + ")"), fp(ss.key)),
       el("td", { class: "mono" }, ss.source),
       el("td", { title: ss.since }, age(ss.since, s.time)),
       el("td", { class: "mono" }, fwds),
@@ -89,7 +99,7 @@ function renderServer(s) {
         el("td", { class: "mono" }, l.addr + "/" + l.proto),
         el("td", { class: "mono" }, l.requested),
         el("td", {}, l.url ? el("a", { href: l.url }, l.url) : (l.name || "-")),
-        el("td", { class: "mono" }, ss.comment || ss.key),
+        el("td", {}, ss.comment || fp(ss.key)),
         el("td", { title: l.since }, age(l.since, s.time))));
     }
   }
@@ -141,13 +151,13 @@ function render(s) {
   ];
   const dl = document.getElementById("totals");
   dl.replaceChildren(...items.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
-  dl.append(el("div", {}, el("dt", {}, "Last minute"), el("dd", {}, spark("total", t))));
+  dl.append(el("div", { class: "wide" }, el("dt", {}, "Last minute"), el("dd", {}, spark("total", t))));
   if (server) renderServer(s); else renderClient(s);
   const events = s.events.slice().reverse().map(e => el("tr", { class: "kind-" + e.kind, "data-seq": e.seq },
     el("td", { title: e.time }, age(e.time, s.time) + " ago"),
     el("td", {}, e.kind === "auth" ? "failed login" : "refused"),
     el("td", { class: "reason" }, e.reason + (e.repeats ? " ×" + (e.repeats + 1) : "")),
-    el("td", { class: "mono" }, e.tunnel || "-"),
+    el("td", {}, fp(e.tunnel)),
     el("td", { class: "mono" }, e.forward || "-"),
     el("td", { class: "mono peer" }, e.peer || "-"),
     el("td", { class: "error" }, e.detail || "")));
