@@ -258,7 +258,7 @@ func (u *upRunner) stopOne(name string) error {
 	u.mu.Lock()
 	u.stopped[name] = time.Now()
 	u.mu.Unlock()
-	u.e.log.Info("tunnel stopped by pinhole stop: draining; the next reload starts it again", "name", name)
+	u.e.log.Info("tunnel stopped by pinhole stop: draining; the next reload starts it again", "tunnel", name)
 	return nil
 }
 
