@@ -54,7 +54,7 @@ func ParseAuthorizedKeys(data []byte) (keys []AuthorizedKey, problems []error) {
 func parseAuthorizedKeyLine(s string) (AuthorizedKey, error) {
 	k, keyErr := parseKey(s)
 	if keyErr == nil {
-		k.Options = Options{PortForwarding: true}
+		k.Options = Options{PortForwarding: true, Comment: k.Comment}
 		return k, nil
 	}
 	if looksLikeKeyType(s) {
@@ -76,6 +76,7 @@ func parseAuthorizedKeyLine(s string) (AuthorizedKey, error) {
 		return AuthorizedKey{}, err
 	}
 	k.Options = opts
+	k.Options.Comment = k.Comment
 	return k, nil
 }
 

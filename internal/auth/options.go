@@ -33,6 +33,9 @@ type Options struct {
 	// Tunnel is pinhole-options="...": per-tunnel options of the key's
 	// remote forwards (tunnelopts.go).
 	Tunnel TunnelOptions
+	// Comment is the line's comment after the key, for status pages
+	// only: nothing decides by it.
+	Comment string
 }
 
 // seeManual ends option errors: the manual says what is valid.

@@ -71,7 +71,7 @@ func TestChoose(t *testing.T) {
 		setups     string
 		wantErr    string
 	}{
-		{nil, nil, "direct,socat,forward,openssh,pinhole,pinhole-tls,pinhole-wss,ssh-pinhole,pinhole-sshd,http,https,ssh-http", ""},
+		{nil, nil, "direct,socat,forward,openssh,pinhole,pinhole-metrics,pinhole-metrics1s,pinhole-tls,pinhole-wss,ssh-pinhole,pinhole-sshd,http,https,ssh-http", ""},
 		{[]string{"pinhole", "openssh"}, nil, "openssh,pinhole", ""},
 		{[]string{"pinhole-wss", "openssh", "pinhole-tls", "pinhole"}, nil, "openssh,pinhole,pinhole-tls,pinhole-wss", ""},
 		{[]string{"pinhole"}, []string{"memory", "conns10k"}, "pinhole", ""},

@@ -45,6 +45,8 @@ func setups() []setup {
 		{name: "forward", title: "pinhole forward relay", udp: true, memory: true, start: startForward},
 		{name: baseline, title: "OpenSSH ssh → OpenSSH sshd", memory: true, holds: true, start: tunnelEnds{openSSHClient: true, openSSHServer: true}.start},
 		{name: "pinhole", title: "pinhole connect → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{}.start},
+		{name: "pinhole-metrics", title: "pinhole connect → pinhole server, --metrics at both ends scraped every 15 s", udp: true, memory: true, start: tunnelEnds{scrape: 15 * time.Second}.start},
+		{name: "pinhole-metrics1s", title: "pinhole connect → pinhole server, --metrics at both ends scraped every second", udp: true, memory: true, start: tunnelEnds{scrape: time.Second}.start},
 		{name: "pinhole-tls", title: "pinhole connect tls:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.TLS}.start},
 		{name: "pinhole-wss", title: "pinhole connect wss:// → pinhole server", udp: true, memory: true, holds: true, start: tunnelEnds{scheme: transport.WSS}.start},
 		{name: "ssh-pinhole", title: "OpenSSH ssh → pinhole server", memory: true, start: tunnelEnds{openSSHClient: true}.start},
@@ -186,6 +188,11 @@ type tunnelEnds struct {
 	// reached as http(s)://app.bench.test on the server's port. For
 	// pinhole server only.
 	name string
+	// scrape, if not 0, turns on --metrics at both ends (pinhole ends
+	// only) and scrapes them this often while the setup runs: 15 s is
+	// Prometheus's default scrape_interval, 1 s shows what a scrape
+	// itself costs.
+	scrape time.Duration
 }
 
 // nameServerFlags are the name router's flags of pinhole server: with
@@ -202,6 +209,7 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			return err
 		}
 		var addr, user, knownHosts string
+		var server *proc // pinhole server, nil for sshd
 		var serverPids func() ([]int, error)
 		if t.openSSHServer {
 			sshd, err := l.startSSHD(dir, f)
@@ -216,12 +224,16 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			if t.name != "" {
 				extra = nameServerFlags
 			}
+			if t.scrape > 0 {
+				extra = append(extra, metricsFlags...)
+			}
 			p, a, kh, err := l.startPinholeServer(ctx, dir, f, extra...)
 			if err != nil {
 				return err
 			}
 			addr, user, knownHosts = a, "bench", kh
 			serverPids = func() ([]int, error) { return []int{p.Pid()}, nil }
+			server = p
 		}
 		var client *proc
 		var remote []string // the -R of a name, the same for either client
@@ -233,10 +245,25 @@ func (t tunnelEnds) start(ctx context.Context, l *lab, dir string) (*forwarding,
 			client, err = l.startSSH(ctx, dir, f, o, iperf, remote...)
 		} else {
 			dest := pinholeDest{addr: addr, user: user, knownHosts: knownHosts, scheme: t.scheme}
-			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, remote...)
+			extra := remote
+			if t.scrape > 0 {
+				extra = append(extra, metricsFlags...)
+			}
+			client, err = l.startPinholeConnect(ctx, dir, f, dest, iperf, !t.openSSHServer, extra...)
 		}
 		if err != nil {
 			return err
+		}
+		if t.scrape > 0 {
+			var urls []string
+			for _, p := range []*proc{server, client} {
+				u, err := metricsURL(p)
+				if err != nil {
+					return err
+				}
+				urls = append(urls, u)
+			}
+			f.add(scrapeAll(urls, t.scrape))
 		}
 		if t.name != "" {
 			if f.http, err = l.waitName(ctx, t.name, addr); err != nil {
@@ -307,7 +334,11 @@ func (l *lab) startSSHD(dir string, f *forwarding) (*sshtest.SSHD, error) {
 // startPinholeServer starts pinhole server with a new host key and the
 // lab's TLS certificate, letting the client's key in, and extra flags, and
 // returns its address and known_hosts line. The one port serves raw SSH,
-// TLS and WebSocket alike.
+// TLS and WebSocket alike. The per-key limit on open streams is off: the
+// bench's one key holds 2,000 idle connections (memory) and 10,000
+// (conns10k), past the default 1,000, and with the limit on, half of
+// memory's connections were refused and their cost counted against the
+// others (BENCHMARKS.md, "Metrics: the cost").
 func (l *lab) startPinholeServer(ctx context.Context, dir string, f *forwarding, extra ...string) (p *proc, addr, knownHosts string, err error) {
 	hostKey, err := sshtest.WriteKey(dir, "pinhole_host_key")
 	if err != nil {

@@ -55,6 +55,9 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// logJSON is --log-format json: what a logger made apart from log
+	// (quietLogger) follows too.
+	logJSON bool
 	// force ends when a graceful stop (the run's ctx ending) must hurry:
 	// a second signal. Never, under Main.
 	force context.Context
@@ -82,6 +85,9 @@ func commands() []command {
 		{"connect", "connect to a server and forward ports (-L, -R, -D)", runConnect, nil},
 		{"up", "run the named tunnels of a config file, reloading it live", runUp, always},
 		{"check", "check a config file of pinhole up or server -c, starting nothing", runCheck, nil},
+		{"status", "show what the running pinhole server, connect and up processes do", runStatus, nil},
+		{"reload", "make a running pinhole up or server read its config again, as SIGHUP does", runReload, nil},
+		{"stop", "drain and stop one tunnel of a running pinhole up", runStop, nil},
 		{"stdio", "copy stdin and stdout to a tls://, wss:// or ssh:// URL (OpenSSH's ProxyCommand)", runStdio, nil},
 		{"proxy", "run a SOCKS4/4a/5 and HTTP proxy without a tunnel", runProxy, nil},
 		{"forward", "relay ports on this machine, no tunnel (tcp:// and udp:// pairs; --kernel: nftables DNAT)", runForward, forwardKernel},
@@ -233,7 +239,7 @@ func runMain(ctx, force context.Context, cores *tunnel.CoreBudget, reload <-chan
 		stdin:  os.Stdin,
 		stdout: stdout,
 		stderr: stderr,
-		log:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		log:    newLogger(stderr, false, slog.LevelInfo),
 		force:  force,
 		cores:  cores,
 		reload: reload,

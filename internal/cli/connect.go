@@ -12,11 +12,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/control"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/sshconfig"
@@ -56,7 +60,12 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 func runConnect(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole connect", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	defer debugAddrFlag(fs, e)()
+	var metricsF metricsFlags
+	metricsF.register(fs)
+	var watch watchFlags
+	watch.register(fs)
 	var (
 		local    = &forwardList{kind: spec.Local}
 		remote   = &forwardList{kind: spec.Remote}
@@ -227,6 +236,11 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 		if len(local.list)+len(remote.list)+len(dynamic.list) > 0 {
 			return errors.New("-W forwards stdin and stdout alone: drop -L, -R and -D, or run a second pinhole connect for them")
 		}
+		if metricsF.addr != "" {
+			// Its stdout is the stream: the line saying where the
+			// metrics are would corrupt it.
+			return errors.New("-W forwards stdin and stdout alone: drop --metrics (a ProxyCommand's tunnel lasts one ssh session)")
+		}
 		// As ssh -W: the forwards ssh_config gives this host do not apply.
 		conf.Local, conf.Remote, conf.Dynamic = nil, nil, nil
 		quiet := *e
@@ -347,14 +361,31 @@ func runConnect(ctx context.Context, e *env, args []string) error {
 	if creds != nil {
 		cfg.ProxyCredentials = creds
 	}
+	started := time.Now()
+	var connected atomic.Pointer[tunnel.Client] // for the metrics, once Dial returns
+	mets, err := metricsF.start(e, "pinhole connect", metrics.Sources{Role: "client", Tunnels: func() []metrics.Tunnel {
+		return []metrics.Tunnel{{Name: addr, Client: connected.Load()}}
+	}})
+	if err != nil {
+		return err
+	}
+	defer mets.stop()
 	client, err := tunnel.Dial(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	connected.Store(client)
 	if *stdio != "" {
 		return stdioForward(ctx, client, *stdio, e.stdin, e.stdout)
 	}
+	stopWatch, err := watch.start(e, "connect", control.Handler{Snapshot: func() observe.Snapshot {
+		return clientSnapshot(started, client.Events(), []observe.Tunnel{client.Snapshot()})
+	}})
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	fmt.Fprintf(e.stdout, "pinhole connect: connected to %s as %s\n", addr, userName)
 	for _, f := range client.Forwardings() {
 		printForward(e, "pinhole connect", addr, f)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,9 +21,16 @@ import (
 type world struct {
 	dir, addr, identity, known string
 	server                     *proc
+	metrics                    string // the server's --metrics address, if given
 }
 
 func newWorld(t *testing.T, keyOptions string) *world {
+	t.Helper()
+	return newWorldWith(t, keyOptions)
+}
+
+// newWorldWith is newWorld with more flags for the server.
+func newWorldWith(t *testing.T, keyOptions string, serverFlags ...string) *world {
 	t.Helper()
 	dir := t.TempDir()
 	identity, pub := writeKey(t, dir, "id_ed25519")
@@ -34,10 +42,15 @@ func newWorld(t *testing.T, keyOptions string) *world {
 	if err := os.WriteFile(authKeys, []byte(line+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys)
+	args := append([]string{"server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys}, serverFlags...)
+	srv := start(t, args...)
+	var metrics string
+	if slices.Contains(serverFlags, "--metrics") { // said before listening
+		metrics = srv.waitLine(t, `metrics on http://(\S+)/metrics`)[1]
+	}
 	addr := srv.waitLine(t, `listening on (\S+)`)[1]
 	srv.waitLine(t, `host key ssh-ed25519 SHA256:`)
-	return &world{dir: dir, addr: addr, identity: identity, known: filepath.Join(dir, "known_hosts"), server: srv}
+	return &world{dir: dir, addr: addr, identity: identity, known: filepath.Join(dir, "known_hosts"), server: srv, metrics: metrics}
 }
 
 // connectArgs are the flags that point pinhole connect at w's server.

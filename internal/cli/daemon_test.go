@@ -351,7 +351,7 @@ func TestUpNotify(t *testing.T) {
 	if !strings.Contains(stdout.String(), "pinhole up: fine: connected to") {
 		t.Errorf("READY=1 before the good tunnel connected; stdout:\n%s", &stdout)
 	}
-	if !strings.Contains(stderr.String(), `msg="tunnel did not connect; retrying" name=down`) {
+	if !strings.Contains(stderr.String(), `msg="tunnel did not connect; retrying" tunnel=down`) {
 		t.Errorf("READY=1 before the dead tunnel's first try failed; stderr:\n%s", &stderr)
 	}
 	cancel()

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
-	"strings"
 	"sync"
 	"time"
 )
@@ -96,11 +94,7 @@ func checkDebugAddr(v string) error {
 	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
 		return fmt.Errorf("%q: bad port %q", v, port)
 	}
-	if strings.EqualFold(host, "localhost") {
-		return nil
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.Unmap().IsLoopback() {
+	if !loopbackHost(host) {
 		return fmt.Errorf("%q: only a loopback address is allowed (127.0.0.1, ::1 or localhost): the debug server is not for the network", v)
 	}
 	return nil

@@ -38,6 +38,7 @@ func forwardKernel(args []string) bool {
 func runForward(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole forward", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	var (
 		kernel  = fs.Bool("kernel", false, "install nftables DNAT and masquerade rules instead of copying in user space (needs root; the rules go when pinhole exits)")
 		drainD  = fs.Duration("drain", 10*time.Second, "on the first SIGINT or SIGTERM, stop accepting and let open connections finish for this long (a second signal stops at once)")

@@ -229,7 +229,18 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	// Every server, connect and up a test starts serves a control socket
+	// in the control directory (watch.go): a directory of the tests', not
+	// the user's, which children inherit.
+	dir, err := os.MkdirTemp("", "pinhole-cli-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_RUNTIME_DIR", dir)
+	os.Unsetenv("RUNTIME_DIRECTORY")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // child is the test binary running as pinhole with args, its stderr going

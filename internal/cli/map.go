@@ -64,6 +64,7 @@ func (f *mapFlags) config(e *env) (portmap.Config, error) {
 func runMap(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole map", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	var (
 		mf       mapFlags
 		proto    = fs.String("proto", "tcp", "tcp or udp")

@@ -16,6 +16,7 @@ import (
 func runProxy(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole proxy", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	var (
 		listen = fs.String("listen", "127.0.0.1:1080", "`address` to listen on")
 		pauth  = fs.String("proxy-auth", "", "`user:pass` that clients must give (SOCKS5 and HTTP Basic; SOCKS4 is then refused)")

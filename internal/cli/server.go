@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +19,10 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/certs"
+	"github.com/pinhole-dev/pinhole/internal/control"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
+	"github.com/pinhole-dev/pinhole/internal/observe"
+	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/transport"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 	"github.com/pinhole-dev/pinhole/internal/vhost"
@@ -26,7 +31,10 @@ import (
 func runServer(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole server", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	defer debugAddrFlag(fs, e)()
+	var watch watchFlags
+	watch.register(fs)
 	var listens, sshSNI, trusted stringList
 	fs.Var(&listens, "listen", "`address` to accept connections on: SSH, SSH inside TLS or WebSocket, and HTTP, told apart by their first bytes (repeatable; default :2222)")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, the chain after it) for tls:// and wss:// clients (default: a self-signed one kept in the state directory; its fingerprint is printed)")
@@ -64,6 +72,8 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	mapPort := fs.Bool("map", false, "open the listening port on the home router (PCP, NAT-PMP or UPnP) while the server runs, and print the public address")
 	var mf mapFlags
 	mf.register(fs, "map-")
+	var metricsF metricsFlags
+	metricsF.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: pinhole server [flags]\n\nAn SSH-protocol server that only forwards ports: any ssh client can use -L, -R and -D through it.\n\n")
 		fs.PrintDefaults()
@@ -79,7 +89,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if *file != "" {
 		var others []string
 		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "c" {
+			if f.Name != "c" && !processFlag(f.Name) && !slices.Contains(watchFlagNames, f.Name) {
 				others = append(others, "--"+f.Name)
 			}
 		})
@@ -87,7 +97,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "pinhole server: with -c the settings come from the file: put %s there instead (docs/config.md)\n", strings.Join(others, ", "))
 			return errUsage
 		}
-		return runServerFile(ctx, e, *file)
+		return runServerFile(ctx, e, *file, &watch, &metricsF)
 	}
 	gp, err := tunnel.ParseGatewayPorts(*gateway)
 	if err != nil {
@@ -193,6 +203,15 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	mapCfg.Status = new(portmap.Status)
+	mets, err := metricsF.start(e, "pinhole server", metrics.Sources{Role: "server", Server: func() *tunnel.Server { return srv }, Portmap: mapCfg.Status})
+	if err != nil {
+		disp.Close()
+		srv.Close()
+		return err
+	}
+	defer mets.stop()
+	disp.Dispatcher.HTTP = mets.wrapHTTP(disp.Dispatcher.HTTP, disp.router)
 	if len(listens) == 0 {
 		listens = stringList{":2222"}
 	}
@@ -228,6 +247,18 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 	defer unmap()
 
+	asks := make(chan reloadAsk)
+	stopWatch, err := watch.start(e, "server", control.Handler{
+		Snapshot: func() observe.Snapshot { return serverSnapshot(srv) },
+		Reload:   asker(asks),
+	})
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
+	defer stopWatch()
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { errc <- srv.Serve(ln) }()
@@ -253,6 +284,10 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		case <-e.reload:
 			e.svc.reloading("reading " + *authKeys + " again")
 			reloadServer(e, keys)
+			e.svc.ready(status)
+		case a := <-asks: // pinhole reload: as SIGHUP
+			e.svc.reloading("reading " + *authKeys + " again")
+			a.reply <- reloadServer(e, keys)
 			e.svc.ready(status)
 		}
 	}
@@ -287,16 +322,19 @@ func keyLimitsOf(ports, streams, rate int) (tunnel.KeyLimits, error) {
 // authorized_keys file is read again at once (it is also read again
 // whenever it changes). The other settings are flags, which only a
 // restart changes; pinhole server -c FILE reloads them all.
-func reloadServer(e *env, keys *auth.KeyFile) {
+//
+// It returns what it did, in words, for pinhole reload.
+func reloadServer(e *env, keys *auth.KeyFile) string {
 	problems, err := keys.Load()
 	if err != nil {
 		e.log.Warn("reload: cannot read authorized_keys; every key is refused until it can be read", "err", err)
-		return
+		return fmt.Sprintf("cannot read authorized_keys (%v): every key is refused until it can be read", err)
 	}
 	for _, p := range problems {
 		e.log.Warn("reload: a line of authorized_keys is refused", "err", p)
 	}
 	e.log.Info("reload: authorized_keys read again", "refused_lines", len(problems))
+	return fmt.Sprintf("authorized_keys read again: %d %s refused (the other flags change only with a restart)", len(problems), plural(len(problems), "line", "lines"))
 }
 
 // drainServer shuts srv down gracefully: new connections and streams are

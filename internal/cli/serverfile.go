@@ -19,6 +19,9 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/accept"
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/control"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/transport"
@@ -55,12 +58,12 @@ func loadServerConfig(e *env, file string) ([]byte, *config.Server, error) {
 // authorized_keys file applies to the next login; any other setting
 // changed makes a new tunnel.Server that takes every new connection while
 // the old one drains its own for drain.
-func runServerFile(ctx context.Context, e *env, file string) error {
+func runServerFile(ctx context.Context, e *env, file string, watch *watchFlags, mf *metricsFlags) error {
 	data, cfg, err := loadServerConfig(e, file)
 	if err != nil {
 		return err
 	}
-	r := &serverRun{e: e, ctx: ctx, lns: map[string]*liveListener{}}
+	r := &serverRun{e: e, ctx: ctx, lns: map[string]*liveListener{}, events: new(observe.Ring)}
 	if err := r.setKeys(cfg.AuthorizedKeys); err != nil {
 		return err
 	}
@@ -74,11 +77,16 @@ func runServerFile(ctx context.Context, e *env, file string) error {
 	if r.mapCfg, err = serverMapConfig(e, cfg); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
+	if r.metrics, err = mf.start(e, "pinhole server", metrics.Sources{Role: "server", Server: r.cur.Load, Portmap: &r.mapStatus}); err != nil {
+		return err
+	}
+	defer r.metrics.stop()
 	gen, err := r.newGeneration(cfg.Settings)
 	if err != nil {
 		return err
 	}
 	r.gen = gen
+	r.cur.Store(gen.srv)
 	for _, a := range cfg.Listen {
 		if err := r.listen(a); err != nil {
 			r.closeAll()
@@ -88,6 +96,16 @@ func runServerFile(ctx context.Context, e *env, file string) error {
 	r.cfg = cfg
 	fmt.Fprintf(e.stdout, "pinhole server: host key %s %s\n", gen.key.Type(), ssh.FingerprintSHA256(gen.key))
 	gen.disp.printTLS(e, r.lns[cfg.Listen[0]].ln.Addr())
+	asks := make(chan reloadAsk)
+	stopWatch, err := watch.start(e, "server", control.Handler{
+		Snapshot: func() observe.Snapshot { return serverSnapshot(r.cur.Load()) },
+		Reload:   asker(asks),
+	})
+	if err != nil {
+		r.closeAll()
+		return err
+	}
+	defer stopWatch()
 	fmt.Fprintf(e.stdout, "pinhole server: running %s; reload with SIGHUP or by saving the file\n", file)
 	e.svc.ready("running " + file)
 
@@ -107,6 +125,15 @@ func runServerFile(ctx context.Context, e *env, file string) error {
 			}
 			seen = b
 			r.reload(file, b, "SIGHUP")
+		case a := <-asks: // pinhole reload: as SIGHUP
+			b, err := os.ReadFile(file)
+			if err != nil {
+				e.log.Error("reload refused: cannot read the config file; the server stays as it is", "file", file, "err", err)
+				a.reply <- fmt.Sprintf("reload refused: cannot read %s (%v); the server stays as it is", file, err)
+				continue
+			}
+			seen = b
+			a.reply <- r.reload(file, b, "pinhole reload")
 		case <-tick.C:
 			b, err := os.ReadFile(file)
 			if err != nil || bytes.Equal(b, seen) {
@@ -133,8 +160,15 @@ type serverRun struct {
 	mapCfg *portmap.Config
 	keys   atomic.Pointer[auth.KeyFile]
 	gen    *generation
-	lns    map[string]*liveListener // by the address the file gives
-	old    sync.WaitGroup           // generations draining
+	cur    atomic.Pointer[tunnel.Server] // gen's, for the control socket
+	events *observe.Ring                 // every generation's refusals
+	lns    map[string]*liveListener      // by the address the file gives
+	old    sync.WaitGroup                // generations draining
+
+	// metrics is --metrics (nil: off), and mapStatus the router mappings
+	// of every listener, which it reads.
+	metrics   *metricsServer
+	mapStatus portmap.Status
 }
 
 // generation is one tunnel.Server, the Dispatcher in front of it (TLS,
@@ -294,6 +328,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		Sort:                 disp.Sort,
 		Unwrap:               disp.Unwrap,
 		Names:                disp.names(),
+		Events:               r.events,
 		Logger:               r.e.log,
 	})
 	if err != nil {
@@ -301,6 +336,7 @@ func (r *serverRun) newGeneration(s config.ServerSettings) (*generation, error) 
 		return nil, err
 	}
 	disp.SSH = func(c net.Conn) { srv.ServeConn(c) }
+	disp.Dispatcher.HTTP = r.metrics.wrapHTTP(disp.Dispatcher.HTTP, disp.router)
 	return &generation{srv: srv, disp: disp, settings: s, key: signer.PublicKey()}, nil
 }
 
@@ -354,7 +390,9 @@ func (r *serverRun) listen(addr string) error {
 	r.portsChanged()
 	fmt.Fprintf(r.e.stdout, "pinhole server: listening on %s\n", ln.Addr())
 	if r.mapCfg != nil {
-		ll.unmap = serverMap(r.ctx, r.e, ln.Addr(), *r.mapCfg)
+		mc := *r.mapCfg
+		mc.Status = &r.mapStatus
+		ll.unmap = serverMap(r.ctx, r.e, ln.Addr(), mc)
 	}
 	return nil
 }
@@ -386,7 +424,8 @@ func (r *serverRun) unlisten(addr string) {
 	r.e.log.Info("listener removed: no new connections on it; its connections go on", "laddr", ll.ln.Addr().String())
 }
 
-func (r *serverRun) reload(file string, b []byte, why string) {
+// reload applies the config in b, or refuses it, and says which in words.
+func (r *serverRun) reload(file string, b []byte, why string) string {
 	r.e.svc.reloading("reloading " + file + ": " + why)
 	defer r.e.svc.ready("running " + file)
 	cfg, err := config.ParseServer(file, b, serverChecks)
@@ -400,7 +439,7 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 			msg = strings.Join(s, "; ")
 		}
 		r.e.log.Error("reload refused: the server stays as it is; fix the file and save it again", "file", file, "why", why, "err", msg)
-		return
+		return "reload refused: the server stays as it is; fix the file and save it again: " + msg
 	}
 	d := config.CompareServer(r.cfg, cfg)
 	if mc, err := serverMapConfig(r.e, cfg); err != nil {
@@ -419,10 +458,11 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 		gen, err := r.newGeneration(cfg.Settings)
 		if err != nil {
 			r.e.log.Error("reload refused: the server stays as it is", "file", file, "why", why, "err", err)
-			return
+			return fmt.Sprintf("reload refused: the server stays as it is: %v", err)
 		}
 		old := r.gen
 		r.gen = gen
+		r.cur.Store(gen.srv)
 		r.portsChanged()
 		if renewed || tlsChanged(old.settings, gen.settings) {
 			gen.disp.printTLS(r.e, r.firstAddr(cfg))
@@ -455,7 +495,9 @@ func (r *serverRun) reload(file string, b []byte, why string) {
 	}
 	r.cfg = cfg
 	r.e.log.Info("reloaded", "file", file, "why", why, "listeners added", len(d.Listen), "listeners removed", len(d.Unlisten), "authorized_keys", d.AuthorizedKeys, "restarted", d.Restart)
-	fmt.Fprintf(r.e.stdout, "pinhole server: reloaded %s: %d listeners added, %d removed, authorized_keys changed: %v, restarted: %v\n", file, len(d.Listen), len(d.Unlisten), d.AuthorizedKeys, d.Restart)
+	msg := fmt.Sprintf("reloaded %s: %d listeners added, %d removed, authorized_keys changed: %v, restarted: %v", file, len(d.Listen), len(d.Unlisten), d.AuthorizedKeys, d.Restart)
+	fmt.Fprintf(r.e.stdout, "pinhole server: %s\n", msg)
+	return msg
 }
 
 func slicesDelete(s []string, v string) []string {

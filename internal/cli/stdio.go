@@ -29,7 +29,7 @@ func checkStdioTarget(target string) error {
 // command that runs pinhole connect -W (ssh's ProxyCommand) shows its
 // stderr on every connection, and ssh -W is as quiet.
 func quietLogger(e *env) *slog.Logger {
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return newLogger(e.stderr, e.logJSON, slog.LevelWarn)
 }
 
 // stdioForward is -W: it opens one stream to target through c, copies in

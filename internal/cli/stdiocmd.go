@@ -21,6 +21,7 @@ import (
 func runStdio(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole stdio", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
 	var tf transportFlags
 	tf.register(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "give up connecting after this long")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/user"
@@ -18,6 +19,9 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
 	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/control"
+	"github.com/pinhole-dev/pinhole/internal/metrics"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/transport"
@@ -38,7 +42,12 @@ const (
 func runUp(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("pinhole up", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	logFlags(fs, e)
+	var metricsF metricsFlags
+	metricsF.register(fs)
 	file := fs.String("c", "", "config `FILE` of the tunnels to run (TOML, see docs/config.md); reloaded on SIGHUP and when it changes")
+	var watch watchFlags
+	watch.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: pinhole up -c FILE\n\nRuns the named tunnels of FILE, each as pinhole connect would, and keeps them as the file says:\non SIGHUP and whenever the file changes, tunnels added start, removed ones drain and stop,\nchanged ones restart, and the others are not touched.\n\n")
 		fs.PrintDefaults()
@@ -62,7 +71,33 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		}
 		defer d.stop()
 	}
-	u := &upRunner{e: e, runs: map[string]*tunnelRun{}}
+	u := &upRunner{e: e, runs: map[string]*tunnelRun{}, events: new(observe.Ring), started: time.Now(), stopped: map[string]time.Time{}}
+	mets, err := metricsF.start(e, "pinhole up", metrics.Sources{Role: "client", Tunnels: u.metricsTunnels})
+	if err != nil {
+		return err
+	}
+	defer mets.stop()
+	asks, stops := make(chan reloadAsk), make(chan stopAsk)
+	stopWatch, err := watch.start(e, "up", control.Handler{
+		Snapshot: u.snapshot,
+		Reload:   asker(asks),
+		Stop: func(ctx context.Context, name string) (string, error) {
+			a := stopAsk{name: name, reply: make(chan error, 1)}
+			select {
+			case stops <- a:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			if err := <-a.reply; err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("tunnel %s: draining and stopping; the next reload starts it again", name), nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	u.apply(cfg, config.Compare(nil, cfg))
 	fmt.Fprintf(e.stdout, "pinhole up: running %d tunnels of %s; reload with SIGHUP or by saving the file\n", len(cfg.Tunnels), *file)
 	// READY=1 once every tunnel has connected or is retrying.
@@ -84,7 +119,13 @@ func runUp(ctx context.Context, e *env, args []string) error {
 		case <-ctx.Done():
 			return u.stopAll()
 		case <-e.reload:
-			seen = u.reload(*file, "SIGHUP")
+			seen, _ = u.reload(*file, "SIGHUP")
+		case a := <-asks: // pinhole reload: as SIGHUP
+			var msg string
+			seen, msg = u.reload(*file, "pinhole reload")
+			a.reply <- msg
+		case a := <-stops: // pinhole stop NAME
+			a.reply <- u.stopOne(a.name)
 		case <-tick.C:
 			b, err := os.ReadFile(*file)
 			if err != nil {
@@ -107,7 +148,7 @@ func runUp(ctx context.Context, e *env, args []string) error {
 				continue
 			}
 			unsettled = nil
-			seen = u.reloadBytes(*file, b, "the file changed")
+			seen, _ = u.reloadBytes(*file, b, "the file changed")
 		}
 	}
 }
@@ -171,26 +212,79 @@ func plural(n int, one, many string) string {
 }
 
 // upRunner is the running set of pinhole up: one tunnelRun per tunnel of
-// the config it last applied. Only runUp's goroutine calls it.
+// the config it last applied. Only runUp's goroutine calls it, but for
+// snapshot: mu guards runs and stopped for it.
 type upRunner struct {
-	e    *env
-	cfg  *config.Config
-	runs map[string]*tunnelRun
+	e       *env
+	cfg     *config.Config
+	events  *observe.Ring // every tunnel's refusals
+	started time.Time
+
+	mu      sync.Mutex
+	runs    map[string]*tunnelRun
+	stopped map[string]time.Time // by pinhole stop, until the next reload
 }
 
-// reload reads file again and applies it; it returns the bytes read.
-func (u *upRunner) reload(file, why string) []byte {
+// stopAsk is a pinhole stop NAME through the control socket.
+type stopAsk struct {
+	name  string
+	reply chan error
+}
+
+// reload reads file again and applies it; it returns the bytes read, and
+// what it did in words.
+func (u *upRunner) reload(file, why string) ([]byte, string) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		u.e.log.Error("reload refused: cannot read the config file; the running tunnels stay as they are", "file", file, "why", why, "err", err)
-		return nil
+		return nil, fmt.Sprintf("reload refused: cannot read %s (%v); the running tunnels stay as they are", file, err)
 	}
 	return u.reloadBytes(file, b, why)
 }
 
+// stopOne drains and stops the tunnel called name as a reload that
+// removed it from the file would: it stays stopped until the next reload.
+func (u *upRunner) stopOne(name string) error {
+	if u.cfg.Tunnel(name) == nil {
+		names := make([]string, len(u.cfg.Tunnels))
+		for i, t := range u.cfg.Tunnels {
+			names[i] = t.Name
+		}
+		return fmt.Errorf("no running tunnel %q: the running ones are %s (pinhole status lists them)", name, strings.Join(names, ", "))
+	}
+	cfg := *u.cfg
+	cfg.Tunnels = slices.DeleteFunc(slices.Clone(cfg.Tunnels), func(t *config.Tunnel) bool { return t.Name == name })
+	u.apply(&cfg, config.Compare(u.cfg, &cfg))
+	u.mu.Lock()
+	u.stopped[name] = time.Now()
+	u.mu.Unlock()
+	u.e.log.Info("tunnel stopped by pinhole stop: draining; the next reload starts it again", "tunnel", name)
+	return nil
+}
+
+// snapshot is what the tunnels do now, by name, those pinhole stop
+// stopped among them.
+func (u *upRunner) snapshot() observe.Snapshot {
+	u.mu.Lock()
+	runs := make([]*tunnelRun, 0, len(u.runs))
+	for _, r := range u.runs {
+		runs = append(runs, r)
+	}
+	ts := make([]observe.Tunnel, 0, len(runs)+len(u.stopped))
+	for name, at := range u.stopped {
+		ts = append(ts, observe.Tunnel{Name: name, State: tunnel.StateClosed.String(), Since: at, LastError: "stopped by pinhole stop; the next reload starts it again", Forwards: []observe.Forward{}})
+	}
+	u.mu.Unlock()
+	for _, r := range runs {
+		ts = append(ts, r.snapshot())
+	}
+	slices.SortFunc(ts, func(a, b observe.Tunnel) int { return strings.Compare(a.Name, b.Name) })
+	return clientSnapshot(u.started, u.events, ts)
+}
+
 // reloadBytes applies the config in b, or refuses it with one log line
-// and leaves everything running as it was.
-func (u *upRunner) reloadBytes(file string, b []byte, why string) []byte {
+// and leaves everything running as it was; it says which in words.
+func (u *upRunner) reloadBytes(file string, b []byte, why string) ([]byte, string) {
 	u.e.svc.reloading("reloading " + file + ": " + why)
 	defer u.e.svc.ready("running " + file)
 	cfg, err := parseConfig(file, b)
@@ -204,19 +298,25 @@ func (u *upRunner) reloadBytes(file string, b []byte, why string) []byte {
 			msg = strings.Join(s, "; ")
 		}
 		u.e.log.Error("reload refused: the running tunnels stay as they are; fix the file (pinhole check -c FILE) and save it again", "file", file, "why", why, "err", msg)
-		return b
+		return b, "reload refused: the running tunnels stay as they are; fix the file (pinhole check -c FILE) and save it again: " + msg
 	}
 	d := config.Compare(u.cfg, cfg)
 	u.apply(cfg, d)
+	u.mu.Lock()
+	clear(u.stopped)
+	u.mu.Unlock()
 	u.e.log.Info("reloaded", "file", file, "why", why, "started", len(d.Start), "stopped", len(d.Stop), "restarted", len(d.Restart), "changed", len(d.Change), "unchanged", len(d.Same))
-	fmt.Fprintf(u.e.stdout, "pinhole up: reloaded %s: %d started, %d stopped, %d restarted, %d changed, %d unchanged\n", file, len(d.Start), len(d.Stop), len(d.Restart), len(d.Change), len(d.Same))
-	return b
+	summary := fmt.Sprintf("reloaded %s: %d started, %d stopped, %d restarted, %d changed, %d unchanged", file, len(d.Start), len(d.Stop), len(d.Restart), len(d.Change), len(d.Same))
+	fmt.Fprintf(u.e.stdout, "pinhole up: %s\n", summary)
+	return b, summary
 }
 
 // apply carries d out: it returns at once; draining and connecting go on
 // in each tunnel's goroutine. Of the tunnels of d.Same nothing is
 // touched: only a forward that could not be added before is tried again.
 func (u *upRunner) apply(cfg *config.Config, d config.Diff) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	for _, t := range d.Stop {
 		u.runs[t.Name].stop(cfg.Drain)
 		delete(u.runs, t.Name)
@@ -237,6 +337,22 @@ func (u *upRunner) apply(cfg *config.Config, d config.Diff) {
 		u.runs[name].retry()
 	}
 	u.cfg = cfg
+}
+
+// metricsTunnels are the tunnels for --metrics, sorted by name: called by
+// a scrape, from another goroutine than runUp's.
+func (u *upRunner) metricsTunnels() []metrics.Tunnel {
+	u.mu.Lock()
+	runs := maps.Clone(u.runs)
+	u.mu.Unlock()
+	var out []metrics.Tunnel
+	for _, name := range slices.Sorted(maps.Keys(runs)) {
+		r := runs[name]
+		r.mu.Lock()
+		out = append(out, metrics.Tunnel{Name: name, Client: r.client})
+		r.mu.Unlock()
+	}
+	return out
 }
 
 // stopAll drains every tunnel (until the drain ends or a second signal)
@@ -271,6 +387,8 @@ func (u *upRunner) start(t *config.Tunnel, after <-chan struct{}, drain time.Dur
 		done:  make(chan struct{}),
 		tried: make(chan struct{}),
 		who:   "pinhole up: " + t.Name,
+		ring:  u.events,
+		since: time.Now(),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run(after)
@@ -292,6 +410,7 @@ type tunnelRun struct {
 	// tunnel retries), or the tunnel stopped before: READY=1 waits for it.
 	tried     chan struct{}
 	triedOnce sync.Once
+	ring      *observe.Ring // its client's events, shared by all of up's
 
 	mu       sync.Mutex
 	drainFor time.Duration
@@ -299,6 +418,31 @@ type tunnelRun struct {
 	client   *tunnel.Client // nil while not connected
 	fwds     map[spec.Forward]*tunnel.Forwarding
 	draining sync.WaitGroup // forwards removed, draining
+	since    time.Time      // when client last came or went
+	lastErr  error          // why the last dial failed, or the last client closed
+}
+
+// snapshot is the tunnel's client's, or while it has none, its wanted
+// forwards, connecting.
+func (r *tunnelRun) snapshot() observe.Tunnel {
+	r.mu.Lock()
+	c, since, lastErr, want := r.client, r.since, r.lastErr, slices.Clone(r.want)
+	r.mu.Unlock()
+	if c != nil {
+		return c.Snapshot()
+	}
+	state := tunnel.StateConnecting.String()
+	if r.ctx.Err() != nil {
+		state = tunnel.StateDraining.String()
+	}
+	t := observe.Tunnel{Name: r.name, Server: net.JoinHostPort(r.conn.Host, strconv.Itoa(int(r.conn.Port))), State: state, Since: since, Forwards: make([]observe.Forward, 0, len(want))}
+	if lastErr != nil {
+		t.LastError = lastErr.Error()
+	}
+	for _, f := range want {
+		t.Forwards = append(t.Forwards, tunnel.PlannedForward(f, state, since))
+	}
+	return t
 }
 
 func (r *tunnelRun) triedNow() { r.triedOnce.Do(func() { close(r.tried) }) }
@@ -342,7 +486,7 @@ func (r *tunnelRun) reconcileLocked() {
 			continue
 		}
 		delete(r.fwds, f)
-		r.e.log.Info("forward removed: draining", "name", r.name, "forward", f.Kind.String()+" "+f.String(), "streams", fw.Stats().StreamsOpen, "drain", r.drainFor)
+		r.e.log.Info("forward removed: draining", "tunnel", r.name, "forward", f.Kind.String()+" "+f.String(), "streams", fw.Stats().StreamsOpen, "drain", r.drainFor)
 		r.draining.Add(1)
 		go func(d time.Duration) {
 			defer r.draining.Done()
@@ -359,7 +503,7 @@ func (r *tunnelRun) reconcileLocked() {
 		fw, err := r.client.Forward(ctx, f)
 		cancel()
 		if err != nil {
-			r.e.log.Error("forward not added; it is tried again at the next reload", "name", r.name, "forward", f.Kind.String()+" "+f.String(), "err", err)
+			r.e.log.Error("forward not added; it is tried again at the next reload", "tunnel", r.name, "forward", f.Kind.String()+" "+f.String(), "err", err)
 			continue
 		}
 		r.fwds[f] = fw
@@ -385,7 +529,10 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			if r.ctx.Err() != nil {
 				return
 			}
-			r.e.log.Error("tunnel did not connect; retrying", "name", r.name, "err", err, "retry", wait)
+			r.e.log.Error("tunnel did not connect; retrying", "tunnel", r.name, "err", err, "retry", wait)
+			r.mu.Lock()
+			r.lastErr = err
+			r.mu.Unlock()
 			r.triedNow()
 			select {
 			case <-time.After(wait):
@@ -402,9 +549,12 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			err := c.Wait()
 			closeAgent()
 			r.mu.Lock()
-			r.client, r.fwds = nil, nil
+			r.client, r.fwds, r.since = nil, nil, time.Now()
+			if err != nil {
+				r.lastErr = err
+			}
 			r.mu.Unlock()
-			r.e.log.Error("tunnel closed; connecting again", "name", r.name, "err", err, "retry", wait)
+			r.e.log.Error("tunnel closed; connecting again", "tunnel", r.name, "err", err, "retry", wait)
 			select {
 			case <-time.After(wait):
 			case <-r.ctx.Done():
@@ -415,7 +565,7 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			d := r.drainFor
 			r.client, r.fwds = nil, nil
 			r.mu.Unlock()
-			r.e.log.Info("tunnel stopping: no new connections; draining", "name", r.name, "streams", c.Stats().StreamsOpen, "drain", d)
+			r.e.log.Info("tunnel stopping: no new connections; draining", "tunnel", r.name, "streams", c.Stats().StreamsOpen, "drain", d)
 			ctx, cancel := context.WithTimeout(r.e.force, d)
 			err := c.Shutdown(ctx)
 			cancel()
@@ -423,9 +573,10 @@ func (r *tunnelRun) run(after <-chan struct{}) {
 			closeAgent()
 			if err != nil {
 				r.cut = true
-				r.e.log.Warn("tunnel stopped before its open streams finished; they were cut", "name", r.name, "err", err)
+				r.e.log.Warn("tunnel stopped before its open streams finished; they were cut", "tunnel", r.name, "err", err)
 			} else {
-				r.e.log.Info("tunnel stopped", "name", r.name)
+				st := c.Stats()
+				r.e.log.Info("tunnel stopped", "tunnel", r.name, "bytes", st.ToTarget+st.FromTarget)
 			}
 			return
 		}
@@ -451,7 +602,7 @@ func (r *tunnelRun) dial() (*tunnel.Client, func(), error) {
 		}
 	}
 	r.mu.Unlock()
-	cfg.Logger = r.e.log.With("name", r.name)
+	cfg.Name, cfg.Logger, cfg.Events = r.name, r.e.log, r.ring
 	c, err := tunnel.Dial(r.ctx, cfg)
 	if err != nil {
 		closeAgent()
@@ -460,7 +611,7 @@ func (r *tunnelRun) dial() (*tunnel.Client, func(), error) {
 	fmt.Fprintf(r.e.stdout, "%s: connected to %s as %s\n", r.who, cfg.Addr, cfg.User)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.client, r.fwds = c, map[spec.Forward]*tunnel.Forwarding{}
+	r.client, r.fwds, r.since = c, map[spec.Forward]*tunnel.Forwarding{}, time.Now()
 	for _, fw := range c.Forwardings() {
 		r.fwds[fw.Spec()] = fw
 		printForward(r.e, r.who, cfg.Addr, fw)

@@ -603,7 +603,7 @@ func TestUpUnreachableTunnel(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(p.stderr.String(), "name=down") {
+	if !strings.Contains(p.stderr.String(), "tunnel=down") {
 		t.Errorf("the retry lines do not name the tunnel:\n%s", p.stderr)
 	}
 }
@@ -718,7 +718,7 @@ func TestUpFileOnlyKeys(t *testing.T) {
 	getGoroutines(t, base)
 	exchangeThrough(t, out.wait(t, p, `^pinhole up: four: -L \S+: listening on (\S+),`, 1)[1], 3)
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.stderr.String(), "name=six") || !strings.Contains(p.stderr.String(), "tunnel did not connect; retrying") {
+	for !strings.Contains(p.stderr.String(), "tunnel=six") || !strings.Contains(p.stderr.String(), "tunnel did not connect; retrying") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the inet6 tunnel to 127.0.0.1 did not fail and retry; stderr:\n%s", p.stderr)
 		}

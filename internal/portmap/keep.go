@@ -30,6 +30,8 @@ func (c *Client) Keep(ctx context.Context, m Mapping, changed func(Mapping)) err
 	req := Request{Proto: cur.proto, InternalPort: cur.internal.Port(), ExternalPort: cur.wanted, Lifetime: cur.asked}
 	retry := time.Duration(0)
 	var lost bool // the lease ran out without a renewal: map from scratch
+	st := c.cfg.Status
+	st.set(cur, StateMapped)
 	for {
 		wait := time.Until(cur.renewAfter)
 		if retry > 0 {
@@ -39,13 +41,13 @@ func (c *Client) Keep(ctx context.Context, m Mapping, changed func(Mapping)) err
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return c.release(ctx, cur, lost)
+			return c.releaseTo(ctx, cur, lost, st)
 		case <-t.C:
 		}
 
 		next, err := c.renew(ctx, cur, req, lost)
 		if ctx.Err() != nil {
-			return c.release(ctx, cur, lost)
+			return c.releaseTo(ctx, cur, lost, st)
 		}
 		if err != nil {
 			retry = min(max(2*retry, keepRetryFirst), keepRetryMax)
@@ -55,6 +57,11 @@ func (c *Client) Keep(ctx context.Context, m Mapping, changed func(Mapping)) err
 				c.log.Warn("portmap: the lease ran out before a renewal worked; the mapping is gone until the gateway answers again", "method", cur.method, "external", cur.external)
 			}
 			c.log.Warn("portmap: renewal failed; retrying", "method", cur.method, "external", cur.external, "in", retry, "err", err)
+			if lost {
+				st.set(cur, StateLost)
+			} else {
+				st.set(cur, StateRetrying)
+			}
 			continue
 		}
 		retry = 0
@@ -71,7 +78,15 @@ func (c *Client) Keep(ctx context.Context, m Mapping, changed func(Mapping)) err
 			}
 		}
 		cur = next
+		st.set(cur, StateMapped)
 	}
+}
+
+// releaseTo is release, and st (which may be nil) told that cur is gone.
+func (c *Client) releaseTo(ctx context.Context, cur *mapping, lost bool, st *Status) error {
+	err := c.release(ctx, cur, lost)
+	st.set(cur, StateRemoved)
+	return err
 }
 
 // renew asks again for cur with its own method, or, when lost, maps req

@@ -114,6 +114,10 @@ type Config struct {
 	// Logger gets one line per event (mapped, renewed, retrying,
 	// removed). Nil discards them.
 	Logger *slog.Logger
+
+	// Status, if not nil, gets the state of every mapping Keep holds
+	// (status.go), for metrics.
+	Status *Status
 }
 
 // Request is what to map.

@@ -47,14 +47,14 @@ type UDPForwarder struct {
 	// Logger gets a line per flow opened and closed. nil discards.
 	Logger *slog.Logger
 
-	dropped atomic.Uint64
-	mu      sync.Mutex
-	flows   map[netip.AddrPort]*flow
-	wg      sync.WaitGroup
+	n     udpCounts // datagrams and drops (udpstats.go)
+	mu    sync.Mutex
+	flows map[netip.AddrPort]*flow
+	wg    sync.WaitGroup
 }
 
 // Dropped reports how many datagrams were dropped so far.
-func (f *UDPForwarder) Dropped() uint64 { return f.dropped.Load() }
+func (f *UDPForwarder) Dropped() uint64 { return f.n.stats().Dropped() }
 
 // Flows reports how many flows are open now.
 func (f *UDPForwarder) Flows() int {
@@ -122,9 +122,10 @@ func (f *UDPForwarder) Serve(ctx context.Context, l PacketListener) error {
 			break
 		}
 		if n > MaxDatagram {
-			f.dropped.Add(1)
+			f.n.tooBig.Add(1)
 			continue
 		}
+		f.n.datagrams.Add(1)
 		f.deliver(ctx, l, src, buf[:n], log)
 	}
 	cancel()
@@ -134,7 +135,7 @@ func (f *UDPForwarder) Serve(ctx context.Context, l PacketListener) error {
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
-	log.Info("udp: forward closed", "dropped", f.dropped.Load())
+	log.Info("udp: forward closed", "laddr", laddr(l), "datagrams", f.n.datagrams.Load(), "dropped", f.Dropped())
 	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 		return nil
 	}
@@ -153,13 +154,14 @@ func (f *UDPForwarder) deliver(ctx context.Context, l PacketListener, src netip.
 		}
 		if len(f.flows) >= max {
 			f.mu.Unlock()
-			f.dropped.Add(1)
+			f.n.noFlow.Add(1)
 			log.Debug("udp: flow cap reached; datagram dropped", "peer", src, "flows", max)
 			return
 		}
 		fl = &flow{src: src, queue: make(chan []byte, queueSlots), done: make(chan struct{})}
 		fl.touch()
 		f.flows[src] = fl
+		f.n.flows.Add(1)
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
@@ -173,14 +175,14 @@ func (f *UDPForwarder) deliver(ctx context.Context, l PacketListener, src netip.
 		limit = 1 << 20
 	}
 	if fl.queued.Load()+int64(len(b)) > limit {
-		f.dropped.Add(1)
+		f.n.queueFull.Add(1)
 		return
 	}
 	select {
 	case fl.queue <- append([]byte(nil), b...):
 		fl.queued.Add(int64(len(b)))
 	default:
-		f.dropped.Add(1)
+		f.n.queueFull.Add(1)
 	}
 }
 
@@ -202,7 +204,7 @@ func (f *UDPForwarder) run(ctx context.Context, l PacketListener, fl *flow, log 
 	conn, err := f.Dial(ctx, fl.src)
 	if err != nil {
 		n := len(fl.queue)
-		f.dropped.Add(uint64(n))
+		f.n.failed.Add(uint64(n))
 		log.Info("udp: cannot open flow; datagrams dropped", "peer", fl.src, "err", err, "dropped", n)
 		return
 	}
@@ -220,7 +222,9 @@ func (f *UDPForwarder) run(ctx context.Context, l PacketListener, fl *flow, log 
 				return
 			}
 			fl.touch()
-			l.WriteToUDPAddrPort(buf[:n], fl.src)
+			if _, err := l.WriteToUDPAddrPort(buf[:n], fl.src); err == nil {
+				f.n.replies.Add(1)
+			}
 		}
 	}()
 	for {
@@ -233,7 +237,7 @@ func (f *UDPForwarder) run(ctx context.Context, l PacketListener, fl *flow, log 
 		case b := <-fl.queue:
 			fl.queued.Add(-int64(len(b)))
 			if _, err := conn.Write(b); err != nil {
-				f.dropped.Add(1)
+				f.n.failed.Add(1)
 			}
 		}
 	}

@@ -81,6 +81,15 @@ func TestUDPForwarderReplies(t *testing.T) {
 	if n := f.Flows(); n != 2 {
 		t.Fatalf("%d flows, want 2", n)
 	}
+	// Each datagram counted once each way, two flows opened, none dropped.
+	// (A reply is counted just after it is sent: give the last a moment.)
+	want := UDPStats{Datagrams: 41, Replies: 41, Flows: 2}
+	for deadline := time.Now().Add(2 * time.Second); f.Stats() != want && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := f.Stats(); got != want {
+		t.Fatalf("Stats %+v, want %+v", got, want)
+	}
 }
 
 func TestUDPForwarderIdleAndCap(t *testing.T) {
@@ -94,8 +103,8 @@ func TestUDPForwarderIdleAndCap(t *testing.T) {
 	if got := ask(c, []byte("c"), 300*time.Millisecond); got != nil {
 		t.Fatalf("a third flow past MaxFlows 2 got a reply %q", got)
 	}
-	if f.Dropped() == 0 {
-		t.Fatal("the datagram past the cap was not counted as dropped")
+	if st := f.Stats(); f.Dropped() == 0 || st.NoFlow != f.Dropped() {
+		t.Fatalf("the datagram past the cap was not counted as dropped for want of a flow: %+v", st)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for f.Flows() > 0 && time.Now().Before(deadline) {

@@ -16,6 +16,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 )
@@ -101,6 +102,14 @@ type ClientConfig struct {
 	// (cores.go). nil leaves GOMAXPROCS alone.
 	Cores *CoreBudget
 
+	// Name names the tunnel in its Snapshot and events (pinhole up's
+	// [tunnel.NAME]). "" means Addr.
+	Name string
+	// Events, if set, receives the client's refusals (observe.Ring),
+	// and may be shared by many clients. nil: the client keeps a Ring of
+	// its own.
+	Events *observe.Ring
+
 	// Logger gets one line per state change. nil discards.
 	Logger *slog.Logger
 }
@@ -163,6 +172,7 @@ type Client struct {
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	meter  meter          // streams opened by DialContext and DialUDP
+	ev     events         // reconnects, keepalives, UDP (counters.go)
 	udp    atomic.Bool    // the server last connected to speaks pinhole's UDP extension
 	wg     sync.WaitGroup // the supervisor and every goroutine of DialContext's streams
 	banner authBanners    // what the server said while refusing our keys (authmsg.go)
@@ -174,6 +184,8 @@ type Client struct {
 	forwards []*Forwarding // in the order added, until closed by their owner
 	retired  Stats         // of forwards closed and removed
 	err      error         // why the client closed
+	lastErr  error         // why it last lost or could not make its connection
+	since    time.Time     // when it entered state
 	done     chan struct{} // closed in closed
 }
 
@@ -279,9 +291,16 @@ func newClient(cfg ClientConfig) (*Client, error) {
 			ClientVersion:     versionPrefix + "_" + Version,
 			Timeout:           cfg.ConnectTimeout,
 		},
-		log:  log.With("tunnel", cfg.Addr),
-		up:   make(chan struct{}),
-		done: make(chan struct{}),
+		log:   tunnelLogger(log, cfg),
+		up:    make(chan struct{}),
+		done:  make(chan struct{}),
+		since: time.Now(),
+	}
+	if c.cfg.Events == nil {
+		c.cfg.Events = new(observe.Ring)
+	}
+	if c.cfg.Name == "" {
+		c.cfg.Name = cfg.Addr
 	}
 	c.sshCfg.BannerCallback = c.banner.record
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -327,6 +346,7 @@ func (c *Client) setState(st State, l *link) bool {
 		return false
 	}
 	c.state = st
+	c.since = time.Now()
 	wasWaiting := from == StateConnecting || from == StateReconnecting
 	switch st {
 	case StateUp:
@@ -382,7 +402,7 @@ func (c *Client) connected(l *link) bool {
 // skip lists f as a forward the client could not start, closed, with err.
 func (c *Client) skip(f spec.Forward, err error) {
 	c.log.Warn("forward skipped", "forward", f.Kind.String()+" "+f.String(), "err", err)
-	fw := &Forwarding{c: c, spec: f, closed: true, err: err}
+	fw := &Forwarding{c: c, spec: f, closed: true, err: err, since: time.Now()}
 	fw.ctx, fw.cancel = context.WithCancel(c.ctx)
 	fw.cancel()
 	c.mu.Lock()
@@ -545,17 +565,22 @@ func (c *Client) fail(err error) {
 func (c *Client) supervise(l *link) {
 	for {
 		kctx, kcancel := context.WithCancel(l.ctx)
-		go keepalive(kctx, l, c.cfg.KeepaliveInterval, c.cfg.KeepaliveCountMax, l.activity, c.log)
+		timeouts := c.ev.keepalive.timeouts.Load()
+		go keepalive(kctx, l, c.cfg.KeepaliveInterval, c.cfg.KeepaliveCountMax, l.activity, c.log, &c.ev.keepalive)
 		err := l.Wait()
 		l.cancel()
 		kcancel()
 		c.mu.Lock()
 		lost := c.setState(StateReconnecting, nil)
+		if lost && err != nil {
+			c.lastErr = err
+		}
 		c.mu.Unlock()
 		if !lost {
 			return // closed, or draining: nothing to reconnect for
 		}
-		c.log.Warn("connection lost; reconnecting", "err", err)
+		cause := c.ev.lost(timeouts, err)
+		c.log.Warn("connection lost; reconnecting", "reason", cause, "err", err)
 		if l = c.reconnect(); l == nil {
 			return
 		}
@@ -588,6 +613,10 @@ func (c *Client) reconnect() *link {
 			return nil
 		}
 		delay = min(2*delay, c.cfg.BackoffMax)
+		c.ev.reconnectsFailed.Add(1)
+		c.mu.Lock()
+		c.lastErr = err
+		c.mu.Unlock()
 		c.log.Warn("reconnect failed", "attempt", attempt, "err", err, "next", delay)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/socks"
 	"github.com/pinhole-dev/pinhole/internal/spec"
@@ -37,8 +38,9 @@ type Forwarding struct {
 	err      error // why it is closed, or the server's last refusal of a -R
 	asked    *link // the connection a -R was last asked for on
 	bound    uint32
-	url      string // -R: the public URL pinhole server gave it by name
-	bindHost string // a -R's listen address as sent, and the port
+	url      string    // -R: the public URL pinhole server gave it by name
+	bindHost string    // a -R's listen address as sent, and the port
+	since    time.Time // when its own part of State last changed
 }
 
 // Forward starts f on the client and returns its handle.
@@ -59,7 +61,7 @@ func (c *Client) Forward(ctx context.Context, f spec.Forward) (*Forwarding, erro
 	if f.Kind == spec.Dynamic && f.Proto == spec.UDP {
 		return nil, fmt.Errorf("tunnel: -D %s: a dynamic forward is TCP; SOCKS5 UDP ASSOCIATE rides on it", f)
 	}
-	fw := &Forwarding{c: c, spec: f}
+	fw := &Forwarding{c: c, spec: f, since: time.Now()}
 	fw.ctx, fw.cancel = context.WithCancel(c.ctx)
 	if err := fw.bind(); err != nil {
 		fw.cancel()
@@ -288,6 +290,7 @@ func (f *Forwarding) stopAccepting() {
 		return
 	}
 	f.draining = true
+	f.since = time.Now()
 	l := f.asked
 	f.mu.Unlock()
 	if f.ln != nil {
@@ -312,6 +315,7 @@ func (f *Forwarding) close(err error) {
 		return
 	}
 	f.closed = true
+	f.since = time.Now()
 	if err != nil {
 		f.err = err
 	}
@@ -326,7 +330,7 @@ func (f *Forwarding) close(err error) {
 // refused counts a stream of the forward that could not be opened, and
 // returns err in the words the SOCKS server answers by.
 func (f *Forwarding) refused(err error) error {
-	f.meter.refuse()
+	f.refuse(openReason(err), "", err)
 	if errors.Is(err, ErrProhibited) {
 		return fmt.Errorf("%w: %w", socks.ErrNotAllowed, err)
 	}

@@ -17,8 +17,8 @@ import (
 // request and its reply queue behind bulk data for longer than the
 // intervals allow while the peer is plainly alive, and an interval that
 // saw data needs no request at all. It returns when ctx ends or it closed
-// conn.
-func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count int, activity func() uint64, log *slog.Logger) {
+// conn. ks, if not nil, counts the replies' round trips and the closes.
+func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count int, activity func() uint64, log *slog.Logger, ks *keepaliveStats) {
 	if interval <= 0 {
 		return
 	}
@@ -43,7 +43,8 @@ func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count
 			if inflight {
 				missed++
 				if missed >= count {
-					log.Warn("peer stopped answering keepalives; closing the connection", "missed", missed, "interval", interval)
+					ks.timedOut()
+					log.Warn("peer stopped answering keepalives; closing the connection", "reason", "keepalive", "missed", missed, "interval", interval)
 					conn.Close()
 					return
 				}
@@ -51,7 +52,9 @@ func keepalive(ctx context.Context, conn ssh.Conn, interval time.Duration, count
 			}
 			inflight = true
 			go func() {
+				sent := time.Now()
 				if _, _, err := conn.SendRequest(reqKeepalive, true, nil); err == nil {
+					ks.answered(time.Since(sent))
 					replied <- struct{}{}
 				}
 			}()

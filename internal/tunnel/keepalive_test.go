@@ -47,7 +47,7 @@ func TestKeepaliveCountsData(t *testing.T) {
 	done := make(chan struct{})
 	const interval = 20 * time.Millisecond
 	go func() {
-		keepalive(ctx, m, interval, 3, reads.Load, slog.New(slog.DiscardHandler))
+		keepalive(ctx, m, interval, 3, reads.Load, slog.New(slog.DiscardHandler), nil)
 		close(done)
 	}()
 	select {

@@ -73,8 +73,8 @@ func (f *Forwarding) forwardOut(conn net.Conn) {
 		}
 	}
 	if err != nil {
-		f.meter.refuse()
-		c.log.Info("local forward failed", "laddr", conn.LocalAddr().String(), "raddr", f.spec.Target(), "err", err)
+		f.refuse(openReason(err), conn.RemoteAddr().String(), err)
+		c.log.Info("local forward failed", "forward", f.flag(), "peer", conn.RemoteAddr().String(), "raddr", f.spec.Target(), "reason", openReason(err), "err", err)
 		conn.Close()
 		return
 	}
@@ -93,11 +93,12 @@ func (f *Forwarding) serveLocalUDP() {
 			defer cancel()
 			conn, err := c.dialUDP(ctx, &f.meter, f.spec.Host, f.spec.HostPort, net.UDPAddrFromAddrPort(src))
 			if err != nil {
-				f.meter.refuse()
+				f.refuse(openReason(err), src.String(), err)
 			}
 			return conn, err
 		},
 	}
+	defer c.ev.udp.track(fwd)()
 	fwd.Serve(f.ctx, f.pc)
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/accept"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/proxyproto"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
@@ -119,16 +120,16 @@ func (sc *serverConn) bindOrTakeOverFrom(addr, what string, holder func() *serve
 	case owner == nil || !errors.Is(err, syscall.EADDRINUSE):
 		return fmt.Errorf("cannot listen on %s: %w", addr, err)
 	case owner == sc:
-		return fmt.Errorf("%s is already forwarded by this connection", addr)
+		return because(observe.RefusedPortTaken, fmt.Errorf("%s is already forwarded by this connection", addr))
 	case owner.key != sc.key && what == "name":
 		// A public-URL server's users are strangers to each other: no
 		// address.
-		return fmt.Errorf("%s is already forwarded by another client; pick another name", addr)
+		return because(observe.RefusedPortTaken, fmt.Errorf("%s is already forwarded by another client; pick another name", addr))
 	case owner.key != sc.key || s.cfg.TakeoverProbe < 0:
-		return fmt.Errorf("%s is already forwarded by another client (%s); pick another %s or stop that client", addr, owner.conn.RemoteAddr(), what)
+		return because(observe.RefusedPortTaken, fmt.Errorf("%s is already forwarded by another client (%s); pick another %s or stop that client", addr, owner.conn.RemoteAddr(), what))
 	}
 	if owner.alive(sc.ctx, s.cfg.TakeoverProbe) {
-		return fmt.Errorf("%s is already forwarded by another live connection with this key (%s); stop that client or pick another %s", addr, owner.conn.RemoteAddr(), what)
+		return because(observe.RefusedPortTaken, fmt.Errorf("%s is already forwarded by another live connection with this key (%s); stop that client or pick another %s", addr, owner.conn.RemoteAddr(), what))
 	}
 	owner.log.Warn("taking over a dead connection's remote forward for a new connection of the same key", "laddr", addr, "new", sc.conn.RemoteAddr().String(), "probe", s.cfg.TakeoverProbe)
 	owner.close()
@@ -161,10 +162,10 @@ func (sc *serverConn) alive(ctx context.Context, d time.Duration) bool {
 func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	var fr forwardRequest
 	if err := ssh.Unmarshal(payload, &fr); err != nil {
-		return 0, "", fmt.Errorf("malformed tcpip-forward request: %w", err)
+		return 0, "", because(observe.RefusedMalformed, fmt.Errorf("malformed tcpip-forward request: %w", err))
 	}
 	if fr.BindPort > 65535 {
-		return 0, "", fmt.Errorf("port %d is out of range", fr.BindPort)
+		return 0, "", because(observe.RefusedMalformed, fmt.Errorf("port %d is out of range", fr.BindPort))
 	}
 	// A name is checked against permitlisten as itself: an entry for
 	// loopback (permitlisten="80", "localhost:80") never admits one, since
@@ -175,14 +176,14 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 		asked = name
 	}
 	if name != "" && strings.Contains(name, ".") && (sc.opts == nil || !sc.opts.AllowDomain(name, int(fr.BindPort))) {
-		return 0, "", fmt.Errorf("%s is a domain of its own, not a name under this server's domain: this key needs permitlisten=\"%s:%d\" in the server's authorized_keys to take it", name, name, fr.BindPort)
+		return 0, "", because(observe.RefusedPermitListen, fmt.Errorf("%s is a domain of its own, not a name under this server's domain: this key needs permitlisten=\"%s:%d\" in the server's authorized_keys to take it", name, name, fr.BindPort))
 	}
 	if sc.opts == nil || !sc.opts.AllowListen(asked, int(fr.BindPort)) {
-		return 0, "", fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(asked, strconv.Itoa(int(fr.BindPort))))
+		return 0, "", because(observe.RefusedPermitListen, fmt.Errorf("listening on %s is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", net.JoinHostPort(asked, strconv.Itoa(int(fr.BindPort)))))
 	}
 	s := sc.srv
 	if s.stopped() {
-		return 0, "", errors.New(errShuttingDown)
+		return 0, "", because(observe.RefusedShuttingDown, errors.New(errShuttingDown))
 	}
 	var (
 		ln        net.Listener
@@ -230,7 +231,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 	if fr.BindPort == 0 {
 		key.BindPort = boundPort
 	}
-	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, named: name != "" && fr.BindPort != 443, endPort: endPort}
+	rl := &remoteListener{sc: sc, ln: ln, req: fr, port: boundPort, key: k, since: time.Now(), name: name, url: nameURL(k, ln), named: name != "" && fr.BindPort != 443, endPort: endPort}
 	if d, ok := ln.(interface {
 		SetDial(func(context.Context) (net.Conn, error))
 	}); ok && rl.named {
@@ -242,7 +243,7 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 		sc.mu.Unlock()
 		s.mu.Unlock()
 		rl.close()
-		return 0, "", errors.New(errShuttingDown)
+		return 0, "", because(observe.RefusedShuttingDown, errors.New(errShuttingDown))
 	}
 	s.register(rl.key, sc)
 	sc.forwards[key] = rl
@@ -254,24 +255,31 @@ func (sc *serverConn) listen(payload []byte) (uint32, string, error) {
 		defer sc.wg.Done()
 		rl.serve()
 	}()
-	url := ""
-	if k.addr != bound { // a name's: its listener's address is its URL
-		url = bound
-	}
 	if fr.BindPort == 0 {
-		return boundPort, url, nil
+		return boundPort, rl.url, nil
 	}
-	return 0, url, nil
+	return 0, rl.url, nil
+}
+
+// nameURL is the public URL of a name's listener ln, registered as k: its
+// listener's address; "" for a port's.
+func nameURL(k boundKey, ln net.Listener) string {
+	if a := ln.Addr().String(); a != k.addr {
+		return a
+	}
+	return ""
 }
 
 // remoteListener is one tcpip-forward: it accepts on the server and opens a
 // forwarded-tcpip channel back to the client for each connection.
 type remoteListener struct {
-	sc   *serverConn
-	ln   net.Listener
-	req  forwardRequest // as the client asked
-	port uint32         // bound port
-	key  boundKey       // bound address, the key of Server.bound
+	sc        *serverConn
+	ln        net.Listener
+	req       forwardRequest // as the client asked
+	port      uint32         // bound port
+	key       boundKey       // bound address, the key of Server.bound
+	since     time.Time      // when it started listening
+	name, url string         // a public name's, and its URL
 	// named: a name's HTTP forward (vhost): its connections are the HTTP
 	// router's, which never half-closes, so EOF from it ends the stream.
 	// A name's port-443 forward (TLS passthrough) gets the public
@@ -312,7 +320,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 	if err := rl.sc.keys.openStream(); err != nil {
 		// The public connection is closed unanswered (a name's HTTP
 		// client gets the router's 502); the key's other streams go on.
-		rl.sc.srv.meter.refuse()
+		rl.sc.refuse(limitReason(err), rl.key.addr, c.RemoteAddr(), err)
 		rl.sc.keys.refused(rl.sc.log, err, chanForwardedTCPIP+" "+rl.key.addr)
 		c.Close()
 		return
@@ -324,8 +332,8 @@ func (rl *remoteListener) forward(c net.Conn) {
 		var err error
 		if header, err = rl.sc.streamOptions(proxyproto.AddrPort(c.RemoteAddr()), proxyproto.AddrPort(c.LocalAddr())); err != nil {
 			rl.sc.keys.endStream()
-			rl.sc.srv.meter.refuse()
-			rl.sc.log.Info("forwarded connection closed", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
+			rl.sc.refuse(observe.RefusedTunnelOptions, rl.key.addr, c.RemoteAddr(), err)
+			rl.sc.log.Info("forwarded connection closed", "laddr", rl.key.addr, "peer", c.RemoteAddr().String(), "reason", observe.RefusedTunnelOptions, "err", err)
 			c.Close()
 			return
 		}
@@ -342,20 +350,20 @@ func (rl *remoteListener) forward(c net.Conn) {
 	}
 	ch, err := openEarly(rl.sc.open, chanForwardedTCPIP, chanForwardedTCPIPEarly, payload, early, &rl.sc.early)
 	if err == nil {
-		rl.sc.srv.meter.toTarget.Add(int64(len(early)))
+		rl.sc.meter.toTarget.Add(int64(len(early)))
 	}
 	putEarly(early)
 	if err != nil {
 		rl.sc.keys.endStream()
-		rl.sc.srv.meter.refuse()
-		rl.sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "raddr", c.RemoteAddr().String(), "err", err)
+		rl.sc.refuse(observe.RefusedByClient, rl.key.addr, c.RemoteAddr(), err)
+		rl.sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "peer", c.RemoteAddr().String(), "reason", observe.RefusedByClient, "err", err)
 		c.Close()
 		return
 	}
 	if rl.named {
 		ch = fullClose{ch}
 	}
-	pipeThen(rl.sc.ctx, nil, &rl.sc.wg, &rl.sc.srv.meter, false, c, ch, rl.sc.keys.endStream)
+	pipeThen(rl.sc.ctx, nil, &rl.sc.wg, &rl.sc.meter, false, c, ch, rl.sc.keys.endStream)
 }
 
 // dial opens one stream of a name's HTTP forward for the router
@@ -365,7 +373,7 @@ func (rl *remoteListener) forward(c net.Conn) {
 func (rl *remoteListener) dial(ctx context.Context) (net.Conn, error) {
 	sc := rl.sc
 	if err := sc.keys.openStream(); err != nil {
-		sc.srv.meter.refuse()
+		sc.refuse(limitReason(err), rl.key.addr, addrString{}, err)
 		sc.keys.refused(sc.log, err, chanForwardedTCPIP+" "+rl.key.addr)
 		return nil, err
 	}
@@ -373,8 +381,8 @@ func (rl *remoteListener) dial(ctx context.Context) (net.Conn, error) {
 	ch, err := openEarly(sc.open, chanForwardedTCPIP, chanForwardedTCPIPEarly, payload, nil, &sc.early)
 	if err != nil {
 		sc.keys.endStream()
-		sc.srv.meter.refuse()
-		sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "err", err)
+		sc.refuse(observe.RefusedByClient, rl.key.addr, addrString{}, err)
+		sc.log.Info("client refused forwarded connection", "laddr", rl.key.addr, "reason", observe.RefusedByClient, "err", err)
 		return nil, err
 	}
 	if ctx.Err() != nil {
@@ -382,7 +390,7 @@ func (rl *remoteListener) dial(ctx context.Context) (net.Conn, error) {
 		sc.keys.endStream()
 		return nil, ctx.Err()
 	}
-	c := (&chanConn{Channel: fullClose{ch}, laddr: addrString{rl.key.addr}, raddr: addrString{sc.conn.RemoteAddr().String()}}).counted(sc.ctx, &sc.srv.meter)
+	c := (&chanConn{Channel: fullClose{ch}, laddr: addrString{rl.key.addr}, raddr: addrString{sc.conn.RemoteAddr().String()}}).counted(sc.ctx, &sc.meter)
 	return &endConn{Conn: c, end: sc.keys.endStream}, nil
 }
 

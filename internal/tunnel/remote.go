@@ -11,6 +11,7 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 )
 
@@ -61,7 +62,8 @@ func (f *Forwarding) request(ctx context.Context, l *link) {
 		f.c.log.Warn("remote forward not in place; asking again on the next connection", "forward", f.flag(), "err", err)
 		return
 	}
-	f.c.log.Warn("remote forward refused; asking again while connected", "err", err)
+	f.c.cfg.Events.Add(observe.Event{Reason: observe.RefusedRemote, Tunnel: f.c.cfg.Name, Forward: f.flag(), Detail: fe.Reason})
+	f.c.log.Warn("remote forward refused; asking again while connected", "forward", f.flag(), "reason", observe.RefusedRemote, "err", err)
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -136,12 +138,13 @@ func (f *Forwarding) settle(l *link, host string, r requestReply) error {
 		return net.ErrClosed
 	}
 	f.bound, f.bindHost, f.url, f.err = port, host, url, nil
+	f.since = time.Now()
 	f.mu.Unlock()
 	l.mu.Lock()
 	k := remoteKey{f.spec.Proto, port}
 	l.remotes[k] = append(l.remotes[k], f)
 	l.mu.Unlock()
-	f.c.log.Info("remote forward listening", "laddr", f.remoteAddr(), "raddr", f.spec.Target())
+	f.c.log.Info("remote forward listening", "forward", f.flag(), "laddr", f.remoteAddr(), "raddr", f.spec.Target())
 	return nil
 }
 
@@ -267,8 +270,8 @@ func (f *Forwarding) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early 
 		}
 	}
 	if err != nil {
-		f.meter.refuse()
-		c.log.Info("remote forward: cannot reach target", "raddr", target, "peer", p.origin(), "err", err)
+		f.refuse(observe.RefusedConnectFailed, p.origin(), err)
+		c.log.Info("remote forward: cannot reach target", "forward", f.flag(), "raddr", target, "peer", p.origin(), "reason", observe.RefusedConnectFailed, "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return
 	}

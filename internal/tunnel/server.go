@@ -15,6 +15,7 @@ import (
 
 	"github.com/pinhole-dev/pinhole/internal/accept"
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 )
 
 // GatewayPorts says which address a remote forward listens on, with sshd's
@@ -164,6 +165,11 @@ type ServerConfig struct {
 	// to size GOMAXPROCS by (cores.go). nil leaves GOMAXPROCS alone.
 	Cores *CoreBudget
 
+	// Events, if set, receives the server's refusals and authentication
+	// failures (observe.Ring; Snapshot shows them). nil: the server keeps
+	// a Ring of its own.
+	Events *observe.Ring
+
 	// Logger receives one line per connection, forward and refusal. nil
 	// discards.
 	Logger *slog.Logger
@@ -209,18 +215,21 @@ const (
 //	   │                                                            ▲
 //	   └──────────────────────────Close─────────────────────────────┘
 type Server struct {
-	cfg    ServerConfig
-	sshCfg *ssh.ServerConfig
-	log    *slog.Logger
-	ctx    context.Context // canceled by Close
-	cancel context.CancelFunc
-	meter  meter        // every stream of every connection
-	gate   *startupGate // MaxStartups, PerSourceMaxStartups
+	cfg     ServerConfig
+	sshCfg  *ssh.ServerConfig
+	log     *slog.Logger
+	ctx     context.Context // canceled by Close
+	cancel  context.CancelFunc
+	ev      events        // keepalives, UDP (counters.go)
+	gate    *startupGate  // MaxStartups, PerSourceMaxStartups
+	events  *observe.Ring // refusals and authentication failures
+	started time.Time
 
 	mu        sync.Mutex
 	state     serverState
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
+	retired   Stats                    // of the connections that ended; each live one counts its own
 	bound     map[boundKey]*serverConn // remote-forward listen address → owner
 	wg        sync.WaitGroup
 
@@ -291,6 +300,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		bound:     make(map[boundKey]*serverConn),
 		keys:      make(map[string]*keyState),
 		gate:      newStartupGate(cfg.MaxStartups, cfg.PerSourceMaxStartups, log),
+		events:    cfg.Events,
+		started:   time.Now(),
+	}
+	if s.events == nil {
+		s.events = new(observe.Ring)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	offer := DefaultServerCiphers()
@@ -313,7 +327,27 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 type optionsKey struct{}
 
 // Stats are the figures of every stream the server has carried.
-func (s *Server) Stats() Stats { return s.meter.stats() }
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.retired
+	for c := range s.conns {
+		st = st.add(c.meter.stats())
+	}
+	return st
+}
+
+// openStreams are the TCP streams open on every connection: what a drain
+// waits for.
+func (s *Server) openStreams() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for c := range s.conns {
+		n += c.meter.streams.Load()
+	}
+	return n
+}
 
 // Startups are the figures of the pre-authentication limits.
 func (s *Server) Startups() StartupStats { return s.gate.stats() }
@@ -483,7 +517,7 @@ func (s *Server) Close() error {
 // UDP flows are not waited for: they have no end but their idle timeout.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.setState(serverDraining)
-	err := drain(ctx, s.meter.streams.Load)
+	err := drain(ctx, s.openStreams)
 	s.Close()
 	return err
 }
@@ -549,6 +583,7 @@ func (s *Server) handshake(c net.Conn, release func(), unwrap func(net.Conn) (ne
 		key:         conn.Permissions.Extensions["pubkey-fp"],
 		caps:        caps,
 		activity:    bc.activity,
+		since:       time.Now(),
 		log:         s.log.With("peer", peer, "user", conn.User()),
 		forwards:    make(map[forwardRequest]*remoteListener),
 		udpForwards: make(map[forwardRequest]*udpListener),
@@ -569,6 +604,8 @@ func (s *Server) handshake(c net.Conn, release func(), unwrap func(net.Conn) (ne
 	sc.serve(chans, reqs)
 	s.mu.Lock()
 	delete(s.conns, sc)
+	s.retired = s.retired.add(sc.meter.stats())
 	s.mu.Unlock()
-	sc.log.Info("client disconnected")
+	ms := sc.meter.stats()
+	sc.log.Info("client disconnected", "bytes", ms.ToTarget+ms.FromTarget, "streams", ms.StreamsTotal)
 }

@@ -10,19 +10,20 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 )
 
 // Why a key was refused, as the "auth failed" log line's reason says it
 // (docs/logging.md lists them; they are part of the line's stable format).
 const (
-	reasonUnknownKey = "unknown-key" // not in authorized_keys
-	reasonFrom       = "from"        // listed, but from= does not match the client's address
-	reasonExpired    = "expired"     // listed, but expiry-time= has passed
-	reasonNoKeys     = "no-keys"     // the server has no Authorize at all
-	reasonKeysError  = "keys-error"  // authorized_keys could not be read
-	reasonMethod     = "method"      // password, keyboard-interactive, ...: pinhole takes keys only
-	reasonBadRequest = "bad-request" // a publickey request the server could not use (algorithm, key format)
+	reasonUnknownKey = string(observe.AuthUnknownKey) // not in authorized_keys
+	reasonFrom       = string(observe.AuthFrom)       // listed, but from= does not match the client's address
+	reasonExpired    = string(observe.AuthExpired)    // listed, but expiry-time= has passed
+	reasonNoKeys     = string(observe.AuthNoKeys)     // the server has no Authorize at all
+	reasonKeysError  = string(observe.AuthKeysError)  // authorized_keys could not be read
+	reasonMethod     = string(observe.AuthMethod)     // password, keyboard-interactive, ...: pinhole takes keys only
+	reasonBadRequest = string(observe.AuthBadRequest) // a publickey request the server could not use (algorithm, key format)
 )
 
 // The userauth banners pinhole server sends about a refused key. A pinhole
@@ -149,8 +150,10 @@ func (s *Server) authConfig(a *authAttempts) *ssh.ServerConfig {
 		// The format of this line is stable: docs/logging.md, and the
 		// fail2ban filter in contrib/fail2ban rely on it. peer comes
 		// right after msg, before anything the client chose.
-		s.log.Warn("auth failed", "peer", meta.RemoteAddr().String(), "user", meta.User(),
+		peer := meta.RemoteAddr().String()
+		s.log.Warn("auth failed", "peer", peer, "user", meta.User(),
 			"method", method, "key", key, "reason", reason, "err", detail)
+		s.events.Add(observe.Event{Reason: observe.Reason(reason), Tunnel: key, Forward: method, Peer: peer, Detail: detail.Error()})
 	}
 	return &cfg
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
 	"github.com/pinhole-dev/pinhole/internal/auth"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 )
 
 // serverConn is one authenticated client connection.
@@ -28,6 +29,10 @@ type serverConn struct {
 	log   *slog.Logger
 	// activity counts reads from the client, for keepalive.
 	activity func() uint64
+	// meter counts its streams (a Server's figures are its
+	// connections' sums); since is when it authenticated.
+	meter meter
+	since time.Time
 
 	mu          sync.Mutex
 	forwards    map[forwardRequest]*remoteListener // keyed as the client asked, port 0 by the bound port; nil once closing
@@ -45,7 +50,7 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 	sc.wg.Add(2)
 	go func() {
 		defer sc.wg.Done()
-		keepalive(ctx, sc.conn, sc.srv.cfg.KeepaliveInterval, sc.srv.cfg.KeepaliveCountMax, sc.activity, sc.log)
+		keepalive(ctx, sc.conn, sc.srv.cfg.KeepaliveInterval, sc.srv.cfg.KeepaliveCountMax, sc.activity, sc.log, &sc.srv.ev.keepalive)
 	}()
 	go func() {
 		defer sc.wg.Done()
@@ -70,7 +75,7 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 			continue
 		}
 		if nc.ChannelType() != chanSession && sc.srv.stopped() {
-			sc.srv.meter.refuse()
+			sc.refuse(observe.RefusedShuttingDown, nc.ChannelType(), nil, nil)
 			nc.Reject(ssh.ConnectionFailed, errShuttingDown)
 			continue
 		}
@@ -78,7 +83,7 @@ func (sc *serverConn) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Reques
 			// Refused here, before a goroutine or a dial: a key
 			// hammering at its limit costs the server little, and its
 			// other streams go on.
-			sc.srv.meter.refuse()
+			sc.refuse(limitReason(err), nc.ChannelType(), nil, err)
 			nc.Reject(ssh.ResourceShortage, err.Error())
 			sc.keys.refused(sc.log, err, nc.ChannelType())
 			if nc.ChannelType() == chanSession {
@@ -138,7 +143,8 @@ func (sc *serverConn) globalRequest(req *ssh.Request) {
 		}
 		port, url, err := listen(req.Payload)
 		if err != nil {
-			sc.log.Info("remote forward refused", "err", err)
+			sc.refuseForward(err, req.Payload)
+			sc.log.Info("remote forward refused", "reason", reasonOf(err), "err", err)
 			var reason []byte
 			if sc.caps.reasons {
 				reason = []byte(err.Error())
@@ -220,7 +226,7 @@ func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel, done func()
 		done()
 		return
 	}
-	pipeThen(ctx, nil, &sc.wg, &sc.srv.meter, true, c, ch, done)
+	pipeThen(ctx, nil, &sc.wg, &sc.meter, true, c, ch, done)
 }
 
 // openTarget serves the common part of direct-tcpip and
@@ -230,13 +236,13 @@ func (sc *serverConn) direct(ctx context.Context, nc ssh.NewChannel, done func()
 func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network string) (ch ssh.Channel, c net.Conn, target string, ok bool) {
 	p, early, err := parseOpen(nc.ChannelType(), nc.ExtraData())
 	if err != nil {
-		sc.srv.meter.refuse()
+		sc.refuse(observe.RefusedMalformed, nc.ChannelType(), nil, err)
 		nc.Reject(ssh.ConnectionFailed, "malformed "+nc.ChannelType()+" request")
 		return nil, nil, "", false
 	}
 	target = p.target()
 	if p.Port > 65535 || sc.opts == nil || !sc.opts.AllowOpen(p.Host, int(p.Port)) {
-		sc.srv.meter.refuse()
+		sc.refuse(observe.RefusedPermitOpen, target+"/"+network, nil, nil)
 		sc.log.Info("refused to open", "raddr", target, "proto", network, "reason", "permitopen")
 		nc.Reject(ssh.Prohibited, "connecting to "+target+"/"+network+" is not allowed for this key (permitopen or no-port-forwarding in authorized_keys)")
 		return nil, nil, "", false
@@ -245,14 +251,14 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 	c, err = sc.srv.cfg.Dial(dctx, network, target)
 	cancel()
 	if err != nil {
-		sc.srv.meter.refuse()
-		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+		sc.refuse(observe.RefusedConnectFailed, target+"/"+network, nil, err)
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "reason", observe.RefusedConnectFailed, "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return nil, nil, "", false
 	}
 	if err := writeEarly(c, target, early); err != nil {
-		sc.srv.meter.refuse()
-		sc.log.Info("connect failed", "raddr", target, "proto", network, "err", err)
+		sc.refuse(observe.RefusedConnectFailed, target+"/"+network, nil, err)
+		sc.log.Info("connect failed", "raddr", target, "proto", network, "reason", observe.RefusedConnectFailed, "err", err)
 		nc.Reject(ssh.ConnectionFailed, err.Error())
 		return nil, nil, "", false
 	}
@@ -262,7 +268,7 @@ func (sc *serverConn) openTarget(ctx context.Context, nc ssh.NewChannel, network
 		return nil, nil, "", false
 	}
 	ignoreRequests(reqs)
-	sc.srv.meter.toTarget.Add(int64(len(early)))
+	sc.meter.toTarget.Add(int64(len(early)))
 	if sc.log.Enabled(ctx, slog.LevelDebug) { // p.origin() allocates even when discarded
 		sc.log.Debug("channel open", "type", nc.ChannelType(), "raddr", target, "origin", p.origin())
 	}

@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/relay"
 )
 
@@ -25,7 +27,7 @@ func (sc *serverConn) directUDP(ctx context.Context, nc ssh.NewChannel, done fun
 	}
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	pipeDatagrams(newDatagramConn(ch, udp.LocalAddr(), udp.RemoteAddr()).counted(&sc.srv.meter, false), udp)
+	pipeDatagrams(newDatagramConn(ch, udp.LocalAddr(), udp.RemoteAddr()).counted(&sc.meter, false), udp)
 }
 
 // udpListener is one udp-forward@pinhole: a UDP socket on the server whose
@@ -34,6 +36,8 @@ type udpListener struct {
 	sc     *serverConn
 	pc     *net.UDPConn
 	key    boundKey // bound address, the key of Server.bound
+	req    forwardRequest
+	since  time.Time
 	cancel context.CancelFunc
 	fwd    *relay.UDPForwarder
 	once   sync.Once
@@ -55,17 +59,17 @@ func (ul *udpListener) close() {
 func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 	var fr forwardRequest
 	if err := ssh.Unmarshal(payload, &fr); err != nil {
-		return 0, fmt.Errorf("malformed %s request: %w", reqUDPForward, err)
+		return 0, because(observe.RefusedMalformed, fmt.Errorf("malformed %s request: %w", reqUDPForward, err))
 	}
 	if fr.BindPort > 65535 {
-		return 0, fmt.Errorf("port %d is out of range", fr.BindPort)
+		return 0, because(observe.RefusedMalformed, fmt.Errorf("port %d is out of range", fr.BindPort))
 	}
 	where := net.JoinHostPort(fr.BindHost, strconv.Itoa(int(fr.BindPort)))
 	if sc.opts == nil || !sc.opts.AllowListen(fr.BindHost, int(fr.BindPort)) {
-		return 0, fmt.Errorf("listening on %s/udp is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", where)
+		return 0, because(observe.RefusedPermitListen, fmt.Errorf("listening on %s/udp is not allowed for this key (permitlisten or no-port-forwarding in authorized_keys)", where))
 	}
 	if sc.srv.stopped() {
-		return 0, errors.New(errShuttingDown)
+		return 0, because(observe.RefusedShuttingDown, errors.New(errShuttingDown))
 	}
 	addr := net.JoinHostPort(sc.srv.bindHost(fr.BindHost), strconv.Itoa(int(fr.BindPort)))
 	ua, err := net.ResolveUDPAddr("udp", addr)
@@ -87,14 +91,14 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 		return 0, err
 	}
 	ctx, cancel := context.WithCancel(sc.srv.ctx)
-	ul := &udpListener{sc: sc, pc: pc, key: boundKey{udp: true, addr: bound.String()}, cancel: cancel}
+	ul := &udpListener{sc: sc, pc: pc, req: fr, since: time.Now(), key: boundKey{udp: true, addr: bound.String()}, cancel: cancel}
 	ul.fwd = &relay.UDPForwarder{
 		IdleTimeout: sc.srv.cfg.UDPIdleTimeout,
 		MaxFlows:    sc.srv.cfg.UDPMaxFlows,
 		Logger:      sc.log,
 		Dial: func(ctx context.Context, src netip.AddrPort) (net.Conn, error) {
 			if err := sc.keys.openStream(); err != nil {
-				sc.srv.meter.refuse()
+				sc.refuse(limitReason(err), ul.where(), net.UDPAddrFromAddrPort(src), err)
 				sc.keys.refused(sc.log, err, chanForwardedUDP+" "+ul.where())
 				return nil, err
 			}
@@ -102,11 +106,11 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 			ch, reqs, err := sc.conn.OpenChannel(chanForwardedUDP, ssh.Marshal(p))
 			if err != nil {
 				sc.keys.endStream()
-				sc.srv.meter.refuse()
+				sc.refuse(observe.RefusedByClient, ul.where(), net.UDPAddrFromAddrPort(src), err)
 				return nil, err
 			}
 			ignoreRequests(reqs)
-			dc := newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)).counted(&sc.srv.meter, true)
+			dc := newDatagramConn(ch, bound, net.UDPAddrFromAddrPort(src)).counted(&sc.meter, true)
 			meterEnd := dc.end
 			dc.end = func() { meterEnd(); sc.keys.endStream() }
 			return dc, nil
@@ -122,7 +126,7 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 		sc.mu.Unlock()
 		sc.srv.mu.Unlock()
 		ul.close()
-		return 0, errors.New(errShuttingDown)
+		return 0, because(observe.RefusedShuttingDown, errors.New(errShuttingDown))
 	}
 	sc.srv.register(ul.key, sc)
 	sc.udpForwards[key] = ul
@@ -132,6 +136,7 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 	sc.wg.Add(1)
 	go func() {
 		defer sc.wg.Done()
+		defer sc.srv.ev.udp.track(ul.fwd)()
 		ul.fwd.Serve(ctx, pc)
 	}()
 	if fr.BindPort == 0 {
