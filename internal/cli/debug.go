@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/pinhole-dev/pinhole/internal/spec"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -94,7 +95,7 @@ func checkDebugAddr(v string) error {
 	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
 		return fmt.Errorf("%q: bad port %q", v, port)
 	}
-	if !loopbackHost(host) {
+	if !spec.LoopbackHost(host) {
 		return fmt.Errorf("%q: only a loopback address is allowed (127.0.0.1, ::1 or localhost): the debug server is not for the network", v)
 	}
 	return nil

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/metrics"
+	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 	"github.com/pinhole-dev/pinhole/internal/vhost"
 )
@@ -68,7 +68,7 @@ func (m *metricsFlags) start(e *env, who string, src metrics.Sources) (*metricsS
 	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
 		return nil, fmt.Errorf("--metrics %q: bad port %q", m.addr, port)
 	}
-	if !loopbackHost(host) && token == "" && !m.open {
+	if !spec.LoopbackHost(host) && token == "" && !m.open {
 		return nil, fmt.Errorf("--metrics %s is reachable from other machines: give --metrics-token-file FILE (scrapers then send Authorization: Bearer TOKEN), or --allow-open-metrics to serve it to anyone who reaches it, or a loopback address such as 127.0.0.1:%s", m.addr, port)
 	}
 	ln, err := net.Listen("tcp", m.addr)
@@ -78,7 +78,11 @@ func (m *metricsFlags) start(e *env, who string, src metrics.Sources) (*metricsS
 	src.Version = tunnel.Version
 	mets := metrics.New(src)
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", mets.Handler(token))
+	var h http.Handler = mets.Handler(token)
+	if token == "" && spec.LoopbackHost(host) {
+		h = loopbackOnly(h)
+	}
+	mux.Handle("/metrics", h)
 	ms := &metricsServer{Metrics: mets, srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -128,12 +132,17 @@ func nameLabel(r *vhost.Router, host string) string {
 	return host
 }
 
-// loopbackHost reports whether host (of host:port) is a loopback address
-// or localhost; "" (every address) is not.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
+// loopbackOnly answers 403 to a request whose Host is not localhost or a
+// loopback address: without a token, the loopback address is the only
+// guard, and a web page of another site that has its name resolve to
+// 127.0.0.1 (DNS rebinding) would otherwise read the metrics from the
+// browser of someone on this machine.
+func loopbackOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !spec.LoopbackHost(r.Host) {
+			http.Error(w, "pinhole: metrics without a token answer only to a loopback Host (localhost or 127.0.0.1); give --metrics-token-file to scrape by another name", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -278,6 +278,33 @@ func TestMetricsAddress(t *testing.T) {
 		}
 		families(t, scrape(t, addr, "s3cret-scrape-token"))
 	})
+	t.Run("rebinding", func(t *testing.T) {
+		// Without a token, a Host that is not loopback (a page of
+		// another site whose name resolves to 127.0.0.1) gets 403.
+		srv := start(t, append(append([]string(nil), base...), "--metrics", "127.0.0.1:0")...)
+		addr := srv.waitLine(t, `metrics on http://(\S+)/metrics`)[1]
+		_, port, _ := net.SplitHostPort(addr)
+		for host, want := range map[string]int{
+			"evil.example:" + port: http.StatusForbidden,
+			"localhost:" + port:    http.StatusOK,
+			addr:                   http.StatusOK,
+			"[::1]:" + port:        http.StatusOK,
+		} {
+			req, err := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = host
+			res, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != want {
+				t.Errorf("Host %s: %d, want %d", host, res.StatusCode, want)
+			}
+		}
+	})
 }
 
 // stopAndRead ends p and returns everything it wrote to stderr and the

@@ -352,6 +352,29 @@ func b2f(b bool) float64 {
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+
+	mu    sync.Mutex
+	names map[string]struct{} // the name labels given so far
+}
+
+// maxHTTPNames is how many names get series of their own: tunnels come
+// and go, and a series, once made, stays for the process's life, so a
+// client cycling through names would otherwise grow the exposition
+// without end. Requests for names past it count as "other".
+const maxHTTPNames = 1000
+
+// label is name, or "other" once maxHTTPNames other names have series.
+func (m *httpMetrics) label(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.names[name]; ok {
+		return name
+	}
+	if len(m.names) >= maxHTTPNames {
+		return "other"
+	}
+	m.names[name] = struct{}{}
+	return name
 }
 
 // WrapHTTP counts each request next answers: pinhole_http_requests_total
@@ -373,6 +396,7 @@ func (m *Metrics) WrapHTTP(next http.Handler, nameOf func(host string) string) h
 				Help:    "Time from an HTTP request to the end of its answer (to the upgrade for a WebSocket), by name.",
 				Buckets: []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 			}, []string{"name"}),
+			names: make(map[string]struct{}),
 		}
 		m.reg.MustRegister(m.http.requests, m.http.latency)
 	}
@@ -394,7 +418,7 @@ func (h *countedHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	h.next.ServeHTTP(sw, r)
-	name := h.nameOf(r.Host)
+	name := h.m.label(h.nameOf(r.Host))
 	h.m.requests.WithLabelValues(name, sw.class()).Inc()
 	h.m.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
 }

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -180,4 +181,29 @@ func TestPortmapMetrics(t *testing.T) {
 	check("pinhole_portmap_lease_remaining_seconds", "method=pcp,port=2222,proto=tcp", 90)
 	check("pinhole_portmap_lease_remaining_seconds", "method=upnp,port=53,proto=udp", math.Inf(1))
 	check("pinhole_portmap_lease_remaining_seconds", "method=natpmp,port=80,proto=tcp", 0)
+}
+
+// TestHTTPNamesBounded: past maxHTTPNames names, requests count as
+// "other", and the names already seen keep their series.
+func TestHTTPNamesBounded(t *testing.T) {
+	m := New(Sources{Role: "server", Version: "test"})
+	h := m.WrapHTTP(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}), func(host string) string { return host })
+	for i := range maxHTTPNames + 50 {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Host = fmt.Sprintf("n%d", i)
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Host = "n0"
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	fam := gather(t, m)["pinhole_http_requests_total"]
+	if got := len(fam.GetMetric()); got != maxHTTPNames+1 {
+		t.Errorf("%d series, want %d names and other", got, maxHTTPNames+1)
+	}
+	if s := series(fam, "code=2xx,name=other"); s == nil || s.GetCounter().GetValue() != 50 {
+		t.Errorf("other: %v, want 50", s)
+	}
+	if s := series(fam, "code=2xx,name=n0"); s == nil || s.GetCounter().GetValue() != 2 {
+		t.Errorf("n0: %v, want 2", s)
+	}
 }

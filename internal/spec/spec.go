@@ -375,3 +375,18 @@ func (f Forward) ListenAddr() string {
 func (f Forward) Target() string {
 	return net.JoinHostPort(f.Host, strconv.Itoa(int(f.HostPort)))
 }
+
+// LoopbackHost reports whether host, a name or address alone or with a
+// port (host:port, [v6]:port), is localhost or a loopback address; ""
+// (every address) is not.
+func LoopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
