@@ -274,8 +274,8 @@ func TestDashboardInChromium(t *testing.T) {
 	writeFile(t, authKeys, line)
 	srv := start(t, "server", "--listen", "127.0.0.1:0", "--host-key", filepath.Join(dir, "host_key"), "--authorized-keys", authKeys,
 		"--control", "none", "--dashboard", "127.0.0.1:0")
-	addr := srv.waitLine(t, `listening on (\S+)`)[1]
 	dash := srv.waitLine(t, `^pinhole server: dashboard on (http://\S+)`)[1]
+	addr := srv.waitLine(t, `listening on (\S+)`)[1]
 	w := &world{dir: dir, addr: addr, identity: identity, known: filepath.Join(dir, "known_hosts"), server: srv}
 	c := start(t, w.connectArgs("--control", "none", "--dashboard", "127.0.0.1:0", "-L", "0:"+echo.Addr(), "-L", "0:127.0.0.1:9", "-R", "0:"+echo.Addr())...)
 	cdash := c.waitLine(t, `^pinhole connect: dashboard on (http://\S+)`)[1]

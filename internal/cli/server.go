@@ -228,6 +228,20 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		}
 		lns = append(lns, ln)
 	}
+	// The control socket and the dashboard first: once the server says
+	// it listens, pinhole status finds it.
+	asks := make(chan reloadAsk)
+	stopWatch, err := watch.start(e, "server", control.Handler{
+		Snapshot: func() observe.Snapshot { return serverSnapshot(srv) },
+		Reload:   asker(asks),
+	})
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
+	defer stopWatch()
 	if created {
 		fmt.Fprintf(e.stdout, "pinhole server: generated a new host key in %s\n", *hostKey)
 	}
@@ -247,18 +261,6 @@ func runServer(ctx context.Context, e *env, args []string) error {
 	}
 	defer unmap()
 
-	asks := make(chan reloadAsk)
-	stopWatch, err := watch.start(e, "server", control.Handler{
-		Snapshot: func() observe.Snapshot { return serverSnapshot(srv) },
-		Reload:   asker(asks),
-	})
-	if err != nil {
-		for _, ln := range lns {
-			ln.Close()
-		}
-		return err
-	}
-	defer stopWatch()
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { errc <- srv.Serve(ln) }()

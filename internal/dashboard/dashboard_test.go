@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -144,4 +146,25 @@ func TestEvents(t *testing.T) {
 	if len(got) != 2 || got[0].RateSeconds != 0 || got[1].RateSeconds < 0.5 || got[1].Totals.RateToTarget <= 0 {
 		t.Fatalf("events %+v; want two snapshots, the second with rates over about a second", got)
 	}
+}
+
+// FuzzLoopbackHost: any Host header is judged without a panic, and one
+// judged loopback names localhost or a loopback address.
+func FuzzLoopbackHost(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:8081", "localhost", "[::1]:80", "[::ffff:127.0.0.1]", "evil.example", "127.0.0.1.nip.io", "", "[", "::1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		if !loopbackHost(host) {
+			return
+		}
+		h := host
+		if x, _, err := net.SplitHostPort(host); err == nil {
+			h = x
+		}
+		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+		if a, err := netip.ParseAddr(h); !strings.EqualFold(h, "localhost") && (err != nil || !a.Unmap().IsLoopback()) {
+			t.Fatalf("%q judged loopback", host)
+		}
+	})
 }

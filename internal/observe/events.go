@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,9 +91,10 @@ type Event struct {
 	Peer string `json:"peer,omitempty"`
 	// Detail is the error in words, at most 200 bytes.
 	Detail string `json:"detail,omitempty"`
-	// Repeats is how many times more the same refusal (reason, tunnel,
-	// forward and peer) came right after it, such as a -R the server
-	// refuses each time the client asks again; Time is the last one's.
+	// Repeats is how many times more the same refusal (reason, tunnel
+	// and forward) came right after it, from any peer: a -R the server
+	// refuses each time the client asks again, a burst of connections
+	// over a limit. Time is the last one's; Peer and Detail the first's.
 	Repeats uint64 `json:"repeats,omitempty"`
 }
 
@@ -116,9 +118,15 @@ type Ring struct {
 }
 
 // Add records e, with its Seq and, when zero, Time set; Kind follows from
-// its Reason. The same refusal as the latest adds to its Repeats instead. A Reason outside the set is not recorded: it would be an
-// unbounded label. A nil Ring records nothing.
-func (r *Ring) Add(e Event) {
+// its Reason. The same refusal as the latest (reason, tunnel, forward)
+// adds to its Repeats instead. A Reason outside the set is not recorded:
+// it would be an unbounded label. A nil Ring records nothing.
+func (r *Ring) Add(e Event) { r.AddText(e, nil, nil) }
+
+// AddText is Add with the event's Peer and Detail given as peer and err,
+// turned into text only when the event takes a slot of its own: a burst
+// of the same refusal costs a count and a lock each, no allocation.
+func (r *Ring) AddText(e Event, peer fmt.Stringer, err error) {
 	i := e.Reason.index()
 	if r == nil || i < 0 {
 		return
@@ -126,6 +134,26 @@ func (r *Ring) Add(e Event) {
 	r.counts[i].Add(1)
 	if e.Time.IsZero() {
 		e.Time = time.Now()
+	}
+	size := r.Size
+	if size <= 0 {
+		size = DefaultRingSize
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.events); n > 0 {
+		last := &r.events[(r.next+n-1)%n]
+		if last.Reason == e.Reason && last.Tunnel == e.Tunnel && last.Forward == e.Forward {
+			last.Repeats++
+			last.Time = e.Time
+			return
+		}
+	}
+	if peer != nil {
+		e.Peer = peer.String()
+	}
+	if err != nil {
+		e.Detail = err.Error()
 	}
 	e.Kind = "refused"
 	if e.Reason.Auth() {
@@ -137,20 +165,6 @@ func (r *Ring) Add(e Event) {
 			d = d[:len(d)-1]
 		}
 		e.Detail = d
-	}
-	size := r.Size
-	if size <= 0 {
-		size = DefaultRingSize
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if n := len(r.events); n > 0 {
-		last := &r.events[(r.next+n-1)%n]
-		if last.Reason == e.Reason && last.Tunnel == e.Tunnel && last.Forward == e.Forward && last.Peer == e.Peer {
-			last.Repeats++
-			last.Time, last.Detail = e.Time, e.Detail
-			return
-		}
 	}
 	r.seq++
 	e.Seq = r.seq

@@ -12,7 +12,7 @@ import (
 func TestRing(t *testing.T) {
 	r := &Ring{Size: 3}
 	for i := range 5 {
-		r.Add(Event{Reason: RefusedPermitOpen, Peer: fmt.Sprint("10.0.0.1:", i)})
+		r.Add(Event{Reason: RefusedPermitOpen, Forward: fmt.Sprint("10.0.0.5:", i), Peer: fmt.Sprint("10.0.0.1:", i)})
 	}
 	r.Add(Event{Reason: "made-up", Peer: "10.0.0.9:1"})
 	r.Add(Event{Reason: AuthUnknownKey, Peer: "10.0.0.2:1", Detail: strings.Repeat("é", 300)})
@@ -37,12 +37,13 @@ func TestRing(t *testing.T) {
 		t.Errorf("Counts has %d keys; want every one of the %d reasons", len(c), len(Reasons()))
 	}
 
-	// The same refusal again and again is one event that repeats.
-	for range 4 {
-		r.Add(Event{Reason: RefusedRemote, Tunnel: "office", Forward: "-R 80:localhost:3000"})
+	// The same refusal again and again, from any peer, is one event
+	// that repeats, with the first one's peer and detail.
+	for i := range 4 {
+		r.AddText(Event{Reason: RefusedRemote, Tunnel: "office", Forward: "-R 80:localhost:3000"}, stringer(fmt.Sprint("peer", i)), fmt.Errorf("refusal %d", i))
 	}
 	es = r.Events()
-	if last := es[len(es)-1]; last.Reason != RefusedRemote || last.Repeats != 3 || es[len(es)-2].Reason != AuthUnknownKey {
+	if last := es[len(es)-1]; last.Reason != RefusedRemote || last.Repeats != 3 || last.Peer != "peer0" || last.Detail != "refusal 0" || es[len(es)-2].Reason != AuthUnknownKey {
 		t.Errorf("events %+v; want one forward-refused with 3 repeats after the auth failure", es)
 	}
 	if r.Count(RefusedRemote) != 4 {
@@ -56,13 +57,29 @@ func TestRing(t *testing.T) {
 	}
 }
 
+type stringer string
+
+func (s stringer) String() string { return string(s) }
+
+// TestRingRepeatsFree: a burst of the same refusal allocates nothing
+// once its first event is in.
+func TestRingRepeatsFree(t *testing.T) {
+	var r Ring
+	peer, err := stringer("10.0.0.1:5"), fmt.Errorf("over the limit")
+	e := Event{Reason: RefusedStreams, Tunnel: "SHA256:x", Forward: "direct-tcpip"}
+	r.AddText(e, peer, err)
+	if n := testing.AllocsPerRun(100, func() { r.AddText(e, peer, err) }); n != 0 {
+		t.Errorf("a repeated refusal allocates %v times; want 0", n)
+	}
+}
+
 func TestRingConcurrent(t *testing.T) {
 	var r Ring
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 500 {
-				r.Add(Event{Reason: RefusedStreams, Peer: fmt.Sprint(g, ":", i)})
+				r.Add(Event{Reason: RefusedStreams, Forward: fmt.Sprint(g, ":", i)})
 				r.Events()
 			}
 		})

@@ -403,6 +403,7 @@ func (c *Client) connected(l *link) bool {
 func (c *Client) skip(f spec.Forward, err error) {
 	c.log.Warn("forward skipped", "forward", f.Kind.String()+" "+f.String(), "err", err)
 	fw := &Forwarding{c: c, spec: f, closed: true, err: err, since: time.Now()}
+	fw.label = fw.flag()
 	fw.ctx, fw.cancel = context.WithCancel(c.ctx)
 	fw.cancel()
 	c.mu.Lock()

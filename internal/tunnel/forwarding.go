@@ -41,6 +41,7 @@ type Forwarding struct {
 	url      string    // -R: the public URL pinhole server gave it by name
 	bindHost string    // a -R's listen address as sent, and the port
 	since    time.Time // when its own part of State last changed
+	label    string    // flag(), made once, for its events
 }
 
 // Forward starts f on the client and returns its handle.
@@ -62,6 +63,7 @@ func (c *Client) Forward(ctx context.Context, f spec.Forward) (*Forwarding, erro
 		return nil, fmt.Errorf("tunnel: -D %s: a dynamic forward is TCP; SOCKS5 UDP ASSOCIATE rides on it", f)
 	}
 	fw := &Forwarding{c: c, spec: f, since: time.Now()}
+	fw.label = fw.flag()
 	fw.ctx, fw.cancel = context.WithCancel(c.ctx)
 	if err := fw.bind(); err != nil {
 		fw.cancel()
@@ -330,7 +332,7 @@ func (f *Forwarding) close(err error) {
 // refused counts a stream of the forward that could not be opened, and
 // returns err in the words the SOCKS server answers by.
 func (f *Forwarding) refused(err error) error {
-	f.refuse(openReason(err), "", err)
+	f.refuse(openReason(err), nil, err)
 	if errors.Is(err, ErrProhibited) {
 		return fmt.Errorf("%w: %w", socks.ErrNotAllowed, err)
 	}

@@ -73,7 +73,7 @@ func (f *Forwarding) forwardOut(conn net.Conn) {
 		}
 	}
 	if err != nil {
-		f.refuse(openReason(err), conn.RemoteAddr().String(), err)
+		f.refuse(openReason(err), conn.RemoteAddr(), err)
 		c.log.Info("local forward failed", "forward", f.flag(), "peer", conn.RemoteAddr().String(), "raddr", f.spec.Target(), "reason", openReason(err), "err", err)
 		conn.Close()
 		return
@@ -93,7 +93,7 @@ func (f *Forwarding) serveLocalUDP() {
 			defer cancel()
 			conn, err := c.dialUDP(ctx, &f.meter, f.spec.Host, f.spec.HostPort, net.UDPAddrFromAddrPort(src))
 			if err != nil {
-				f.refuse(openReason(err), src.String(), err)
+				f.refuse(openReason(err), src, err)
 			}
 			return conn, err
 		},

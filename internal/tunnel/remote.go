@@ -62,7 +62,7 @@ func (f *Forwarding) request(ctx context.Context, l *link) {
 		f.c.log.Warn("remote forward not in place; asking again on the next connection", "forward", f.flag(), "err", err)
 		return
 	}
-	f.c.cfg.Events.Add(observe.Event{Reason: observe.RefusedRemote, Tunnel: f.c.cfg.Name, Forward: f.flag(), Detail: fe.Reason})
+	f.c.cfg.Events.Add(observe.Event{Reason: observe.RefusedRemote, Tunnel: f.c.cfg.Name, Forward: f.label, Detail: fe.Reason})
 	f.c.log.Warn("remote forward refused; asking again while connected", "forward", f.flag(), "reason", observe.RefusedRemote, "err", err)
 	f.wg.Add(1)
 	go func() {
@@ -257,6 +257,12 @@ func (f *Forwarding) adopt() bool {
 	return true
 }
 
+// origin is where a forwarded channel's connection came from, as text
+// when asked for.
+type origin channelOpen
+
+func (o origin) String() string { return channelOpen(o).origin() }
+
 func (f *Forwarding) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early []byte) {
 	c := f.c
 	target := f.spec.Target()
@@ -270,7 +276,7 @@ func (f *Forwarding) forwardIn(l *link, nc ssh.NewChannel, p channelOpen, early 
 		}
 	}
 	if err != nil {
-		f.refuse(observe.RefusedConnectFailed, p.origin(), err)
+		f.refuse(observe.RefusedConnectFailed, origin(p), err)
 		c.log.Info("remote forward: cannot reach target", "forward", f.flag(), "raddr", target, "peer", p.origin(), "reason", observe.RefusedConnectFailed, "err", err)
 		nc.Reject(ssh.ConnectionFailed, dialReason(err))
 		return

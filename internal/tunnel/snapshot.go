@@ -3,6 +3,7 @@ package tunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -106,20 +107,16 @@ func (fr forwardRequest) where() string {
 // refuse counts a stream of sc that could not be opened, and records why:
 // what is the target, listener or channel type refused, peer where the
 // refused connection came from (nil: sc's client).
-func (sc *serverConn) refuse(r observe.Reason, what string, peer net.Addr, err error) {
+func (sc *serverConn) refuse(r observe.Reason, what string, peer fmt.Stringer, err error) {
 	sc.meter.refuse()
 	sc.event(r, what, peer, err)
 }
 
-func (sc *serverConn) event(r observe.Reason, what string, peer net.Addr, err error) {
+func (sc *serverConn) event(r observe.Reason, what string, peer fmt.Stringer, err error) {
 	if peer == nil {
 		peer = sc.conn.RemoteAddr()
 	}
-	e := observe.Event{Reason: r, Tunnel: sc.key, Forward: what, Peer: peer.String()}
-	if err != nil {
-		e.Detail = err.Error()
-	}
-	sc.srv.events.Add(e)
+	sc.srv.events.AddText(observe.Event{Reason: r, Tunnel: sc.key, Forward: what}, peer, err)
 }
 
 // refuseForward records the refusal of a remote forward (tcpip-forward,
@@ -245,13 +242,9 @@ func kindName(k spec.Kind) string {
 
 // refuse counts a stream of the forward that could not be opened, and
 // records why: peer is where the refused connection came from.
-func (f *Forwarding) refuse(r observe.Reason, peer string, err error) {
+func (f *Forwarding) refuse(r observe.Reason, peer fmt.Stringer, err error) {
 	f.meter.refuse()
-	e := observe.Event{Reason: r, Tunnel: f.c.cfg.Name, Forward: f.flag(), Peer: peer}
-	if err != nil {
-		e.Detail = err.Error()
-	}
-	f.c.cfg.Events.Add(e)
+	f.c.cfg.Events.AddText(observe.Event{Reason: r, Tunnel: f.c.cfg.Name, Forward: f.label}, peer, err)
 }
 
 // openReason is the reason a client's stream open failed with err: the

@@ -98,7 +98,7 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 		Logger:      sc.log,
 		Dial: func(ctx context.Context, src netip.AddrPort) (net.Conn, error) {
 			if err := sc.keys.openStream(); err != nil {
-				sc.refuse(limitReason(err), ul.where(), net.UDPAddrFromAddrPort(src), err)
+				sc.refuse(limitReason(err), ul.where(), src, err)
 				sc.keys.refused(sc.log, err, chanForwardedUDP+" "+ul.where())
 				return nil, err
 			}
@@ -106,7 +106,7 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 			ch, reqs, err := sc.conn.OpenChannel(chanForwardedUDP, ssh.Marshal(p))
 			if err != nil {
 				sc.keys.endStream()
-				sc.refuse(observe.RefusedByClient, ul.where(), net.UDPAddrFromAddrPort(src), err)
+				sc.refuse(observe.RefusedByClient, ul.where(), src, err)
 				return nil, err
 			}
 			ignoreRequests(reqs)
