@@ -422,6 +422,7 @@ type nameListener struct {
 	r         *Router
 	name, key string
 	options   func(context.Context) (auth.TunnelOptions, error) // nil: none
+	settled   atomic.Bool                                       // options returned once: they no longer wait
 	proxy     *httputil.ReverseProxy                            // for what the light way does not do (light.go)
 	streams   streams                                           // the light way's
 	conns     chan net.Conn
