@@ -282,9 +282,18 @@ func (l *nameListener) forward(w http.ResponseWriter, req *http.Request) {
 		l.proxyError(w, req, err)
 		return
 	}
-	if l.answer(w, res) {
+	reuse, err := l.answer(w, res)
+	switch {
+	case err != nil:
+		// Broken off in the middle of its body: the public client must
+		// not take what it got for a whole answer. ReverseProxy does
+		// the same; net/http's server closes the connection.
+		l.drop(up)
+		l.r.logger().Info("service behind a name broke off its answer", "name", l.name, "err", err)
+		panic(http.ErrAbortHandler)
+	case reuse:
 		l.put(up)
-	} else {
+	default:
 		l.drop(up)
 	}
 }
@@ -370,16 +379,14 @@ func isTimeout(err error) bool {
 }
 
 // answer writes res to w and reports whether its stream may carry
-// another request (its body was read to the end and it stays open). A
-// service that fails in the middle of a body aborts the public
-// connection, as ReverseProxy does, so the client sees a truncated
-// answer rather than a whole one.
-func (l *nameListener) answer(w http.ResponseWriter, res *http.Response) bool {
+// another request (its body was read to the end and it stays open), or
+// the error of a service that failed in the middle of the body.
+func (l *nameListener) answer(w http.ResponseWriter, res *http.Response) (bool, error) {
 	h := w.Header()
 	copyAnswerHeader(h, res.Header)
 	w.WriteHeader(res.StatusCode)
 	if res.Body == http.NoBody {
-		return !res.Close
+		return !res.Close, nil
 	}
 	defer res.Body.Close()
 	flush := res.ContentLength < 0 || strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream")
@@ -393,7 +400,7 @@ func (l *nameListener) answer(w http.ResponseWriter, res *http.Response) bool {
 		n, err := res.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return false // the public client went
+				return false, nil // the public client went
 			}
 			if f != nil {
 				f.Flush()
@@ -403,15 +410,13 @@ func (l *nameListener) answer(w http.ResponseWriter, res *http.Response) bool {
 			break
 		}
 		if err != nil {
-			l.r.logger().Info("service behind a name broke off its answer", "name", l.name, "err", err)
-			res.Body.Close()
-			panic(http.ErrAbortHandler)
+			return false, err
 		}
 	}
 	for k, vv := range res.Trailer {
 		h[http.TrailerPrefix+k] = vv
 	}
-	return !res.Close
+	return !res.Close, nil
 }
 
 // hopHeaders are the hop-by-hop headers (RFC 9110 section 7.6.1) and

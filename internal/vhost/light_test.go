@@ -34,7 +34,7 @@ func front(t *testing.T, r *Router) string {
 // lightName is a router with the name myapp, whose streams serve
 // answers; it returns the front's address and a count of the streams
 // the service was given.
-func lightName(t *testing.T, serve func(c net.Conn)) (string, *atomic.Int32) {
+func lightName(t *testing.T, serve func(c net.Conn)) (string, *atomic.Int32, *nameListener) {
 	t.Helper()
 	r := &Router{Domain: "example.test", UpstreamTimeout: 2 * time.Second}
 	ln, err := r.ListenName("myapp", 80, "alice", nil)
@@ -59,7 +59,7 @@ func lightName(t *testing.T, serve func(c net.Conn)) (string, *atomic.Int32) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return front(t, r), &streams
+	return front(t, r), &streams, ln.(*nameListener)
 }
 
 // goService serves h on each stream, as a Go service behind a tunnel.
@@ -157,7 +157,7 @@ func exchange(t *testing.T, addr, raw string, n int) ([]*http.Response, []string
 }
 
 func TestLightPipelined(t *testing.T) {
-	addr, streams := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
+	addr, streams, _ := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s %s %s", r.Method, r.RequestURI, r.Host, r.Header.Get("X-Forwarded-For"))
 	}))
 	raw := "GET /a?x=1 HTTP/1.1\r\nHost: myapp.example.test\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n" +
@@ -179,7 +179,7 @@ func TestLightPipelined(t *testing.T) {
 }
 
 func TestLightChunkedBothWays(t *testing.T) {
-	addr, _ := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
+	addr, _, _ := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		// Flushed in two pieces and of no stated length: chunked.
 		fmt.Fprintf(w, "%s cl=%d te=%v body=%q;", r.Method, r.ContentLength, r.TransferEncoding, b)
@@ -205,7 +205,7 @@ func TestLightChunkedBothWays(t *testing.T) {
 }
 
 func TestLightTrailers(t *testing.T) {
-	addr, _ := lightName(t, rawService(func(*http.Request, []byte) []byte {
+	addr, _, _ := lightName(t, rawService(func(*http.Request, []byte) []byte {
 		return []byte("HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 42\r\n\r\n")
 	}))
 	c, err := net.Dial("tcp", addr)
@@ -226,7 +226,7 @@ func TestLightTrailers(t *testing.T) {
 }
 
 func TestLightHEAD(t *testing.T) {
-	addr, streams := lightName(t, rawService(func(req *http.Request, _ []byte) []byte {
+	addr, streams, _ := lightName(t, rawService(func(req *http.Request, _ []byte) []byte {
 		if req.Method == "HEAD" {
 			return []byte("HTTP/1.1 200 OK\r\nContent-Length: 10\r\nContent-Type: text/plain\r\n\r\n")
 		}
@@ -248,7 +248,7 @@ func TestLightHEAD(t *testing.T) {
 }
 
 func TestLightInformational(t *testing.T) {
-	addr, _ := lightName(t, rawService(func(req *http.Request, body []byte) []byte {
+	addr, _, _ := lightName(t, rawService(func(req *http.Request, body []byte) []byte {
 		if req.Header.Get("Expect") != "" {
 			return []byte("HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n")
 		}
@@ -291,7 +291,7 @@ func TestLightInformational(t *testing.T) {
 
 func TestLightServiceBreaksOff(t *testing.T) {
 	var n atomic.Int32
-	addr, _ := lightName(t, rawService(func(req *http.Request, _ []byte) []byte {
+	addr, _, l := lightName(t, rawService(func(req *http.Request, _ []byte) []byte {
 		switch req.URL.Path {
 		case "/short": // says 100 bytes, sends 10, closes
 			return []byte(" HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
@@ -321,10 +321,16 @@ func TestLightServiceBreaksOff(t *testing.T) {
 			t.Errorf("%s: %v, want 502", path, err)
 		}
 	}
-	// Nothing else is disturbed.
+	// Nothing else is disturbed, and no stream is left counted.
 	res, bodies, err := exchange(t, addr, "GET / HTTP/1.1\r\nHost: myapp.example.test\r\n\r\n", 1)
 	if err != nil || res[0].StatusCode != 200 || bodies[0] != "ok" || n.Load() != 1 {
 		t.Errorf("after them: %v %q", err, bodies)
+	}
+	l.streams.mu.Lock()
+	open, idle := l.streams.open, len(l.streams.idle)
+	l.streams.mu.Unlock()
+	if open != idle || open > 1 {
+		t.Errorf("%d streams counted open, %d of them idle: want only the last one, idle", open, idle)
 	}
 }
 
@@ -332,7 +338,7 @@ func TestLightStaleStream(t *testing.T) {
 	// A service that closes each connection after its answer, without
 	// saying so: the kept stream is dead when the next request takes it,
 	// and a GET is sent again on a new one.
-	addr, streams := lightName(t, func(c net.Conn) {
+	addr, streams, _ := lightName(t, func(c net.Conn) {
 		rawService(func(*http.Request, []byte) []byte { return []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") })(&onceConn{Conn: c})
 	})
 	res, bodies, err := exchange(t, addr, "GET / HTTP/1.1\r\nHost: myapp.example.test\r\n\r\nGET / HTTP/1.1\r\nHost: myapp.example.test\r\n\r\n", 2)
@@ -360,7 +366,7 @@ func (c *onceConn) Write(p []byte) (int, error) {
 
 func TestLightMalformed(t *testing.T) {
 	var seen atomic.Int32
-	addr, _ := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
+	addr, _, _ := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
 		seen.Add(1)
 		io.WriteString(w, "ok")
 	}))
@@ -400,7 +406,7 @@ func TestLightSmuggling(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var seen []got
-	addr, _ := lightName(t, rawService(func(req *http.Request, body []byte) []byte {
+	addr, _, _ := lightName(t, rawService(func(req *http.Request, body []byte) []byte {
 		mu.Lock()
 		seen = append(seen, got{req.Method, req.URL.Path, req.Header["Content-Length"], req.TransferEncoding, string(body)})
 		mu.Unlock()
@@ -440,7 +446,7 @@ func TestLightSmuggling(t *testing.T) {
 }
 
 func TestLightManyAtOnce(t *testing.T) {
-	addr, streams := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
+	addr, streams, _ := lightName(t, goService(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path)
 	}))
 	tr := &http.Transport{MaxIdleConnsPerHost: 16}
