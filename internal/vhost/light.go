@@ -531,7 +531,9 @@ func writeHead(w *bufio.Writer, req *http.Request, f forwarded) {
 	w.WriteString("\r\n")
 	named := connectionTokens(req.Header)
 	for k, vv := range req.Header {
-		if hopHeaders[k] || requestOwnHeaders[k] || contains(named, k) {
+		// Host is ours, written above (net/http's servers keep it out
+		// of the map; this holds if one does not).
+		if hopHeaders[k] || requestOwnHeaders[k] || k == "Host" || contains(named, k) {
 			continue
 		}
 		for _, v := range vv {
