@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/auth"
 )
 
 // optionsWait bounds how long a request waits for its tunnel's options
@@ -26,9 +28,22 @@ func (l *nameListener) admit(w http.ResponseWriter, req *http.Request) (*http.Re
 		return req, true
 	}
 	host := l.name + "." + l.r.Domain
-	ctx, cancel := context.WithTimeout(req.Context(), optionsWait)
-	o, err := l.options(ctx)
-	cancel()
+	var (
+		o   auth.TunnelOptions
+		err error
+	)
+	if l.settled.Load() {
+		// Settled once, settled for good (tunnel's topts): the call
+		// does not wait, and needs no timer of its own.
+		o, err = l.options(req.Context())
+	} else {
+		ctx, cancel := context.WithTimeout(req.Context(), optionsWait)
+		o, err = l.options(ctx)
+		cancel()
+		if err == nil {
+			l.settled.Store(true)
+		}
+	}
 	if err != nil {
 		w.Header().Set("Retry-After", "5")
 		page(w, http.StatusServiceUnavailable, "Service unavailable", "The tunnel for "+host+" is connected, but is not ready to serve: try again in a moment.")

@@ -249,6 +249,7 @@ func (r *Router) ListenNameLimit(name string, port uint32, key string, max int, 
 		r.routes = map[string]*nameListener{}
 	}
 	r.routes[name] = l
+	go l.reap()
 	r.logger().Info("name taken", "name", name, "key", key, "url", r.URL(name))
 	return l, nil
 }
@@ -346,6 +347,10 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		// Upgrade does not get to trickle forever.
 		req = req.WithContext(context.WithValue(req.Context(), upgradeKey{}, rc))
 	}
+	if lightOK(req) {
+		l.forward(w, req) // light.go
+		return
+	}
 	l.proxy.ServeHTTP(w, req)
 }
 
@@ -417,7 +422,9 @@ type nameListener struct {
 	r         *Router
 	name, key string
 	options   func(context.Context) (auth.TunnelOptions, error) // nil: none
-	proxy     *httputil.ReverseProxy
+	settled   atomic.Bool                                       // options returned once: they no longer wait
+	proxy     *httputil.ReverseProxy                            // for what the light way does not do (light.go)
+	streams   streams                                           // the light way's
 	conns     chan net.Conn
 	done      chan struct{}
 	once      sync.Once
@@ -467,34 +474,21 @@ func (l *nameListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 // rewrite sends the request on to the service with the public name (or
 // the tunnel's host-header=) as its Host, and X-Forwarded-For, -Host,
 // -Proto and Forwarded of our own, which name the public name: any the
-// public client sent are dropped, never trusted.
+// public client sent are dropped, never trusted. The light way
+// (light.go's writeHead) sends the same.
 func (l *nameListener) rewrite(pr *httputil.ProxyRequest) {
-	public := l.r.Host(l.name)
-	if _, port, err := net.SplitHostPort(pr.In.Host); err == nil {
-		public = net.JoinHostPort(public, port)
-	}
-	pr.SetURL(&url.URL{Scheme: "http", Host: public})
-	pr.Out.Host = public // as the server names it, whatever case or dot the client sent
-	if h, _ := pr.In.Context().Value(hostHeaderKey{}).(string); h != "" {
-		pr.Out.Host = h // host-header=
-	}
-	for _, h := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Server", "Forwarded"} {
+	f := l.forwardedFor(pr.In)
+	pr.SetURL(&url.URL{Scheme: "http", Host: f.public})
+	pr.Out.Host = f.host // as the server names it, whatever case or dot the client sent, or host-header=
+	for h := range requestOwnHeaders {
 		pr.Out.Header.Del(h)
 	}
-	pr.SetXForwarded()
-	pr.Out.Header.Set("X-Forwarded-Host", public)
-	proto := "http"
-	if pr.In.TLS != nil {
-		proto = "https"
+	if f.client != "" {
+		pr.Out.Header.Set("X-Forwarded-For", f.client)
 	}
-	client, _, err := net.SplitHostPort(pr.In.RemoteAddr)
-	if err != nil {
-		client = pr.In.RemoteAddr
-	}
-	if strings.Contains(client, ":") {
-		client = `"[` + client + `]"`
-	}
-	pr.Out.Header.Set("Forwarded", "for="+client+";host="+strconv.Quote(public)+";proto="+proto)
+	pr.Out.Header.Set("X-Forwarded-Host", f.public)
+	pr.Out.Header.Set("X-Forwarded-Proto", f.proto)
+	pr.Out.Header.Set("Forwarded", f.forwarded)
 }
 
 // proxyError answers a request the service could not: 504 when it was
