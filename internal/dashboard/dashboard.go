@@ -77,7 +77,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) allowed(w http.ResponseWriter, r *http.Request) bool {
 	if h.Token == "" {
 		if !spec.LoopbackHost(r.Host) {
-			http.Error(w, "this dashboard answers only at a loopback address (http://127.0.0.1:PORT/); to open it to others, start it with --dashboard-token", http.StatusForbidden)
+			http.Error(w, "this dashboard answers only at a loopback address (http://127.0.0.1:PORT/); to open it to others, start it with --dashboard-token-file FILE", http.StatusForbidden)
 			return false
 		}
 		return true
@@ -98,7 +98,7 @@ func (h *Handler) allowed(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="pinhole dashboard"`)
-	http.Error(w, "this dashboard needs its token: open it as /?token=TOKEN (the --dashboard-token it was started with)", http.StatusUnauthorized)
+	http.Error(w, "this dashboard needs its token: open it as /?token=TOKEN (the token of --dashboard-token-file or --dashboard-token it was started with)", http.StatusUnauthorized)
 	return false
 }
 
@@ -155,5 +155,5 @@ func CheckAddr(addr string, token bool) error {
 	if token || spec.LoopbackHost(host) {
 		return nil
 	}
-	return fmt.Errorf("dashboard: %q is not a loopback address: anyone who reaches it would see your sessions and tunnels; give --dashboard-token TOKEN to open it to the network, or listen on 127.0.0.1", addr)
+	return fmt.Errorf("dashboard: %q is not a loopback address: anyone who reaches it would see your sessions and tunnels; give --dashboard-token-file FILE to open it to the network, or listen on 127.0.0.1", addr)
 }
