@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/metrics"
 	"github.com/pinhole-dev/pinhole/internal/spec"
@@ -72,11 +71,7 @@ func (m *metricsFlags) start(e *env, who string, src metrics.Sources) (*metricsS
 		h = loopbackOnly(h)
 	}
 	mux.Handle("/metrics", h)
-	ms := &metricsServer{Metrics: mets, srv: &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}}
+	ms := &metricsServer{Metrics: mets, srv: watchHTTPServer(mux)}
 	go ms.srv.Serve(ln) // returns http.ErrServerClosed once stop closes it
 	auth := ""
 	if token != "" {

@@ -197,12 +197,20 @@ func newDashboard(e *env, addr, token, role string, snapshot func() observe.Snap
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w (pick another port, or port 0 for any)", err)
 	}
-	d := &dashboardServer{ln: ln, srv: &http.Server{
-		Handler:           &dashboard.Handler{Snapshot: snapshot, Token: token},
-		ReadHeaderTimeout: 10 * time.Second,
-	}}
+	d := &dashboardServer{ln: ln, srv: watchHTTPServer(&dashboard.Handler{Snapshot: snapshot, Token: token})}
 	fmt.Fprintf(e.stdout, "pinhole %s: dashboard on http://%s/\n", role, ln.Addr())
 	return d, nil
+}
+
+// watchHTTPServer is the http.Server of --dashboard and --metrics: a
+// client that is slow to send its headers, or that keeps an idle
+// connection open, is let go, so that it holds no descriptor for long.
+func watchHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
 }
 
 // serve serves the dashboard until ctx ends.

@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pinhole-dev/pinhole/internal/observe"
 )
 
 // TestDashboardTokenFile: --dashboard-token-file gives the dashboard its
@@ -71,5 +75,20 @@ func TestDashboardTokenFile(t *testing.T) {
 		if !strings.Contains(out+errOut, "-dashboard-token-file FILE") {
 			t.Errorf("pinhole %s --help does not list --dashboard-token-file FILE:\n%s%s", cmd, out, errOut)
 		}
+	}
+}
+
+// TestDashboardTimeouts: the dashboard's server, like the metrics', lets
+// go of a client slow to send its headers and of an idle keep-alive
+// connection.
+func TestDashboardTimeouts(t *testing.T) {
+	e := &env{stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
+	d, err := newDashboard(e, "127.0.0.1:0", "", "server", func() observe.Snapshot { return observe.Snapshot{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.ln.Close()
+	if d.srv.ReadHeaderTimeout <= 0 || d.srv.IdleTimeout <= 0 {
+		t.Errorf("the dashboard's http.Server: ReadHeaderTimeout %v, IdleTimeout %v; want both set", d.srv.ReadHeaderTimeout, d.srv.IdleTimeout)
 	}
 }
