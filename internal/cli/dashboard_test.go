@@ -326,6 +326,33 @@ func TestDashboardInChromium(t *testing.T) {
 	b.waitFor("the -R listener", `document.querySelector("#listeners tbody").innerText.includes("localhost:0")`, 10*time.Second)
 	b.waitFor("the sparkline drawn", `document.querySelector('#sessions td.rate svg polyline').getAttribute("points").split(" ").length > 3`, 10*time.Second)
 
+	// A session that ends takes its sparkline's history with it: the
+	// page keeps no key for a source address that is gone.
+	keyPEM, err := os.ReadFile(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "bob", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := `document.querySelector('#sessions tbody tr[data-key="s ` + second.LocalAddr().String() + `"]')`
+	kept := `history.has("s ` + second.LocalAddr().String() + `")`
+	b.waitFor("the second session", row+` !== null`, 10*time.Second)
+	if got := b.eval(kept); got != "true" {
+		t.Fatalf("the page keeps no history for the second session's row: %s", got)
+	}
+	second.Close()
+	b.waitFor("the second session gone", row+` === null`, 10*time.Second)
+	if got := b.eval(kept); got != "false" {
+		t.Errorf("the page still keeps the history of the session that ended (%s): %s", kept, b.eval(`JSON.stringify([...history.keys()])`))
+	}
+
 	// The keyboard: Tab reaches the skip link first, Enter jumps to the
 	// refusals; the pause button is reached and pressed with keys.
 	b.eval(`document.activeElement.blur(); window.scrollTo(0, 0); true`)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/metrics"
 	"github.com/pinhole-dev/pinhole/internal/spec"
@@ -40,20 +39,9 @@ type metricsServer struct {
 // error when --metrics is not given. who names the command in what it
 // prints.
 func (m *metricsFlags) start(e *env, who string, src metrics.Sources) (*metricsServer, error) {
-	token := m.token
-	if m.tokenFile != "" {
-		if token != "" {
-			return nil, errors.New("--metrics-token and --metrics-token-file: give one of them")
-		}
-		b, err := os.ReadFile(m.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("--metrics-token-file: %w", err)
-		}
-		token, _, _ = strings.Cut(string(b), "\n")
-		token = strings.TrimSpace(token)
-		if token == "" {
-			return nil, fmt.Errorf("--metrics-token-file %s: the first line is empty; write the token there", m.tokenFile)
-		}
+	token, err := tokenFlag("metrics-token", m.token, m.tokenFile)
+	if err != nil {
+		return nil, err
 	}
 	if m.addr == "" {
 		if token != "" || m.open {
@@ -83,11 +71,7 @@ func (m *metricsFlags) start(e *env, who string, src metrics.Sources) (*metricsS
 		h = loopbackOnly(h)
 	}
 	mux.Handle("/metrics", h)
-	ms := &metricsServer{Metrics: mets, srv: &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}}
+	ms := &metricsServer{Metrics: mets, srv: watchHTTPServer(mux)}
 	go ms.srv.Serve(ln) // returns http.ErrServerClosed once stop closes it
 	auth := ""
 	if token != "" {
@@ -96,6 +80,27 @@ func (m *metricsFlags) start(e *env, who string, src metrics.Sources) (*metricsS
 	fmt.Fprintf(e.stdout, "%s: metrics on http://%s/metrics%s\n", who, ln.Addr(), auth)
 	e.log.Info("metrics: serving", "laddr", ln.Addr().String(), "token", token != "")
 	return ms, nil
+}
+
+// tokenFlag is the secret of the flags --NAME TOKEN and --NAME-file FILE
+// (name without dashes): the first line of FILE, trimmed, so that it
+// stays out of the process list; "" when neither is given.
+func tokenFlag(name, token, file string) (string, error) {
+	if file == "" {
+		return token, nil
+	}
+	if token != "" {
+		return "", fmt.Errorf("--%s and --%s-file: give one of them", name, name)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--%s-file: %w", name, err)
+	}
+	token, _, _ = strings.Cut(string(b), "\n")
+	if token = strings.TrimSpace(token); token == "" {
+		return "", fmt.Errorf("--%s-file %s: the first line is empty; write the token there", name, file)
+	}
+	return token, nil
 }
 
 // stop closes the metrics server; ms may be nil.

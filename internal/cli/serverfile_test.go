@@ -159,7 +159,7 @@ func TestEveryFlagHasAFileKey(t *testing.T) {
 	for _, k := range config.ServerKeys() {
 		server[k] = true
 	}
-	// --control, --dashboard and --dashboard-token (watch.go) are the
+	// --control, --dashboard and its token's flags (watch.go) are the
 	// process's, not its settings': server -c and up take them on their
 	// command line beside the file, and a reload does not move them.
 	watch := func(name string) bool { return slices.Contains(watchFlagNames, name) }

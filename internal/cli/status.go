@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pinhole-dev/pinhole/internal/control"
 	"github.com/pinhole-dev/pinhole/internal/observe"
@@ -166,11 +169,32 @@ func printJSON(w io.Writer, snaps []shown) error {
 		if err != nil {
 			return err
 		}
-		if _, err := w.Write(append(b, '\n')); err != nil {
+		if _, err := w.Write(append(escapeC1(b), '\n')); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// escapeC1 is the JSON b with DEL and the C1 controls (U+0080 to
+// U+009F; U+009B starts a sequence on some terminals) written as \u
+// escapes, as encoding/json writes the other controls already: a line of
+// --json on a terminal moves nothing. b is valid UTF-8, as json.Marshal
+// makes it, so 0xc2 only ever starts a character.
+func escapeC1(b []byte) []byte {
+	var out []byte
+	for i := 0; i < len(b); i++ {
+		switch {
+		case b[i] == 0x7f:
+			out = fmt.Appendf(out, `\u007f`)
+		case b[i] == 0xc2 && i+1 < len(b) && b[i+1] >= 0x80 && b[i+1] <= 0x9f:
+			out = fmt.Appendf(out, `\u%04x`, b[i+1])
+			i++
+		default:
+			out = append(out, b[i])
+		}
+	}
+	return out
 }
 
 // printSnapshot writes s as a person reads it: a line about the process,
@@ -178,13 +202,13 @@ func printJSON(w io.Writer, snaps []shown) error {
 // refusals.
 func printSnapshot(w io.Writer, s shown) {
 	name := "pinhole " + map[string]string{"server": "server", "client": "client"}[s.Role]
-	fmt.Fprintf(w, "%s %s, pid %d, up %s  (%s)\n", name, s.Version, s.PID, age(s.Started, s.Time), filepath.Base(s.path))
+	fmt.Fprintf(w, "%s %s, pid %d, up %s  (%s)\n", name, printable(s.Version), s.PID, age(s.Started, s.Time), printable(filepath.Base(s.path)))
 	fmt.Fprintf(w, "total: %s to targets, %s back, %d streams open, %d in all, %d refused; now %s/s to, %s/s back\n\n",
 		size(s.Totals.BytesToTarget), size(s.Totals.BytesFromTarget), s.Totals.StreamsOpen, s.Totals.StreamsTotal, s.Totals.StreamsRefused,
 		size(int64(s.Totals.RateToTarget)), size(int64(s.Totals.RateFromTarget)))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(first, addr, state string, since time.Time, c observe.Counters, last string) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%s/s\t%s/s\t%s\n", first, addr, state, age(since, s.Time),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\t%s/s\t%s/s\t%s\n", printable(first), printable(addr), printable(state), age(since, s.Time),
 			c.StreamsOpen, c.StreamsTotal, c.StreamsRefused, size(c.BytesToTarget), size(c.BytesFromTarget),
 			size(int64(c.RateToTarget)), size(int64(c.RateFromTarget)), clip(last, 60))
 	}
@@ -201,7 +225,7 @@ func printSnapshot(w io.Writer, s shown) {
 				if l.URL != "" {
 					addr = l.URL
 				}
-				fmt.Fprintf(tw, "  -R %s/%s\t%s\tlistening\t%s\t\t\t\t\t\t\t\n", l.Requested, l.Proto, addr, age(l.Since, s.Time))
+				fmt.Fprintf(tw, "  -R %s/%s\t%s\tlistening\t%s\t\t\t\t\t\t\t\n", clip(l.Requested, 60), printable(l.Proto), printable(addr), age(l.Since, s.Time))
 			}
 		}
 		if len(s.Sessions) == 0 {
@@ -235,7 +259,7 @@ func printSnapshot(w io.Writer, s shown) {
 		if ev.Repeats > 0 {
 			rep = fmt.Sprintf(" (×%d)", ev.Repeats+1)
 		}
-		fmt.Fprintf(tw, "  %s ago\t%s %s%s\t%s\t%s\t%s\t%s\n", age(ev.Time, s.Time), ev.Kind, ev.Reason, rep, clip(ev.Tunnel, 24), ev.Forward, ev.Peer, clip(ev.Detail, 60))
+		fmt.Fprintf(tw, "  %s ago\t%s %s%s\t%s\t%s\t%s\t%s\n", age(ev.Time, s.Time), printable(ev.Kind), printable(string(ev.Reason)), rep, clip(ev.Tunnel, 24), clip(ev.Forward, 60), printable(ev.Peer), clip(ev.Detail, 60))
 	}
 	tw.Flush()
 }
@@ -283,13 +307,47 @@ func size(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", f, "KMGTP"[i])
 }
 
-// clip shortens s to n runes, with an ellipsis.
+// clip is s printable, shortened to n runes with an ellipsis.
 func clip(s string, n int) string {
+	s = printable(s)
 	r := []rune(s)
 	if len(r) <= n {
 		return s
 	}
 	return string(r[:n-1]) + "…"
+}
+
+// printable is s with every character a terminal would not show as
+// itself written as a Go escape (\x1b, \t, \u009b; \xff for a byte that
+// is not UTF-8), so that text a peer chose (a user or method name, a
+// forward it asked for, a server's refusal) cannot move the cursor, set
+// the title or break the table's columns.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[0])
+		case unicode.IsPrint(r):
+			b.WriteString(s[:n])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		s = s[n:]
+	}
+	return b.String()
 }
 
 // runReload is pinhole reload: the process's config read again, as

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
@@ -276,4 +278,59 @@ func atoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestStatusEscapesPeerText: text a peer chose (a failed login's method
+// name, a user name, a -R it asked for, a server's refusal, an error)
+// reaches the terminal with its control characters escaped, in the table
+// and in --json: no escape sequence, no line or column of its own.
+func TestStatusEscapesPeerText(t *testing.T) {
+	const evil = "a\x1b]0;owned\x07b\x1b[2Jc\u009b31md\x7fe\tf\ng\r\xffh"
+	const shownAs = `a\x1b]0;owned\ab\x1b[2Jc\u009b31md\x7fe\tf\ng\r\xffh`
+	now := time.Now()
+	server := shown{path: "/run/pinhole/server.sock", Snapshot: observe.Snapshot{
+		Role: "server", Version: "1.0", Time: now, Started: now,
+		Sessions: []observe.Session{{Key: "SHA256:k", Comment: "c" + evil, User: evil, Source: "127.0.0.1:1", State: "up", Since: now,
+			Listeners: []observe.Listener{{Requested: evil, Proto: "tcp", Addr: "127.0.0.1:2", Since: now}}}},
+		Events: []observe.Event{{Time: now, Kind: "auth", Reason: observe.AuthMethod, Tunnel: evil, Forward: evil, Peer: "127.0.0.1:3", Detail: evil}},
+	}}
+	client := shown{path: "/run/pinhole/up.sock", Snapshot: observe.Snapshot{
+		Role: "client", Version: "1.0", Time: now, Started: now,
+		Tunnels: []observe.Tunnel{{Name: evil, Server: evil, State: "up", Since: now, LastError: evil,
+			Forwards: []observe.Forward{{Forward: evil, Addr: evil, State: "failed", LastError: evil}}}},
+		Events: []observe.Event{{Time: now, Kind: "refused", Reason: observe.RefusedRemote, Tunnel: evil, Forward: evil, Detail: evil}},
+	}}
+	clean := func(what, out string) {
+		t.Helper()
+		if !utf8.ValidString(out) {
+			t.Errorf("%s is not UTF-8:\n%q", what, out)
+		}
+		for _, r := range strings.TrimSuffix(out, "\n") {
+			if r != '\n' && !unicode.IsPrint(r) {
+				t.Errorf("%s holds %U:\n%q", what, r, out)
+				return
+			}
+		}
+	}
+	for _, s := range []shown{server, client} {
+		var b strings.Builder
+		printSnapshot(&b, s)
+		out := b.String()
+		clean("pinhole status of a "+s.Role, out)
+		if !strings.Contains(out, shownAs[:40]) {
+			t.Errorf("pinhole status of a %s does not show the text escaped (%s):\n%s", s.Role, shownAs[:40], out)
+		}
+		var j bytes.Buffer
+		if err := printJSON(&j, []shown{s}); err != nil {
+			t.Fatal(err)
+		}
+		clean("pinhole status --json of a "+s.Role, j.String())
+		var back observe.Snapshot
+		if err := json.Unmarshal(j.Bytes(), &back); err != nil {
+			t.Fatalf("--json: %v\n%s", err, j.String())
+		}
+		if got := back.Events[0].Forward; got != strings.ToValidUTF8(evil, "\uFFFD") {
+			t.Errorf("--json's event forward reads back as %q; want %q", got, evil)
+		}
+	}
 }

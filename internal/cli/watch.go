@@ -25,16 +25,18 @@ type watchFlags struct {
 	control   string
 	dashboard string
 	token     string
+	tokenFile string
 }
 
 // watchFlagNames are the flags watchFlags registers: pinhole server -c
 // takes them beside the file.
-var watchFlagNames = []string{"control", "dashboard", "dashboard-token"}
+var watchFlagNames = []string{"control", "dashboard", "dashboard-token", "dashboard-token-file"}
 
 func (w *watchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&w.control, "control", "", "control socket `PATH` that pinhole status, reload and stop talk to (default: ROLE.sock in $XDG_RUNTIME_DIR/pinhole or the state directory; none: no socket)")
 	fs.StringVar(&w.dashboard, "dashboard", "", "serve the live web dashboard on `ADDR` (host:port; loopback only unless --dashboard-token is given)")
-	fs.StringVar(&w.token, "dashboard-token", "", "`TOKEN` the dashboard asks for (as ?token=TOKEN once, then a cookie); required for a non-loopback --dashboard")
+	fs.StringVar(&w.token, "dashboard-token", "", "`TOKEN` the dashboard asks for (as ?token=TOKEN once, then a cookie); required for a non-loopback --dashboard. --dashboard-token-file keeps it out of the process list")
+	fs.StringVar(&w.tokenFile, "dashboard-token-file", "", "read --dashboard-token from the first line of `FILE`")
 }
 
 // watching is what start serves, for stop to end.
@@ -54,8 +56,13 @@ func (w *watchFlags) start(e *env, role string, h control.Handler) (stop func(),
 	ctx, cancel := context.WithCancel(context.Background())
 	ws := &watching{cancel: cancel, done: make(chan struct{})}
 	var served []func() error
+	token, err := tokenFlag("dashboard-token", w.token, w.tokenFile)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	if w.dashboard != "" {
-		d, err := newDashboard(e, w.dashboard, w.token, role, h.Snapshot)
+		d, err := newDashboard(e, w.dashboard, token, role, h.Snapshot)
 		if err != nil {
 			cancel()
 			return nil, err
@@ -190,12 +197,20 @@ func newDashboard(e *env, addr, token, role string, snapshot func() observe.Snap
 	if err != nil {
 		return nil, fmt.Errorf("dashboard: %w (pick another port, or port 0 for any)", err)
 	}
-	d := &dashboardServer{ln: ln, srv: &http.Server{
-		Handler:           &dashboard.Handler{Snapshot: snapshot, Token: token},
-		ReadHeaderTimeout: 10 * time.Second,
-	}}
+	d := &dashboardServer{ln: ln, srv: watchHTTPServer(&dashboard.Handler{Snapshot: snapshot, Token: token})}
 	fmt.Fprintf(e.stdout, "pinhole %s: dashboard on http://%s/\n", role, ln.Addr())
 	return d, nil
+}
+
+// watchHTTPServer is the http.Server of --dashboard and --metrics: a
+// client that is slow to send its headers, or that keeps an idle
+// connection open, is let go, so that it holds no descriptor for long.
+func watchHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
 }
 
 // serve serves the dashboard until ctx ends.

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -59,8 +60,10 @@ func Dir(getenv func(string) string, state string) string {
 }
 
 // Listen opens the control socket at path, making its directory (mode
-// 0700) if need be. A socket file no process answers on (left by one that
-// was killed) is replaced; one a live process serves is ErrInUse.
+// 0700) if need be. A socket file that refuses connections (left by a
+// process that was killed) is replaced; one a live process serves, even
+// one too busy to take a connection now, is ErrInUse; any other file is
+// left alone and an error.
 func Listen(path string) (net.Listener, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -69,13 +72,24 @@ func Listen(path string) (net.Listener, error) {
 	if err := checkDir(dir); err != nil {
 		return nil, err
 	}
-	if _, err := os.Lstat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("control: %s is in the way and is not a socket (%v): move it away, or give another place with --control PATH", path, fi.Mode().Type())
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		switch {
+		case err == nil:
 			c.Close()
 			return nil, fmt.Errorf("%w: %s", ErrInUse, path)
+		case !errors.Is(err, errConnRefused):
+			// Someone listens but did not take the connection (a full
+			// backlog answers EAGAIN): the socket is theirs to keep.
+			return nil, fmt.Errorf("%w: %s (it did not take a connection: %v)", ErrInUse, path, err)
 		}
+		// Refused: nobody listens, the file was left by a process that
+		// was killed.
 		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("control: a stale socket is in the way: %w", err)
+			return nil, fmt.Errorf("control: a stale socket is in the way: %w (remove %s, or give another place with --control PATH)", err, path)
 		}
 	}
 	ln, err := net.Listen("unix", path)

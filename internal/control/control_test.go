@@ -126,6 +126,22 @@ func TestStaleAndUnsafe(t *testing.T) {
 	}
 }
 
+// TestNotASocket: a file at the path that is not a socket is an error
+// that names it, and stays as it was.
+func TestNotASocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notes.txt")
+	if err := os.WriteFile(path, []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Listen(path)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Listen on a regular file: %v; want an error naming it as not a socket", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "mine" {
+		t.Errorf("the regular file after Listen: %q %v; want it untouched", b, err)
+	}
+}
+
 func TestDir(t *testing.T) {
 	env := map[string]string{}
 	get := func(k string) string { return env[k] }

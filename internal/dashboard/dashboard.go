@@ -23,11 +23,11 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/observe"
+	"github.com/pinhole-dev/pinhole/internal/spec"
 )
 
 //go:embed assets
@@ -76,8 +76,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request itself when it returns false.
 func (h *Handler) allowed(w http.ResponseWriter, r *http.Request) bool {
 	if h.Token == "" {
-		if !loopbackHost(r.Host) {
-			http.Error(w, "this dashboard answers only at a loopback address (http://127.0.0.1:PORT/); to open it to others, start it with --dashboard-token", http.StatusForbidden)
+		if !spec.LoopbackHost(r.Host) {
+			http.Error(w, "this dashboard answers only at a loopback address (http://127.0.0.1:PORT/); to open it to others, start it with --dashboard-token-file FILE", http.StatusForbidden)
 			return false
 		}
 		return true
@@ -98,26 +98,12 @@ func (h *Handler) allowed(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="pinhole dashboard"`)
-	http.Error(w, "this dashboard needs its token: open it as /?token=TOKEN (the --dashboard-token it was started with)", http.StatusUnauthorized)
+	http.Error(w, "this dashboard needs its token: open it as /?token=TOKEN (the token of --dashboard-token-file or --dashboard-token it was started with)", http.StatusUnauthorized)
 	return false
 }
 
 func (h *Handler) match(t string) bool {
 	return subtle.ConstantTimeCompare([]byte(t), []byte(h.Token)) == 1
-}
-
-// loopbackHost reports whether host (a Host header: name or address,
-// perhaps with a port) is localhost or a loopback address.
-func loopbackHost(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.Unmap().IsLoopback()
 }
 
 func (h *Handler) asset(w http.ResponseWriter, r *http.Request, name, ctype string) {
@@ -166,8 +152,8 @@ func CheckAddr(addr string, token bool) error {
 	if _, err := net.LookupPort("tcp", port); err != nil || port == "" {
 		return fmt.Errorf("dashboard: %q: bad port %q", addr, port)
 	}
-	if token || loopbackHost(host) {
+	if token || spec.LoopbackHost(host) {
 		return nil
 	}
-	return fmt.Errorf("dashboard: %q is not a loopback address: anyone who reaches it would see your sessions and tunnels; give --dashboard-token TOKEN to open it to the network, or listen on 127.0.0.1", addr)
+	return fmt.Errorf("dashboard: %q is not a loopback address: anyone who reaches it would see your sessions and tunnels; give --dashboard-token-file FILE to open it to the network, or listen on 127.0.0.1", addr)
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/observe"
+	"github.com/pinhole-dev/pinhole/internal/spec"
 )
 
 func snap() observe.Snapshot {
@@ -148,14 +149,15 @@ func TestEvents(t *testing.T) {
 	}
 }
 
-// FuzzLoopbackHost: any Host header is judged without a panic, and one
-// judged loopback names localhost or a loopback address.
+// FuzzLoopbackHost: any Host header is judged by spec.LoopbackHost, the
+// dashboard's check of a request without a token, without a panic, and
+// one judged loopback names localhost or a loopback address.
 func FuzzLoopbackHost(f *testing.F) {
 	for _, s := range []string{"127.0.0.1:8081", "localhost", "[::1]:80", "[::ffff:127.0.0.1]", "evil.example", "127.0.0.1.nip.io", "", "[", "::1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, host string) {
-		if !loopbackHost(host) {
+		if !spec.LoopbackHost(host) {
 			return
 		}
 		h := host

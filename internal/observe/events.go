@@ -85,11 +85,15 @@ type Event struct {
 	// a server ("" before a key is known).
 	Tunnel string `json:"tunnel,omitempty"`
 	// Forward is what was refused: a forward ("-L 8080:db:5432"), a
-	// listener's address or a target (host:port).
+	// listener's address or a target (host:port); for a failed login
+	// the method the client named. At most 200 bytes, as Tunnel and
+	// Peer are: a peer may choose them.
 	Forward string `json:"forward,omitempty"`
 	// Peer is the address the refused connection came from.
 	Peer string `json:"peer,omitempty"`
-	// Detail is the error in words, at most 200 bytes.
+	// Detail is the error in words, at most 200 bytes. Any of these
+	// texts may hold what a peer sent, control characters included:
+	// escape them before they reach a terminal.
 	Detail string `json:"detail,omitempty"`
 	// Repeats is how many times more the same refusal (reason, tunnel
 	// and forward) came right after it, from any peer: a -R the server
@@ -139,6 +143,9 @@ func (r *Ring) AddText(e Event, peer fmt.Stringer, err error) {
 	if size <= 0 {
 		size = DefaultRingSize
 	}
+	// Clipped before they are compared: slicing a string copies
+	// nothing, so the repeats cost no more.
+	e.Tunnel, e.Forward = clipText(e.Tunnel), clipText(e.Forward)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := len(r.events); n > 0 {
@@ -159,13 +166,7 @@ func (r *Ring) AddText(e Event, peer fmt.Stringer, err error) {
 	if e.Reason.Auth() {
 		e.Kind = "auth"
 	}
-	if len(e.Detail) > 200 {
-		d := e.Detail[:200]
-		for len(d) > 0 && !utf8.ValidString(d) {
-			d = d[:len(d)-1]
-		}
-		e.Detail = d
-	}
+	e.Peer, e.Detail = clipText(e.Peer), clipText(e.Detail)
 	r.seq++
 	e.Seq = r.seq
 	if len(r.events) < size {
@@ -174,6 +175,21 @@ func (r *Ring) AddText(e Event, peer fmt.Stringer, err error) {
 	}
 	r.events[r.next] = e
 	r.next = (r.next + 1) % len(r.events)
+}
+
+// maxText is how many bytes an Event keeps of each text.
+const maxText = 200
+
+// clipText is s cut to maxText bytes, at a character's boundary.
+func clipText(s string) string {
+	if len(s) <= maxText {
+		return s
+	}
+	d := s[:maxText]
+	for len(d) > 0 && !utf8.ValidString(d) {
+		d = d[:len(d)-1]
+	}
+	return d
 }
 
 // Events are the events kept, oldest first.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestRing(t *testing.T) {
@@ -54,6 +55,27 @@ func TestRing(t *testing.T) {
 	nilRing.Add(Event{Reason: AuthFrom})
 	if len(nilRing.Events()) != 0 || nilRing.Count(AuthFrom) != 0 {
 		t.Error("a nil Ring recorded something")
+	}
+}
+
+// TestRingClipsPeerText: the texts a peer chooses (a failed login's
+// method name is Forward, a target, a tunnel name) are kept to 200
+// bytes of whole characters, as Detail is, and a burst of the same long
+// one is still one event that repeats.
+func TestRingClipsPeerText(t *testing.T) {
+	r := &Ring{}
+	long := strings.Repeat("é", 5000)
+	for range 3 {
+		r.Add(Event{Reason: AuthMethod, Tunnel: "T" + long, Forward: "\x1b]0;" + long, Peer: "P" + long, Detail: long})
+	}
+	es := r.Events()
+	if len(es) != 1 || es[0].Repeats != 2 {
+		t.Fatalf("%d events, the first repeating %d times; want one that repeats twice", len(es), es[0].Repeats)
+	}
+	for name, v := range map[string]string{"Tunnel": es[0].Tunnel, "Forward": es[0].Forward, "Peer": es[0].Peer, "Detail": es[0].Detail} {
+		if len(v) > 200 || len(v) < 190 || !utf8.ValidString(v) {
+			t.Errorf("%s: %d bytes (valid UTF-8: %v); want at most 200 bytes of whole characters", name, len(v), utf8.ValidString(v))
+		}
 	}
 }
 

@@ -3,6 +3,7 @@
 "use strict";
 
 const history = new Map(); // key → the last rates (bytes a second, both ways)
+const drawn = new Set(); // the keys the snapshot being rendered has
 const keep = 60;
 let paused = false;
 let last = null;
@@ -33,8 +34,9 @@ function age(t, now) {
   return Math.floor(s / 86400) + "d" + String(Math.floor(s / 3600) % 24).padStart(2, "0") + "h";
 }
 
-// note records c's rate under key and returns its sparkline.
+// spark records c's rate under key and returns its sparkline.
 function spark(key, c) {
+  drawn.add(key);
   let h = history.get(key);
   if (!h) { h = []; history.set(key, h); }
   h.push(c.rate_to_target + c.rate_from_target);
@@ -136,6 +138,7 @@ function renderClient(s) {
 
 function render(s) {
   last = s;
+  drawn.clear();
   const server = s.role === "server";
   document.getElementById("title").textContent = server ? "pinhole server" : "pinhole client";
   document.title = (server ? "pinhole server" : "pinhole client") + " — " + size(Math.round(s.totals.rate_to_target + s.totals.rate_from_target)) + "/s";
@@ -153,6 +156,9 @@ function render(s) {
   dl.replaceChildren(...items.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
   dl.append(el("div", { class: "wide" }, el("dt", {}, "Last minute"), el("dd", {}, spark("total", t))));
   if (server) renderServer(s); else renderClient(s);
+  // A session's key is its source address, new with each connection:
+  // the history of one that is gone goes with it.
+  for (const k of history.keys()) if (!drawn.has(k)) history.delete(k);
   const events = s.events.slice().reverse().map(e => el("tr", { class: "kind-" + e.kind, "data-seq": e.seq },
     el("td", { title: e.time }, age(e.time, s.time) + " ago"),
     el("td", {}, e.kind === "auth" ? "failed login" : "refused"),
