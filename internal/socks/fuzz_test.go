@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"github.com/pinhole-dev/pinhole/internal/httphop"
 	"net"
 	"strings"
 	"testing"
@@ -113,7 +114,7 @@ func FuzzHTTPRequest(f *testing.F) {
 			t.Fatalf("accepted %q", req.URL)
 		}
 		h := req.Header.Clone()
-		removeHopHeaders(h)
+		httphop.Remove(h)
 		if h.Get("Proxy-Authorization") != "" || h.Get("Connection") != "" {
 			t.Fatal("hop-by-hop header left")
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/pinhole-dev/pinhole/internal/httphop"
 	"io"
 	"math"
 	"net"
@@ -164,7 +165,7 @@ func (hs *handshake) httpForward(req *http.Request) (keep bool, err error) {
 	out := req.Clone(hs.ctx)
 	out.RequestURI = ""
 	out.Close = false
-	removeHopHeaders(out.Header)
+	httphop.Remove(out.Header)
 	var body *clientBody
 	if req.Body != nil && req.Body != http.NoBody {
 		body = &clientBody{r: req.Body}
@@ -186,7 +187,7 @@ func (hs *handshake) httpForward(req *http.Request) (keep bool, err error) {
 	}
 	defer resp.Body.Close()
 
-	removeHopHeaders(resp.Header)
+	httphop.Remove(resp.Header)
 	keep = !req.Close
 	if !req.ProtoAtLeast(1, 1) {
 		// An HTTP/1.0 client cannot read chunks: send the body until close.
@@ -262,32 +263,6 @@ func writeHTTPError(w io.Writer, code int, msg string, h http.Header) {
 	h.Write(&b)
 	fmt.Fprintf(&b, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 	io.WriteString(w, b.String())
-}
-
-// removeHopHeaders deletes the headers meant for one connection only (RFC
-// 9110 section 7.6.1), which a proxy does not pass on, and the proxy's
-// credentials.
-func removeHopHeaders(h http.Header) {
-	for _, v := range h.Values("Connection") {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				h.Del(f)
-			}
-		}
-	}
-	for _, k := range [...]string{
-		"Connection",
-		"Proxy-Connection",
-		"Keep-Alive",
-		"Proxy-Authenticate",
-		"Proxy-Authorization",
-		"Te",
-		"Trailer",
-		"Transfer-Encoding",
-		"Upgrade",
-	} {
-		h.Del(k)
-	}
 }
 
 // clientBody is a request body read from the client connection. It records

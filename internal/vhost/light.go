@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pinhole-dev/pinhole/internal/httphop"
 	"io"
 	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -419,22 +421,8 @@ func (l *nameListener) answer(w http.ResponseWriter, res *http.Response) (bool, 
 	return !res.Close, nil
 }
 
-// hopHeaders are the hop-by-hop headers (RFC 9110 section 7.6.1) and
-// the framing ones, never passed on either way, and the proxy headers
-// the router sets itself, never taken from a public client.
-var hopHeaders = map[string]bool{
-	"Connection":          true,
-	"Proxy-Connection":    true,
-	"Keep-Alive":          true,
-	"Proxy-Authenticate":  true,
-	"Proxy-Authorization": true,
-	"Te":                  true,
-	"Trailer":             true,
-	"Transfer-Encoding":   true,
-	"Upgrade":             true,
-	"Content-Length":      true,
-}
-
+// requestOwnHeaders are the proxy headers the router sets itself, never
+// taken from a public client.
 var requestOwnHeaders = map[string]bool{
 	"X-Forwarded-For":    true,
 	"X-Forwarded-Host":   true,
@@ -445,39 +433,16 @@ var requestOwnHeaders = map[string]bool{
 	"Forwarded":          true,
 }
 
-// connectionTokens are the headers a Connection header names, in
-// canonical form; nil when it names none.
-func connectionTokens(h http.Header) []string {
-	var names []string
-	for _, v := range h["Connection"] {
-		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				names = append(names, http.CanonicalHeaderKey(f))
-			}
-		}
-	}
-	return names
-}
-
 // copyAnswerHeader copies an answer's header from the service into dst,
 // without the hop-by-hop ones (Content-Length stays: it is the body's).
 func copyAnswerHeader(dst, src http.Header) {
-	named := connectionTokens(src)
+	named := httphop.Named(src)
 	for k, vv := range src {
-		if (hopHeaders[k] && k != "Content-Length") || contains(named, k) {
+		if httphop.Is(k) || slices.Contains(named, k) {
 			continue
 		}
 		dst[k] = vv
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // forwarded is what the router tells a service of a request: the Host
@@ -529,11 +494,12 @@ func writeHead(w *bufio.Writer, req *http.Request, f forwarded) {
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	writeValue(w, f.host)
 	w.WriteString("\r\n")
-	named := connectionTokens(req.Header)
+	named := httphop.Named(req.Header)
 	for k, vv := range req.Header {
 		// Host is ours, written above (net/http's servers keep it out
-		// of the map; this holds if one does not).
-		if hopHeaders[k] || requestOwnHeaders[k] || k == "Host" || contains(named, k) {
+		// of the map; this holds if one does not), and so is the
+		// framing: Content-Length below, never Transfer-Encoding.
+		if httphop.Is(k) || requestOwnHeaders[k] || k == "Host" || k == "Content-Length" || slices.Contains(named, k) {
 			continue
 		}
 		for _, v := range vv {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"github.com/pinhole-dev/pinhole/internal/httphop"
 	"io"
 	"net"
 	"net/http"
@@ -599,7 +600,7 @@ func FuzzWriteHead(f *testing.F) {
 		if xff := got.Header["X-Forwarded-For"]; len(xff) != 1 || xff[0] != "192.0.2.1" {
 			t.Fatalf("%q: X-Forwarded-For %q", raw, xff)
 		}
-		for _, h := range connectionTokens(in.Header) {
+		for _, h := range httphop.Named(in.Header) {
 			if h != "Host" && got.Header[h] != nil && !strings.HasPrefix(h, "X-Forwarded") && h != "Forwarded" {
 				t.Fatalf("%q: %s, named by Connection, passed on", raw, h)
 			}
