@@ -59,13 +59,13 @@ type Histogram struct {
 
 // rttBounds are the keepalive round-trip buckets, in seconds: a LAN's
 // milliseconds to a congested path's seconds.
-var rttBounds = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+var rttBounds = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
 // histogram counts observations in rttBounds' buckets; its zero value is
 // ready. An observation is a few atomic adds, once per keepalive.
 type histogram struct {
-	counts [14]atomic.Uint64 // len(rttBounds)+1
-	sum    atomic.Int64      // nanoseconds
+	counts [len(rttBounds) + 1]atomic.Uint64
+	sum    atomic.Int64 // nanoseconds
 	n      atomic.Uint64
 }
 
@@ -81,7 +81,7 @@ func (h *histogram) observe(d time.Duration) {
 }
 
 func (h *histogram) read() Histogram {
-	out := Histogram{Bounds: rttBounds, Counts: make([]uint64, len(h.counts))}
+	out := Histogram{Bounds: rttBounds[:], Counts: make([]uint64, len(h.counts))}
 	for i := range h.counts {
 		out.Counts[i] = h.counts[i].Load()
 	}
