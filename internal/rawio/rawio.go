@@ -91,7 +91,15 @@ func (r *reader) Read(p []byte) (int, error) {
 	err := r.rc.Read(r.try)
 	n, rerr := r.n, r.err
 	r.p, r.n, r.err = nil, 0, nil
-	r.busy.read(r.calls > 1)
+	if n > 0 {
+		r.busy.read(r.calls > 1)
+	} else {
+		// An error is no data found at once: net/http ends the read it
+		// keeps waiting behind each request with a deadline in the past,
+		// which returns at the first try. Counted as busy, it made every
+		// public HTTP connection yield once a request.
+		r.busy.idle()
+	}
 	switch {
 	case err != nil:
 		return 0, opError("read", r.c, err)

@@ -46,6 +46,11 @@ func (b *busy) read(waited bool) {
 	}
 }
 
+// idle notes a Read that brought no data (an error, a deadline, the end):
+// the reader is not busy, and the next Read that finds data at once starts
+// a new streak.
+func (b *busy) idle() { b.since = 0 }
+
 // goschedYield is pollYield where there is no event of our own to wait
 // for: it lets the goroutines already runnable go first, though not the
 // ones the poller would wake.

@@ -70,3 +70,27 @@ func TestBusyYields(t *testing.T) {
 		t.Fatal("a Read that waited did not restart the count")
 	}
 }
+
+// TestFailedReadIsNotBusy: a Read that ends in an error found no data, so
+// it neither yields nor keeps a streak going. net/http ends the read it
+// waits in behind each request with a deadline in the past, at the first
+// try; counted as data found at once, it made each public HTTP connection
+// yield once a request (three system calls and a trip through the poller).
+func TestFailedReadIsNotBusy(t *testing.T) {
+	if !supported {
+		t.Skip("rawio: no raw socket calls on " + runtime.GOOS)
+	}
+	tc, _ := streamtest.TCPPair(t)
+	r := NewReader(tc).(*reader)
+	r.busy.since = int64(time.Since(epoch)) - int64(10*busyBudget)
+	if err := tc.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var b [8]byte
+	if _, err := r.Read(b[:]); err == nil {
+		t.Fatal("a Read past its deadline returned no error")
+	}
+	if r.busy.since != 0 {
+		t.Fatalf("a Read that failed left the busy streak at %d, not ended", r.busy.since)
+	}
+}
