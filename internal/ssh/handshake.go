@@ -83,6 +83,10 @@ type handshakeTransport struct {
 	// writersWaiting counts writePacket calls waiting for mu (pinhole's
 	// fork: see writebatch.go).
 	writersWaiting atomic.Int32
+	// flushPending: a deferredFlush will flush the buffer (writebatch.go).
+	flushPending bool
+	// lastFlush is when the buffer was last written out, in nanotime.
+	lastFlush int64
 	// Condition for the above mutex. It is used to notify a completed key
 	// exchange or a write failure. Writes can wait for this condition while a
 	// key exchange is in progress.
@@ -586,7 +590,7 @@ func (t *handshakeTransport) writePacket(p []byte) error {
 	t.writersWaiting.Add(-1)
 	defer t.mu.Unlock()
 	err := t.writePacketLocked(p)
-	if t.writersWaiting.Load() == 0 {
+	if t.writersWaiting.Load() == 0 && !t.flushPending {
 		// The last writer in line flushes what those before it left in
 		// the buffer (pinhole's fork: see writebatch.go).
 		if ferr := t.flushLocked(); ferr != nil && err == nil {

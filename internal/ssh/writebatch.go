@@ -2,6 +2,11 @@
 
 package ssh
 
+import (
+	"runtime"
+	"time"
+)
+
 // Writes from many channels share one connection, and each used to reach
 // the socket in a write(2) of its own: on loopback each one also runs the
 // receiver's TCP stack and wakes its read loop. Instead, a writePacket that
@@ -12,8 +17,10 @@ package ssh
 // did upstream.
 //
 // Why nothing is left behind: a packet stays in the buffer only while
-// writersWaiting > 0, that is while some writePacket has not yet taken mu.
-// Each one that takes it ends by flushing unless yet another is waiting;
+// writersWaiting > 0, that is while some writePacket has not yet taken mu,
+// or while flushPending, that is while a deferredFlush is on its way.
+// Each writePacket that takes mu ends by flushing unless yet another is
+// waiting or a deferredFlush is;
 // the key exchange writes (sendKexInit, kexLoop, enterKeyExchange) always
 // flush, which empties the buffer too.
 
@@ -34,15 +41,73 @@ func (t *transport) bufferPacket(p []byte) error {
 func (t *transport) flush() error { return t.bufWriter.Flush() }
 
 // pushOrBuffer writes p, or only buffers it when another writer waits for
-// mu and will flush it. t.mu is held.
+// mu and will flush it, or when it is a small packet whose flush can wait
+// for the goroutines already runnable (deferredFlush). t.mu is held.
 func (t *handshakeTransport) pushOrBuffer(p []byte) error {
-	if b, ok := t.conn.(bufferingTransport); ok && t.writersWaiting.Load() > 0 {
-		if debugHandshake {
-			t.printPacket(p, true)
-		}
-		return b.bufferPacket(p)
+	b, ok := t.conn.(bufferingTransport)
+	if !ok {
+		return t.pushPacket(p)
 	}
-	return t.pushPacket(p)
+	now := nanotime()
+	switch {
+	case t.writersWaiting.Load() > 0:
+	case deferrable(p) && now-t.lastFlush < int64(deferBusy):
+		if !t.flushPending {
+			t.flushPending = true
+			go t.deferredFlush()
+		}
+	default:
+		t.lastFlush = now
+		return t.pushPacket(p)
+	}
+	if debugHandshake {
+		t.printPacket(p, true)
+	}
+	return b.bufferPacket(p)
+}
+
+// Small packets from many channels at once. On one P (tunnel.CoreBudget)
+// goroutines do not overlap, so writers rarely wait for mu, and each
+// channel's small packet went out in a write(2) of its own: 64 HTTP
+// requests in flight through a name cost 64 SSH writes at each end, and as
+// many reads at the other. A small channel packet that finds nobody
+// waiting is left in the buffer instead, and a goroutine of its own
+// flushes it after the goroutines already runnable have run
+// (runtime.Gosched sends it to the back): those that write meanwhile add
+// to the same write(2). A lone packet waits for one trip through the
+// scheduler; beside a bulk stream, the bulk's next packet flushes it
+// sooner. Only a connection that flushed within deferBusy defers: one
+// request at a time (a shell, a game's datagrams) goes out at once.
+const (
+	deferMax  = 2 << 10
+	deferBusy = 100 * time.Microsecond
+)
+
+// nanotime is a monotonic clock in ns, for lastFlush.
+func nanotime() int64 { return int64(time.Since(clockEpoch)) }
+
+var clockEpoch = time.Now()
+
+// deferrable says whether p may wait for deferredFlush: channel data and
+// window adjustments of at most deferMax bytes.
+func deferrable(p []byte) bool {
+	if len(p) == 0 || len(p) > deferMax {
+		return false
+	}
+	switch p[0] {
+	case msgChannelData, msgChannelExtendedData, msgChannelWindowAdjust:
+		return true
+	}
+	return false
+}
+
+// deferredFlush is the flush a deferred packet is owed.
+func (t *handshakeTransport) deferredFlush() {
+	runtime.Gosched()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.flushPending = false
+	t.flushLocked()
 }
 
 // flushLocked writes out what pushOrBuffer left in the buffer; it costs
@@ -54,6 +119,7 @@ func (t *handshakeTransport) flushLocked() error {
 	if !ok || t.sentInitMsg != nil {
 		return nil
 	}
+	t.lastFlush = nanotime()
 	if err := b.flush(); err != nil {
 		if t.writeError == nil {
 			t.writeError = err
