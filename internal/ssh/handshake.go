@@ -85,6 +85,9 @@ type handshakeTransport struct {
 	writersWaiting atomic.Int32
 	// flushPending: a deferredFlush will flush the buffer (writebatch.go).
 	flushPending bool
+	// urgentBuffered: the buffer holds a packet that may not wait for
+	// deferredFlush (writebatch.go).
+	urgentBuffered bool
 	// lastFlush is when the buffer was last written out, in nanotime.
 	lastFlush int64
 	// Condition for the above mutex. It is used to notify a completed key
@@ -590,7 +593,7 @@ func (t *handshakeTransport) writePacket(p []byte) error {
 	t.writersWaiting.Add(-1)
 	defer t.mu.Unlock()
 	err := t.writePacketLocked(p)
-	if t.writersWaiting.Load() == 0 && !t.flushPending {
+	if t.writersWaiting.Load() == 0 && (!t.flushPending || t.urgentBuffered) {
 		// The last writer in line flushes what those before it left in
 		// the buffer (pinhole's fork: see writebatch.go).
 		if ferr := t.flushLocked(); ferr != nil && err == nil {
@@ -657,6 +660,7 @@ func (t *handshakeTransport) writePacketLocked(p []byte) error {
 }
 
 func (t *handshakeTransport) Close() error {
+	t.flushBeforeClose()
 	// Close the connection. This should cause the readLoop goroutine to wake up
 	// and close t.startKex, which will shut down kexLoop if running.
 	err := t.conn.Close()

@@ -51,6 +51,9 @@ func (t *handshakeTransport) pushOrBuffer(p []byte) error {
 	now := nanotime()
 	switch {
 	case t.writersWaiting.Load() > 0:
+		if !deferrable(p) {
+			t.urgentBuffered = true // the last writer in line flushes it, pending or not
+		}
 	case deferrable(p) && now-t.lastFlush < int64(deferBusy):
 		if !t.flushPending {
 			t.flushPending = true
@@ -88,17 +91,15 @@ func nanotime() int64 { return int64(time.Since(clockEpoch)) }
 
 var clockEpoch = time.Now()
 
-// deferrable says whether p may wait for deferredFlush: channel data and
-// window adjustments of at most deferMax bytes.
+// deferrable says whether p may wait for deferredFlush: channel data of at
+// most deferMax bytes. Not a window adjustment: a bulk sender may be
+// waiting for it, and the receiver's busy read loop would hold the flush
+// until it yields.
 func deferrable(p []byte) bool {
 	if len(p) == 0 || len(p) > deferMax {
 		return false
 	}
-	switch p[0] {
-	case msgChannelData, msgChannelExtendedData, msgChannelWindowAdjust:
-		return true
-	}
-	return false
+	return p[0] == msgChannelData || p[0] == msgChannelExtendedData
 }
 
 // deferredFlush is the flush a deferred packet is owed.
@@ -120,6 +121,7 @@ func (t *handshakeTransport) flushLocked() error {
 		return nil
 	}
 	t.lastFlush = nanotime()
+	t.urgentBuffered = false
 	if err := b.flush(); err != nil {
 		if t.writeError == nil {
 			t.writeError = err
@@ -128,4 +130,18 @@ func (t *handshakeTransport) flushLocked() error {
 		return err
 	}
 	return nil
+}
+
+// flushBeforeClose writes out a deferred packet before the connection
+// closes: data a channel wrote just before Close is sent, as it was when
+// every packet went out at once. It does not wait for mu: a writer stuck
+// on a peer that reads nothing holds it, and Close is what frees it.
+func (t *handshakeTransport) flushBeforeClose() {
+	if !t.mu.TryLock() {
+		return
+	}
+	defer t.mu.Unlock()
+	if t.flushPending {
+		t.flushLocked()
+	}
 }
