@@ -173,19 +173,30 @@ func execCommand(payload []byte) (string, bool) {
 // an error when the connection is to be closed (not allowed, options
 // refused or not settled in time).
 func (sc *serverConn) streamOptions(client, local netip.AddrPort) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(sc.ctx, sc.srv.cfg.OptionsWait+5*time.Second)
-	defer cancel()
-	o, err := sc.tunnelOptions(ctx)
+	o, err := sc.admit(client.Addr())
 	if err != nil {
 		return nil, err
-	}
-	if !o.Allows(client.Addr()) {
-		return nil, errNotAllowed
 	}
 	if o.ProxyProtocol == 0 {
 		return nil, nil
 	}
 	return proxyproto.Header(o.ProxyProtocol, client, local), nil
+}
+
+// admit waits for the connection's tunnel options, then says whether
+// allow= admits a public client from addr to its remote forwards (a TCP
+// port's connection, a UDP port's new flow).
+func (sc *serverConn) admit(addr netip.Addr) (auth.TunnelOptions, error) {
+	ctx, cancel := context.WithTimeout(sc.ctx, sc.srv.cfg.OptionsWait+5*time.Second)
+	defer cancel()
+	o, err := sc.tunnelOptions(ctx)
+	if err != nil {
+		return o, err
+	}
+	if !o.Allows(addr) {
+		return o, errNotAllowed
+	}
+	return o, nil
 }
 
 var errNotAllowed = errors.New("tunnel: the client's address is not in the forward's allow= networks")

@@ -3,16 +3,34 @@ package tunnel_test
 import (
 	"bytes"
 	"cmp"
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/proxyproto"
 	"github.com/pinhole-dev/pinhole/internal/spec"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
+	"github.com/pinhole-dev/pinhole/internal/streamtest"
 	"github.com/pinhole-dev/pinhole/internal/tunnel"
 )
+
+// optionsServer is a server whose OptionsWait is long enough that a
+// forward served at once shows the client said it sends no options; key
+// may log in.
+func optionsServer(t *testing.T) (srv *server, hostKey, key ssh.Signer) {
+	hostKey, key = newSigner(t), newSigner(t)
+	srv = startServerConfig(t, nil, tunnel.ServerConfig{
+		HostKeys:    []ssh.Signer{hostKey},
+		Authorize:   keySet(t, authorizedLine("", key.PublicKey())),
+		OptionsWait: 20 * time.Second,
+		Logger:      testLogger(t).With("side", "server"),
+	})
+	return srv, hostKey, key
+}
 
 // TestTunnelOptionsTCP: a pinhole client's tunnel options reach the
 // server before its forwards. With proxy-protocol=v2 the service reads
@@ -21,13 +39,7 @@ import (
 // connection; a client without options is served at once (it sends
 // no-more-sessions), well before the server's OptionsWait.
 func TestTunnelOptionsTCP(t *testing.T) {
-	hostKey, key := newSigner(t), newSigner(t)
-	srv := startServerConfig(t, nil, tunnel.ServerConfig{
-		HostKeys:    []ssh.Signer{hostKey},
-		Authorize:   keySet(t, authorizedLine("", key.PublicKey())),
-		OptionsWait: 20 * time.Second,
-		Logger:      testLogger(t).With("side", "server"),
-	})
+	srv, hostKey, key := optionsServer(t)
 	target, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +135,56 @@ func TestTunnelOptionsTCP(t *testing.T) {
 			if !bytes.Equal(b, want) {
 				t.Errorf("the service read %q, want %q", b, want)
 			}
+		})
+	}
+}
+
+// TestTunnelOptionsUDP: allow= applies to a -R .../udp forward's flows as
+// to a TCP port's connections. Without options, or with an allow= that
+// admits loopback, a datagram comes back from the echo service; with one
+// that does not, nothing reaches the service, nothing comes back, and the
+// server records the refusal.
+func TestTunnelOptionsUDP(t *testing.T) {
+	srv, hostKey, key := optionsServer(t)
+	echo := streamtest.NewUDPEcho(t)
+	port := echo.LocalAddr().(*net.UDPAddr).Port
+	for _, tc := range []struct {
+		words  string
+		served bool
+	}{
+		{"", true},
+		{"allow=127.0.0.0/8", true},
+		{"allow=192.0.2.0/24", false},
+	} {
+		t.Run(cmp.Or(tc.words, "no options"), func(t *testing.T) {
+			cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), key)
+			cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d/udp", port))}
+			cfg.TunnelOptions = tc.words
+			c := dialClient(t, cfg)
+			conn := dialUDP(t, c.RemoteAddrs()[0])
+			if tc.served {
+				if err := roundTrip(conn, []byte("hello")); err != nil {
+					t.Fatalf("a datagram through -R/udp with %q: %v", cmp.Or(tc.words, "no options"), err)
+				}
+				return
+			}
+			for range 3 {
+				if _, err := conn.Write([]byte("hello")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conn.SetReadDeadline(time.Now().Add(time.Second))
+			if n, err := conn.Read(make([]byte, 64)); err == nil {
+				t.Fatalf("%d bytes came back from the service to a source allow= does not admit", n)
+			}
+			waitFor(t, 5*time.Second, "the refusal recorded", func() bool {
+				for _, e := range srv.srv.Events().Events() {
+					if e.Reason == observe.RefusedTunnelOptions && strings.HasSuffix(e.Forward, "/udp") {
+						return true
+					}
+				}
+				return false
+			})
 		})
 	}
 }

@@ -97,6 +97,12 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 		MaxFlows:    sc.srv.cfg.UDPMaxFlows,
 		Logger:      sc.log,
 		Dial: func(ctx context.Context, src netip.AddrPort) (net.Conn, error) {
+			// A new flow, as a TCP port's new connection: allow= first, so
+			// that a source it turns away takes none of the key's streams.
+			if _, err := sc.admit(src.Addr()); err != nil {
+				sc.refuse(observe.RefusedTunnelOptions, ul.where(), src, err)
+				return nil, err
+			}
 			if err := sc.keys.openStream(); err != nil {
 				sc.refuse(limitReason(err), ul.where(), src, err)
 				sc.keys.refused(sc.log, err, chanForwardedUDP+" "+ul.where())
