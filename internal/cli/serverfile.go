@@ -77,7 +77,7 @@ func runServerFile(ctx context.Context, e *env, file string, watch *watchFlags, 
 	if r.mapCfg, err = serverMapConfig(e, cfg); err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
-	if r.metrics, err = mf.start(e, "pinhole server", metrics.Sources{Role: "server", Server: r.cur.Load, Portmap: &r.mapStatus}); err != nil {
+	if r.metrics, err = mf.start(e, "pinhole server", metrics.Sources{Role: "server", Servers: r.servers, Portmap: &r.mapStatus}); err != nil {
 		return err
 	}
 	defer r.metrics.stop()
@@ -85,8 +85,7 @@ func runServerFile(ctx context.Context, e *env, file string, watch *watchFlags, 
 	if err != nil {
 		return err
 	}
-	r.gen = gen
-	r.cur.Store(gen.srv)
+	r.setCurrent(gen)
 	for _, a := range cfg.Listen {
 		if err := r.listen(a); err != nil {
 			r.closeAll()
@@ -98,7 +97,7 @@ func runServerFile(ctx context.Context, e *env, file string, watch *watchFlags, 
 	gen.disp.printTLS(e, r.lns[cfg.Listen[0]].ln.Addr())
 	asks := make(chan reloadAsk)
 	stopWatch, err := watch.start(e, "server", control.Handler{
-		Snapshot: func() observe.Snapshot { return serverSnapshot(r.cur.Load()) },
+		Snapshot: func() observe.Snapshot { return serverSnapshot(r.servers()...) },
 		Reload:   asker(asks),
 	})
 	if err != nil {
@@ -160,15 +159,38 @@ type serverRun struct {
 	mapCfg *portmap.Config
 	keys   atomic.Pointer[auth.KeyFile]
 	gen    *generation
-	cur    atomic.Pointer[tunnel.Server] // gen's, for the control socket
+	cur    atomic.Pointer[tunnel.Server] // gen's
 	events *observe.Ring                 // every generation's refusals
-	lns    map[string]*liveListener      // by the address the file gives
-	old    sync.WaitGroup                // generations draining
+	// all are every generation's servers, the current one last: pinhole
+	// status and the metrics show the sessions of one still draining, and
+	// count what each carried.
+	allMu sync.Mutex
+	all   []*tunnel.Server
+	lns   map[string]*liveListener // by the address the file gives
+	old   sync.WaitGroup           // generations draining
 
 	// metrics is --metrics (nil: off), and mapStatus the router mappings
 	// of every listener, which it reads.
 	metrics   *metricsServer
 	mapStatus portmap.Status
+}
+
+// setCurrent makes g the generation new connections go to.
+func (r *serverRun) setCurrent(g *generation) {
+	r.gen = g
+	r.cur.Store(g.srv)
+	r.allMu.Lock()
+	r.all = append(r.all, g.srv)
+	r.allMu.Unlock()
+}
+
+// servers are every generation's server, the current one last. A
+// generation that has drained stays: its figures are part of the totals
+// (a restart-style reload is rare: a setting or a certificate changed).
+func (r *serverRun) servers() []*tunnel.Server {
+	r.allMu.Lock()
+	defer r.allMu.Unlock()
+	return slices.Clone(r.all)
 }
 
 // generation is one tunnel.Server, the Dispatcher in front of it (TLS,
@@ -461,8 +483,7 @@ func (r *serverRun) reload(file string, b []byte, why string) string {
 			return fmt.Sprintf("reload refused: the server stays as it is: %v", err)
 		}
 		old := r.gen
-		r.gen = gen
-		r.cur.Store(gen.srv)
+		r.setCurrent(gen)
 		r.portsChanged()
 		if renewed || tlsChanged(old.settings, gen.settings) {
 			gen.disp.printTLS(r.e, r.firstAddr(cfg))

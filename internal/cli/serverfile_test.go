@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/config"
+	"github.com/pinhole-dev/pinhole/internal/observe"
 	"github.com/pinhole-dev/pinhole/internal/portmap"
 	"github.com/pinhole-dev/pinhole/internal/ssh"
 	"github.com/pinhole-dev/pinhole/internal/streamtest"
@@ -286,4 +288,66 @@ func TestServerFileTLSReload(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, fp1) {
 		t.Errorf("pinned to the old certificate after the reload: exit %d; stderr:\n%s", code, stderr)
 	}
+}
+
+// TestServerFileRestartKeepsCounts: after a reload that restarts the
+// server, the old one's session, still draining a held stream, is in
+// pinhole status (as draining) and in the metrics' session count, and
+// the byte counters carry on from what the old server carried instead of
+// falling back to the new one's zero.
+func TestServerFileRestartKeepsCounts(t *testing.T) {
+	dir := t.TempDir()
+	identity, pub := writeKey(t, dir, "id_ed25519")
+	writeFile(t, filepath.Join(dir, "authorized_keys"), string(ssh.MarshalAuthorizedKey(pub)))
+	file := filepath.Join(dir, "server.toml")
+	conf := func(extra string) string {
+		return fmt.Sprintf("listen = [\"127.0.0.1:0\"]\nhost-key = \"host_key\"\nauthorized-keys = \"authorized_keys\"\ndrain = \"30s\"\n%s\n", extra)
+	}
+	writeFile(t, file, conf(""))
+	sock := filepath.Join(dir, "server.sock")
+	reload := make(chan struct{}, 1)
+	srv := startReload(t, reload, "server", "-c", file, "--metrics", "127.0.0.1:0", "--control", sock)
+	out := collect(srv)
+	metricsAddr := out.wait(t, srv, `^pinhole server: metrics on http://(\S+)/metrics`, 1)[1]
+	addr := out.wait(t, srv, `^pinhole server: listening on (\S+)`, 1)[1]
+	target := streamtest.NewTarget(t).Port()
+	host, port, _ := net.SplitHostPort(addr)
+	c := start(t, "connect", "-p", port, "-i", identity, "--known-hosts", filepath.Join(dir, "known_hosts"), "-L", fmt.Sprintf("0:127.0.0.1:%d", target), "tester@"+host)
+	local := c.waitLine(t, `-L \S+: listening on (\S+),`)[1]
+	held := hold(t, local, 1)
+	exchangeThrough(t, local, 2)
+
+	toTarget := func() float64 {
+		return value(t, families(t, scrape(t, metricsAddr, "")), "pinhole_server_bytes_total", "direction", "to_target")
+	}
+	before := toTarget()
+	if before == 0 {
+		t.Fatal("pinhole_server_bytes_total{direction=to_target} is 0 after a stream went through")
+	}
+
+	replaceFile(t, file, conf(`keepalive = "2s"`))
+	out.wait(t, srv, `reloaded \S+: 0 listeners added, 0 removed, authorized_keys changed: false, restarted: true`, 1)
+
+	fams := families(t, scrape(t, metricsAddr, ""))
+	if got := value(t, fams, "pinhole_server_bytes_total", "direction", "to_target"); got < before {
+		t.Errorf("after the restart pinhole_server_bytes_total{direction=to_target} fell from %.0f to %.0f", before, got)
+	}
+	if got := value(t, fams, "pinhole_ssh_sessions", "state", "authenticated"); got != 1 {
+		t.Errorf("after the restart pinhole_ssh_sessions{state=authenticated} = %.0f, want 1 (the old server's, draining)", got)
+	}
+	code, status, errOut := run(t, "status", "--json", "--socket", sock)
+	if code != 0 {
+		t.Fatalf("pinhole status --json: exit %d\n%s", code, errOut)
+	}
+	var s observe.Snapshot
+	if err := json.Unmarshal([]byte(status), &s); err != nil {
+		t.Fatalf("pinhole status --json: %v\n%s", err, status)
+	}
+	if len(s.Sessions) != 1 || s.Sessions[0].State != "draining" {
+		t.Errorf("after the restart pinhole status shows sessions %+v, want the old server's one, draining", s.Sessions)
+	}
+	if float64(s.Totals.BytesToTarget) < before {
+		t.Errorf("after the restart pinhole status's bytes to target are %d, fewer than the %.0f before it", s.Totals.BytesToTarget, before)
+	}
+	held.finish(t, "a server restarted by a reload, in the old one's drain")
 }

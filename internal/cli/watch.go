@@ -151,9 +151,26 @@ func clientSnapshot(started time.Time, ring *observe.Ring, ts []observe.Tunnel) 
 }
 
 // serverSnapshot is srv's snapshot with the process's id.
-func serverSnapshot(srv *tunnel.Server) observe.Snapshot {
-	s := srv.Snapshot()
+func serverSnapshot(srvs ...*tunnel.Server) observe.Snapshot {
+	last := len(srvs) - 1
+	s := srvs[last].Snapshot()
 	s.PID = os.Getpid()
+	if last == 0 {
+		return s
+	}
+	// Older generations (server -c after a restart-style reload): their
+	// sessions, draining, before the current one's, and their totals in
+	// the sums. The events are one ring, the current server's copy.
+	var sessions []observe.Session
+	for _, old := range srvs[:last] {
+		o := old.Snapshot()
+		if o.Started.Before(s.Started) {
+			s.Started = o.Started
+		}
+		sessions = append(sessions, o.Sessions...)
+		s.Totals = s.Totals.Add(o.Totals)
+	}
+	s.Sessions = append(sessions, s.Sessions...)
 	return s
 }
 

@@ -50,8 +50,13 @@ type Sources struct {
 	// Version is pinhole's version.
 	Version string
 	// Server returns pinhole server's tunnel.Server, called at each
-	// scrape (server -c makes a new one when a reload restarts it).
+	// scrape.
 	Server func() *tunnel.Server
+	// Servers, in place of Server, returns every tunnel.Server the
+	// process has run (server -c makes a new one when a reload restarts
+	// it, and the old one drains): the figures are their sums, so a
+	// counter does not fall back when one takes over from another.
+	Servers func() []*tunnel.Server
 	// Tunnels lists a client's tunnels (pinhole connect: one; pinhole
 	// up: those of the file), called at each scrape.
 	Tunnels func() []Tunnel
@@ -173,14 +178,19 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	role := c.src.Role
 	if role == "" {
 		role = "client"
-		if c.src.Server != nil {
+		if c.src.Server != nil || c.src.Servers != nil {
 			role = "server"
 		}
 	}
 	ch <- gauge(buildInfo, 1, c.src.Version, role)
-	if c.src.Server != nil {
+	switch {
+	case c.src.Servers != nil:
+		if ss := c.src.Servers(); len(ss) > 0 {
+			collectServers(ch, ss)
+		}
+	case c.src.Server != nil:
 		if s := c.src.Server(); s != nil {
-			collectServer(ch, s)
+			collectServers(ch, []*tunnel.Server{s})
 		}
 	}
 	if c.src.Tunnels != nil {
@@ -211,19 +221,33 @@ func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
 	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 }
 
-func collectServer(ch chan<- prometheus.Metric, s *tunnel.Server) {
-	st := s.Stats()
+// collectServers sends the sums of ss's figures; their event rings are
+// counted once each (server -c's generations share one).
+func collectServers(ch chan<- prometheus.Metric, ss []*tunnel.Server) {
+	var (
+		st      tunnel.Stats
+		n       tunnel.Counters
+		dropped uint64
+		rings   []*observe.Ring
+	)
+	for _, s := range ss {
+		st = st.Add(s.Stats())
+		n = n.Add(s.Counters())
+		dropped += s.Startups().Dropped
+		if !slices.Contains(rings, s.Events()) {
+			rings = append(rings, s.Events())
+		}
+	}
 	ch <- counter(serverBytes, float64(st.ToTarget), "to_target")
 	ch <- counter(serverBytes, float64(st.FromTarget), "from_target")
 	ch <- gauge(serverOpen, float64(st.StreamsOpen))
 	ch <- counter(serverTotal, float64(st.StreamsTotal))
 	ch <- counter(serverRefused, float64(st.StreamsRefused))
-	n := s.Counters()
 	ch <- gauge(sessions, float64(n.SessionsUnauthenticated), "unauthenticated")
 	ch <- gauge(sessions, float64(n.SessionsAuthenticated), "authenticated")
-	ch <- counter(startupsDrop, float64(s.Startups().Dropped))
+	ch <- counter(startupsDrop, float64(dropped))
 	collectCounters(ch, n, "")
-	collectEvents(ch, false, s.Events())
+	collectEvents(ch, false, rings...)
 }
 
 // clientReasons are the reasons only a client records.

@@ -69,6 +69,19 @@ type Counters struct {
 	RateFromTarget float64 `json:"rate_from_target"`
 }
 
+// Add is c and o together: counts and rates summed.
+func (c Counters) Add(o Counters) Counters {
+	return Counters{
+		BytesToTarget:   c.BytesToTarget + o.BytesToTarget,
+		BytesFromTarget: c.BytesFromTarget + o.BytesFromTarget,
+		StreamsOpen:     c.StreamsOpen + o.StreamsOpen,
+		StreamsTotal:    c.StreamsTotal + o.StreamsTotal,
+		StreamsRefused:  c.StreamsRefused + o.StreamsRefused,
+		RateToTarget:    c.RateToTarget + o.RateToTarget,
+		RateFromTarget:  c.RateFromTarget + o.RateFromTarget,
+	}
+}
+
 // Session is one authenticated SSH connection to a server.
 type Session struct {
 	// Key is the SHA256 fingerprint of the key it logged in with, and

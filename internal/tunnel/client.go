@@ -464,11 +464,11 @@ func (c *Client) Forwardings() []*Forwarding {
 // streams of DialContext and DialUDP.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
-	s := c.retired.add(c.meter.stats())
+	s := c.retired.Add(c.meter.stats())
 	fs := slices.Clone(c.forwards)
 	c.mu.Unlock()
 	for _, f := range fs {
-		s = s.add(f.Stats())
+		s = s.Add(f.Stats())
 	}
 	return s
 }

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,29 @@ type Counters struct {
 	SessionsUnauthenticated, SessionsAuthenticated int
 }
 
+// Add is c and o together, as for two servers that one process ran one
+// after the other (pinhole server -c, when a reload restarts it): counts
+// and histograms summed, Reconnects by cause.
+func (c Counters) Add(o Counters) Counters {
+	out := c
+	if len(o.Reconnects) > 0 {
+		out.Reconnects = make(map[string]uint64, len(c.Reconnects)+len(o.Reconnects))
+		for k, v := range c.Reconnects {
+			out.Reconnects[k] += v
+		}
+		for k, v := range o.Reconnects {
+			out.Reconnects[k] += v
+		}
+	}
+	out.ReconnectsFailed += o.ReconnectsFailed
+	out.KeepaliveRTT = c.KeepaliveRTT.add(o.KeepaliveRTT)
+	out.KeepaliveTimeouts += o.KeepaliveTimeouts
+	out.UDP = c.UDP.Add(o.UDP)
+	out.SessionsUnauthenticated += o.SessionsUnauthenticated
+	out.SessionsAuthenticated += o.SessionsAuthenticated
+	return out
+}
+
 // The causes of a lost connection, as Counters.Reconnects counts them.
 const (
 	CauseKeepalive = "keepalive" // the peer stopped answering keepalives
@@ -46,6 +70,22 @@ const (
 
 // ReconnectCauses are every cause, in a fixed order.
 var ReconnectCauses = []string{CauseKeepalive, CauseClosed, CauseError}
+
+// add is h and o together; the two have the same Bounds (rttBounds), or
+// one of them is empty.
+func (h Histogram) add(o Histogram) Histogram {
+	switch {
+	case o.Count == 0 && len(o.Counts) == 0:
+		return h
+	case h.Count == 0 && len(h.Counts) == 0:
+		return o
+	}
+	out := Histogram{Bounds: h.Bounds, Counts: slices.Clone(h.Counts), Count: h.Count + o.Count, Sum: h.Sum + o.Sum}
+	for i := range min(len(out.Counts), len(o.Counts)) {
+		out.Counts[i] += o.Counts[i]
+	}
+	return out
+}
 
 // Histogram is a distribution of observations in buckets: Counts[i] are
 // the observations at most Bounds[i] (not cumulative), and the last

@@ -268,7 +268,7 @@ func (f *Forwarding) Close() error {
 	c.mu.Lock()
 	if i := slices.Index(c.forwards, f); i >= 0 {
 		c.forwards = slices.Delete(c.forwards, i, i+1)
-		c.retired = c.retired.add(f.meter.stats())
+		c.retired = c.retired.Add(f.meter.stats())
 	}
 	c.mu.Unlock()
 	return nil

@@ -332,7 +332,7 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.retired
 	for c := range s.conns {
-		st = st.add(c.meter.stats())
+		st = st.Add(c.meter.stats())
 	}
 	return st
 }
@@ -604,7 +604,7 @@ func (s *Server) handshake(c net.Conn, release func(), unwrap func(net.Conn) (ne
 	sc.serve(chans, reqs)
 	s.mu.Lock()
 	delete(s.conns, sc)
-	s.retired = s.retired.add(sc.meter.stats())
+	s.retired = s.retired.Add(sc.meter.stats())
 	s.mu.Unlock()
 	ms := sc.meter.stats()
 	sc.log.Info("client disconnected", "bytes", ms.ToTarget+ms.FromTarget, "streams", ms.StreamsTotal)

@@ -56,7 +56,7 @@ func (s *Server) Snapshot() observe.Snapshot {
 	}
 	for _, c := range conns {
 		ms := c.meter.stats()
-		total = total.add(ms)
+		total = total.Add(ms)
 		comment := ""
 		if c.opts != nil {
 			comment = c.opts.Comment
@@ -183,7 +183,7 @@ func (c *Client) Snapshot() observe.Tunnel {
 		lastErr = c.lastErr
 	}
 	fs := slices.Clone(c.forwards)
-	total := c.retired.add(c.meter.stats())
+	total := c.retired.Add(c.meter.stats())
 	c.mu.Unlock()
 	t := observe.Tunnel{
 		Name:     c.cfg.Name,
@@ -197,7 +197,7 @@ func (c *Client) Snapshot() observe.Tunnel {
 	}
 	for _, f := range fs {
 		ms := f.meter.stats()
-		total = total.add(ms)
+		total = total.Add(ms)
 		fw := observe.Forward{
 			Forward:  f.flag(),
 			Kind:     kindName(f.spec.Kind),

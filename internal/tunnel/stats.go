@@ -20,7 +20,8 @@ type Stats struct {
 	StreamsRefused uint64
 }
 
-func (s Stats) add(o Stats) Stats {
+// Add is s and o together, field by field.
+func (s Stats) Add(o Stats) Stats {
 	return Stats{
 		ToTarget:       s.ToTarget + o.ToTarget,
 		FromTarget:     s.FromTarget + o.FromTarget,
