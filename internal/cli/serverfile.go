@@ -159,8 +159,7 @@ type serverRun struct {
 	mapCfg *portmap.Config
 	keys   atomic.Pointer[auth.KeyFile]
 	gen    *generation
-	cur    atomic.Pointer[tunnel.Server] // gen's
-	events *observe.Ring                 // every generation's refusals
+	events *observe.Ring // every generation's refusals
 	// all are every generation's servers, the current one last: pinhole
 	// status and the metrics show the sessions of one still draining, and
 	// count what each carried.
@@ -178,7 +177,6 @@ type serverRun struct {
 // setCurrent makes g the generation new connections go to.
 func (r *serverRun) setCurrent(g *generation) {
 	r.gen = g
-	r.cur.Store(g.srv)
 	r.allMu.Lock()
 	r.all = append(r.all, g.srv)
 	r.allMu.Unlock()

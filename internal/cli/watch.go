@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -159,8 +160,8 @@ func serverSnapshot(srvs ...*tunnel.Server) observe.Snapshot {
 		return s
 	}
 	// Older generations (server -c after a restart-style reload): their
-	// sessions, draining, before the current one's, and their totals in
-	// the sums. The events are one ring, the current server's copy.
+	// sessions, draining, among the current one's (oldest first), and
+	// their totals in the sums. The events are one ring, the current server's copy.
 	var sessions []observe.Session
 	for _, old := range srvs[:last] {
 		o := old.Snapshot()
@@ -171,6 +172,7 @@ func serverSnapshot(srvs ...*tunnel.Server) observe.Snapshot {
 		s.Totals = s.Totals.Add(o.Totals)
 	}
 	s.Sessions = append(sessions, s.Sessions...)
+	slices.SortStableFunc(s.Sessions, func(a, b observe.Session) int { return a.Since.Compare(b.Since) })
 	return s
 }
 

@@ -143,7 +143,7 @@ var (
 
 	udpDatagrams = desc("pinhole_udp_datagrams_total", "Datagrams through the UDP flow tables: in (from the sources, toward the targets) and out (replies to the sources).", "tunnel", "direction")
 	udpFlows     = desc("pinhole_udp_flows_total", "UDP flows opened (one per new source address).", "tunnel")
-	udpDrops     = desc("pinhole_udp_dropped_total", "Datagrams dropped, by reason: no_flow (--udp-max-flows flows open), queue_full (the tunnel slower than the sender), too_big, failed (the flow could not open).", "tunnel", "reason")
+	udpDrops     = desc("pinhole_udp_dropped_total", "Datagrams dropped, by reason: no_flow (--udp-max-flows flows open), queue_full (the tunnel slower than the sender), too_big, failed (the flow could not open), refused (the tunnel's allow= turned the source away).", "tunnel", "reason")
 
 	refusals     = desc("pinhole_refusals_total", "Refused streams, forwards and connections of the process, by reason (docs/watching.md lists them: permitopen, port-taken, limit-streams, tunnel-down, server-refused, ...).", "reason")
 	authFailures = desc("pinhole_auth_failures_total", "Failed authentications on the server, by reason: the reason= of the auth failed log line (unknown-key, from, expired, no-keys, keys-error, method, bad-request).", "reason")
@@ -293,6 +293,7 @@ func collectCounters(ch chan<- prometheus.Metric, n tunnel.Counters, name string
 	ch <- counter(udpDrops, float64(u.QueueFull), name, "queue_full")
 	ch <- counter(udpDrops, float64(u.TooBig), name, "too_big")
 	ch <- counter(udpDrops, float64(u.Failed), name, "failed")
+	ch <- counter(udpDrops, float64(u.Refused), name, "refused")
 }
 
 func histogram(d *prometheus.Desc, h tunnel.Histogram, labels ...string) prometheus.Metric {

@@ -34,6 +34,11 @@ type UDPForwarder struct {
 	// datagram boundaries: each Write sends one datagram, each Read returns
 	// one. It is called with a context that ends when the forwarder closes.
 	Dial func(ctx context.Context, src netip.AddrPort) (net.Conn, error)
+	// Admit, if set, says whether a datagram from a new source may open a
+	// flow; one it refuses is dropped (counted as Refused) before a flow,
+	// a goroutine or a log line is spent on it. It must not block: it
+	// runs in the listener's read loop.
+	Admit func(src netip.AddrPort) bool
 	// IdleTimeout ends a flow with no datagram either way for this long.
 	// 0 means 60 s.
 	IdleTimeout time.Duration
@@ -148,6 +153,11 @@ func (f *UDPForwarder) deliver(ctx context.Context, l PacketListener, src netip.
 	f.mu.Lock()
 	fl := f.flows[src]
 	if fl == nil {
+		if f.Admit != nil && !f.Admit(src) {
+			f.mu.Unlock()
+			f.n.refused.Add(1)
+			return
+		}
 		max := f.MaxFlows
 		if max <= 0 {
 			max = 1024

@@ -15,12 +15,15 @@ type UDPStats struct {
 	//     queueSlots datagrams (the tunnel slower than the sender);
 	//   - TooBig: larger than MaxDatagram;
 	//   - Failed: their flow could not be opened (Dial failed), or the
-	//     flow's connection refused the write.
-	NoFlow, QueueFull, TooBig, Failed uint64
+	//     flow's connection refused the write;
+	//   - Refused: from a new source that Admit turned away.
+	NoFlow, QueueFull, TooBig, Failed, Refused uint64
 }
 
 // Dropped is every drop, whatever the reason.
-func (s UDPStats) Dropped() uint64 { return s.NoFlow + s.QueueFull + s.TooBig + s.Failed }
+func (s UDPStats) Dropped() uint64 {
+	return s.NoFlow + s.QueueFull + s.TooBig + s.Failed + s.Refused
+}
 
 // Add is s and o summed, field by field.
 func (s UDPStats) Add(o UDPStats) UDPStats {
@@ -32,6 +35,7 @@ func (s UDPStats) Add(o UDPStats) UDPStats {
 		QueueFull: s.QueueFull + o.QueueFull,
 		TooBig:    s.TooBig + o.TooBig,
 		Failed:    s.Failed + o.Failed,
+		Refused:   s.Refused + o.Refused,
 	}
 }
 
@@ -40,6 +44,7 @@ func (s UDPStats) Add(o UDPStats) UDPStats {
 type udpCounts struct {
 	datagrams, replies, flows         atomic.Uint64
 	noFlow, queueFull, tooBig, failed atomic.Uint64
+	refused                           atomic.Uint64
 }
 
 func (c *udpCounts) stats() UDPStats {
@@ -51,6 +56,7 @@ func (c *udpCounts) stats() UDPStats {
 		QueueFull: c.queueFull.Load(),
 		TooBig:    c.tooBig.Load(),
 		Failed:    c.failed.Load(),
+		Refused:   c.refused.Load(),
 	}
 }
 

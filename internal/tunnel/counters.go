@@ -43,7 +43,7 @@ type Counters struct {
 // and histograms summed, Reconnects by cause.
 func (c Counters) Add(o Counters) Counters {
 	out := c
-	if len(o.Reconnects) > 0 {
+	if len(c.Reconnects)+len(o.Reconnects) > 0 { // a map of its own, never c's
 		out.Reconnects = make(map[string]uint64, len(c.Reconnects)+len(o.Reconnects))
 		for k, v := range c.Reconnects {
 			out.Reconnects[k] += v

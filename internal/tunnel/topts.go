@@ -173,7 +173,7 @@ func execCommand(payload []byte) (string, bool) {
 // an error when the connection is to be closed (not allowed, options
 // refused or not settled in time).
 func (sc *serverConn) streamOptions(client, local netip.AddrPort) ([]byte, error) {
-	o, err := sc.admit(client.Addr())
+	o, err := sc.admit(sc.ctx, client.Addr())
 	if err != nil {
 		return nil, err
 	}
@@ -183,11 +183,11 @@ func (sc *serverConn) streamOptions(client, local netip.AddrPort) ([]byte, error
 	return proxyproto.Header(o.ProxyProtocol, client, local), nil
 }
 
-// admit waits for the connection's tunnel options, then says whether
-// allow= admits a public client from addr to its remote forwards (a TCP
-// port's connection, a UDP port's new flow).
-func (sc *serverConn) admit(addr netip.Addr) (auth.TunnelOptions, error) {
-	ctx, cancel := context.WithTimeout(sc.ctx, sc.srv.cfg.OptionsWait+5*time.Second)
+// admit waits for the connection's tunnel options (as long as ctx
+// lasts), then says whether allow= admits a public client from addr to
+// its remote forwards (a TCP port's connection, a UDP port's new flow).
+func (sc *serverConn) admit(ctx context.Context, addr netip.Addr) (auth.TunnelOptions, error) {
+	ctx, cancel := context.WithTimeout(ctx, sc.srv.cfg.OptionsWait+5*time.Second)
 	defer cancel()
 	o, err := sc.tunnelOptions(ctx)
 	if err != nil {
@@ -197,6 +197,21 @@ func (sc *serverConn) admit(addr netip.Addr) (auth.TunnelOptions, error) {
 		return o, errNotAllowed
 	}
 	return o, nil
+}
+
+// refusesNow says, without waiting, whether the connection's settled
+// options turn a public client from addr away: false while they are not
+// settled yet (admit waits for them then).
+func (sc *serverConn) refusesNow(addr netip.Addr) bool {
+	t := &sc.topts
+	select {
+	case <-t.settled:
+	default:
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.refused || !t.o.Allows(addr)
 }
 
 var errNotAllowed = errors.New("tunnel: the client's address is not in the forward's allow= networks")

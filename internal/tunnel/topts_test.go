@@ -160,6 +160,7 @@ func TestTunnelOptionsUDP(t *testing.T) {
 			cfg := clientConfig(t, srv.addr, hostKey.PublicKey(), key)
 			cfg.Remote = []spec.Forward{mustParse(t, spec.Remote, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d/udp", port))}
 			cfg.TunnelOptions = tc.words
+			flowsBefore := srv.srv.Counters().UDP.Flows
 			c := dialClient(t, cfg)
 			conn := dialUDP(t, c.RemoteAddrs()[0])
 			if tc.served {
@@ -176,6 +177,11 @@ func TestTunnelOptionsUDP(t *testing.T) {
 			conn.SetReadDeadline(time.Now().Add(time.Second))
 			if n, err := conn.Read(make([]byte, 64)); err == nil {
 				t.Fatalf("%d bytes came back from the service to a source allow= does not admit", n)
+			}
+			// The options were settled before the forward served, so the
+			// datagrams were dropped before any flow was opened for them.
+			if u := srv.srv.Counters().UDP; u.Refused != 3 || u.Flows != flowsBefore {
+				t.Errorf("3 datagrams from a source allow= does not admit: %d refused, %d flows opened; want 3 and none", u.Refused, u.Flows-flowsBefore)
 			}
 			waitFor(t, 5*time.Second, "the refusal recorded", func() bool {
 				for _, e := range srv.srv.Events().Events() {

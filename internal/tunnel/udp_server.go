@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pinhole-dev/pinhole/internal/ssh"
@@ -41,9 +42,22 @@ type udpListener struct {
 	cancel context.CancelFunc
 	fwd    *relay.UDPForwarder
 	once   sync.Once
+
+	lastRefusal atomic.Int64 // when refused last recorded one, in Unix ns
 }
 
 func (ul *udpListener) where() string { return ul.key.addr + "/udp" }
+
+// refused records a datagram that allow= turned away: in the events at
+// most once a second, since a flood of them costs the sender nothing.
+func (ul *udpListener) refused(src netip.AddrPort) {
+	now := time.Now().UnixNano()
+	last := ul.lastRefusal.Load()
+	if now-last < int64(time.Second) || !ul.lastRefusal.CompareAndSwap(last, now) {
+		return
+	}
+	ul.sc.event(observe.RefusedTunnelOptions, ul.where(), src, errNotAllowed)
+}
 
 func (ul *udpListener) close() {
 	ul.once.Do(func() {
@@ -96,11 +110,23 @@ func (sc *serverConn) listenUDP(payload []byte) (uint32, error) {
 		IdleTimeout: sc.srv.cfg.UDPIdleTimeout,
 		MaxFlows:    sc.srv.cfg.UDPMaxFlows,
 		Logger:      sc.log,
+		Admit: func(src netip.AddrPort) bool {
+			if !sc.refusesNow(src.Addr()) {
+				return true
+			}
+			ul.refused(src)
+			return false
+		},
 		Dial: func(ctx context.Context, src netip.AddrPort) (net.Conn, error) {
 			// A new flow, as a TCP port's new connection: allow= first, so
 			// that a source it turns away takes none of the key's streams.
-			if _, err := sc.admit(src.Addr()); err != nil {
+			// (Once the options are settled, Admit drops such a source's
+			// datagrams before they come here.)
+			if _, err := sc.admit(ctx, src.Addr()); err != nil {
 				sc.refuse(observe.RefusedTunnelOptions, ul.where(), src, err)
+				return nil, err
+			}
+			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 			if err := sc.keys.openStream(); err != nil {
