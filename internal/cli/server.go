@@ -204,7 +204,7 @@ func runServer(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	mapCfg.Status = new(portmap.Status)
-	mets, err := metricsF.start(e, "pinhole server", metrics.Sources{Role: "server", Server: func() *tunnel.Server { return srv }, Portmap: mapCfg.Status})
+	mets, err := metricsF.start(e, "pinhole server", metrics.Sources{Role: "server", Servers: func() []*tunnel.Server { return []*tunnel.Server{srv} }, Portmap: mapCfg.Status})
 	if err != nil {
 		disp.Close()
 		srv.Close()

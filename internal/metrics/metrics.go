@@ -49,13 +49,10 @@ type Sources struct {
 	Role string
 	// Version is pinhole's version.
 	Version string
-	// Server returns pinhole server's tunnel.Server, called at each
-	// scrape.
-	Server func() *tunnel.Server
-	// Servers, in place of Server, returns every tunnel.Server the
-	// process has run (server -c makes a new one when a reload restarts
-	// it, and the old one drains): the figures are their sums, so a
-	// counter does not fall back when one takes over from another.
+	// Servers returns every tunnel.Server pinhole server has run, called
+	// at each scrape (one; server -c makes a new one when a reload
+	// restarts it, and the old one drains): the figures are their sums,
+	// so a counter does not fall back when one takes over from another.
 	Servers func() []*tunnel.Server
 	// Tunnels lists a client's tunnels (pinhole connect: one; pinhole
 	// up: those of the file), called at each scrape.
@@ -178,19 +175,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	role := c.src.Role
 	if role == "" {
 		role = "client"
-		if c.src.Server != nil || c.src.Servers != nil {
+		if c.src.Servers != nil {
 			role = "server"
 		}
 	}
 	ch <- gauge(buildInfo, 1, c.src.Version, role)
-	switch {
-	case c.src.Servers != nil:
+	if c.src.Servers != nil {
 		if ss := c.src.Servers(); len(ss) > 0 {
 			collectServers(ch, ss)
-		}
-	case c.src.Server != nil:
-		if s := c.src.Server(); s != nil {
-			collectServers(ch, []*tunnel.Server{s})
 		}
 	}
 	if c.src.Tunnels != nil {
